@@ -1,0 +1,15 @@
+//! Codec-free audio building blocks: file decoding, resampling, Opus, pacing
+//! and signal measures. Nothing here knows about WebRTC or sessions, so each
+//! piece is unit-tested on plain buffers.
+
+pub mod codec;
+pub mod file;
+pub mod level;
+pub mod pacer;
+pub mod resample;
+
+pub use codec::{CodecError, OpusDecoder, OpusEncoder};
+pub use file::{AudioFileError, decode_file, decode_file_mono, write_wav};
+pub use level::{VOICED_THRESHOLD, first_voiced, last_voiced, rms};
+pub use pacer::{Pacer, Tick};
+pub use resample::{ResampleError, StreamResampler, resample_clip};

@@ -1,0 +1,507 @@
+//! A Rust WebRTC client for voxloop: connects through `/ws`, streams audio
+//! as real-time Opus, records what comes back with arrival times, and exposes
+//! the data-channel events. The tests use it now; the load tester drives many.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::audio::{OpusEncoder, Pacer};
+use crate::rtc::signaling::IceCandidate;
+use crate::rtc::{ErrorCode, Peer, PeerEvent, RtcSettings, ServerMessage};
+use crate::{FRAME_MS, WIRE_FRAME};
+
+/// The client could not connect or lost its session.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad server URL {0:?} (expected http://host:port)")]
+    Url(String),
+    #[error("signaling socket: {0}")]
+    Socket(String),
+    #[error("server error {code:?}: {message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("webrtc: {0}")]
+    Peer(#[from] crate::rtc::PeerError),
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, &'static str),
+    #[error("session ended: {0}")]
+    Ended(String),
+    #[error("audio: {0}")]
+    Audio(String),
+}
+
+/// Longest wait for local ICE gathering before offering without candidates.
+const GATHER_WAIT: Duration = Duration::from_millis(500);
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// `http://host:port` → `ws://host:port/ws`.
+pub fn ws_url(server: &str) -> Result<String, ClientError> {
+    let base = server.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("http://") {
+        Ok(format!("ws://{rest}/ws"))
+    } else if let Some(rest) = base.strip_prefix("ws://") {
+        Ok(format!("ws://{}/ws", rest.trim_end_matches("/ws")))
+    } else {
+        Err(ClientError::Url(server.to_string()))
+    }
+}
+
+/// A bare signaling socket that speaks the JSON protocol (for tests of the protocol itself).
+pub struct Signaling {
+    ws: Ws,
+}
+
+impl Signaling {
+    pub async fn connect(server: &str) -> Result<Self, ClientError> {
+        let url = ws_url(server)?;
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .map_err(|e| ClientError::Socket(e.to_string()))?;
+        Ok(Self { ws })
+    }
+
+    /// Send raw text, valid or not.
+    pub async fn send_text(&mut self, text: impl Into<String>) -> Result<(), ClientError> {
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .map_err(|e| ClientError::Socket(e.to_string()))
+    }
+
+    pub async fn send_binary(&mut self, data: Vec<u8>) -> Result<(), ClientError> {
+        self.ws
+            .send(Message::binary(data))
+            .await
+            .map_err(|e| ClientError::Socket(e.to_string()))
+    }
+
+    /// Next server message, skipping pings. `Ok(None)` when the socket closed.
+    pub async fn recv(&mut self, timeout: Duration) -> Result<Option<ServerMessage>, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| ClientError::Timeout(timeout, "a signaling message"))?;
+            match msg {
+                None | Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Err(e)) => return Err(ClientError::Socket(e.to_string())),
+                Some(Ok(Message::Text(t))) => {
+                    let m: ServerMessage = serde_json::from_str(t.as_str())
+                        .map_err(|e| ClientError::Socket(format!("bad server message: {e}")))?;
+                    return Ok(Some(m));
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Next message that is not a trickled candidate.
+    pub async fn recv_non_candidate(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<ServerMessage>, ClientError> {
+        loop {
+            match self.recv(timeout).await? {
+                Some(ServerMessage::Candidate { .. }) => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// One received 20 ms frame.
+#[derive(Debug, Clone)]
+pub struct ReceivedFrame {
+    pub pcm: Vec<f32>,
+    pub arrival: Instant,
+    pub rtp_timestamp: u32,
+    pub sequence: u16,
+}
+
+/// When each frame of a [`Client::send_pcm`] call left.
+#[derive(Debug, Clone)]
+pub struct SendReport {
+    pub frame_times: Vec<Instant>,
+}
+
+impl SendReport {
+    /// Send time of the frame holding sample `index` (48 kHz).
+    pub fn time_of_sample(&self, index: usize) -> Option<Instant> {
+        self.frame_times.get(index / WIRE_FRAME).copied()
+    }
+}
+
+/// Options for [`Client::connect`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub rtc: RtcSettings,
+    pub connect_timeout: Duration,
+    pub opus_bitrate: i32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            rtc: RtcSettings::default(),
+            connect_timeout: Duration::from_secs(10),
+            opus_bitrate: 48_000,
+        }
+    }
+}
+
+struct Shared {
+    received: Mutex<Vec<ReceivedFrame>>,
+    ended: Mutex<Option<String>>,
+    errors: Mutex<Vec<(ErrorCode, String)>>,
+}
+
+/// A connected voxloop session seen from the client side.
+pub struct Client {
+    pub session_id: String,
+    /// Time from opening the socket to the peer connection being connected.
+    pub connect_time: Duration,
+    peer: Arc<Peer>,
+    encoder: tokio::sync::Mutex<OpusEncoder>,
+    ws_out: mpsc::Sender<String>,
+    events: mpsc::Receiver<serde_json::Value>,
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn candidate_msg(c: Option<IceCandidate>) -> String {
+    match c {
+        Some(c) => serde_json::json!({"type": "candidate", "candidate": c}).to_string(),
+        None => serde_json::json!({"type": "candidate", "candidate": null}).to_string(),
+    }
+}
+
+impl Client {
+    /// Connect to a voxloop server (`http://host:port`) and wait until media flows.
+    pub async fn connect(server: &str, opts: ClientOptions) -> Result<Self, ClientError> {
+        let started = Instant::now();
+        let mut sig = Signaling::connect(server).await?;
+        let (peer, streams, offer) = Peer::offer(&opts.rtc).await?;
+        let peer = Arc::new(peer);
+        let mut peer_events = streams.events;
+        let audio = streams.audio;
+        let result = async {
+            // Loopback and host candidates gather in a few ms: put them in the
+            // offer so the server's ICE agent has pairs to check at once.
+            let mut early_events = Vec::new();
+            let gather = tokio::time::timeout(GATHER_WAIT, async {
+                while let Some(ev) = peer_events.recv().await {
+                    match ev {
+                        PeerEvent::GatheringComplete => return true,
+                        PeerEvent::LocalCandidate(_) => {}
+                        other => early_events.push(other),
+                    }
+                }
+                false
+            })
+            .await
+            .unwrap_or(false);
+            let offer = match gather {
+                true => peer.local_sdp().await.unwrap_or(offer),
+                false => offer,
+            };
+            sig.send_text(serde_json::json!({"type": "offer", "sdp": offer}).to_string())
+                .await?;
+            let deadline = tokio::time::Instant::now() + opts.connect_timeout;
+            let mut session_id = None;
+            let mut answered = false;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(ClientError::Timeout(opts.connect_timeout, "the connection"));
+                    }
+                    msg = sig.recv(opts.connect_timeout) => match msg? {
+                        Some(ServerMessage::Session { id }) => session_id = Some(id),
+                        Some(ServerMessage::Answer { sdp }) => {
+                            peer.accept_answer(&sdp).await?;
+                            answered = true;
+                        }
+                        Some(ServerMessage::Candidate { candidate }) => {
+                            if answered {
+                                peer.add_remote_candidate(candidate).await?;
+                            }
+                        }
+                        Some(ServerMessage::Error { code, message }) => {
+                            return Err(ClientError::Server { code, message });
+                        }
+                        None => return Err(ClientError::Ended("signaling socket closed".into())),
+                    },
+                    ev = peer_events.recv() => match ev {
+                        Some(PeerEvent::LocalCandidate(c)) => sig.send_text(candidate_msg(Some(c))).await?,
+                        Some(PeerEvent::GatheringComplete) => sig.send_text(candidate_msg(None)).await?,
+                        Some(PeerEvent::Connected) => break,
+                        Some(PeerEvent::Ended(why)) => return Err(ClientError::Ended(why)),
+                        Some(other) => early_events.push(other),
+                        None => return Err(ClientError::Ended("peer gone".into())),
+                    },
+                }
+            }
+            let id = session_id.ok_or(ClientError::Ended("no session id".into()))?;
+            Ok((id, early_events))
+        }
+        .await;
+        let (session_id, early_events) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                peer.close().await;
+                sig.close().await;
+                return Err(e);
+            }
+        };
+        let connect_time = started.elapsed();
+
+        let shared = Arc::new(Shared {
+            received: Mutex::new(Vec::new()),
+            ended: Mutex::new(None),
+            errors: Mutex::new(Vec::new()),
+        });
+        let (ev_tx, ev_rx) = mpsc::channel(1024);
+        let (ws_tx, ws_rx) = mpsc::channel::<String>(64);
+        for ev in early_events {
+            forward_event(&ev, &ev_tx, &shared);
+        }
+        let tasks = vec![
+            tokio::spawn(record_audio(audio, shared.clone())),
+            tokio::spawn(drive(sig, ws_rx, peer_events, peer.clone(), ev_tx, shared.clone())),
+        ];
+        let encoder = OpusEncoder::new(opts.opus_bitrate)
+            .map_err(|e| ClientError::Audio(e.to_string()))?;
+        Ok(Self {
+            session_id,
+            connect_time,
+            peer,
+            encoder: tokio::sync::Mutex::new(encoder),
+            ws_out: ws_tx,
+            events: ev_rx,
+            shared,
+            tasks,
+        })
+    }
+
+    /// Stream 48 kHz mono audio as 20 ms Opus frames. `speed` 1.0 is real
+    /// time; larger values send faster (only where a test does not depend on pacing).
+    pub async fn send_pcm(&self, pcm: &[f32], speed: f32) -> Result<SendReport, ClientError> {
+        let speed = if speed.is_finite() && speed > 0.0 { speed } else { 1.0 };
+        let period = Duration::from_secs_f32(FRAME_MS as f32 / 1000.0 / speed);
+        let mut pacer = Pacer::new(Instant::now(), period);
+        let mut times = Vec::with_capacity(pcm.len() / WIRE_FRAME + 1);
+        let mut encoder = self.encoder.lock().await;
+        for chunk in pcm.chunks(WIRE_FRAME) {
+            if let Some(why) = self.ended() {
+                return Err(ClientError::Ended(why));
+            }
+            tokio::time::sleep_until(tokio::time::Instant::from_std(pacer.next_deadline())).await;
+            pacer.on_wake(Instant::now());
+            let mut frame = chunk.to_vec();
+            frame.resize(WIRE_FRAME, 0.0);
+            let packet = encoder
+                .encode(&frame)
+                .map_err(|e| ClientError::Audio(e.to_string()))?;
+            times.push(Instant::now());
+            self.peer.send_opus(packet).await?;
+        }
+        Ok(SendReport { frame_times: times })
+    }
+
+    /// Send `duration` of silence in real time.
+    pub async fn send_silence(&self, duration: Duration) -> Result<SendReport, ClientError> {
+        let n = (duration.as_secs_f64() * f64::from(crate::WIRE_RATE)) as usize;
+        self.send_pcm(&vec![0.0; n], 1.0).await
+    }
+
+    /// Next data-channel event (JSON), or `None` on timeout.
+    pub async fn next_event(&mut self, timeout: Duration) -> Option<serde_json::Value> {
+        tokio::time::timeout(timeout, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Wait for an event matching `pred`, dropping others.
+    pub async fn wait_event<F>(&mut self, timeout: Duration, pred: F) -> Option<serde_json::Value>
+    where
+        F: Fn(&serde_json::Value) -> bool,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .ok()
+                .flatten()?;
+            if pred(&ev) {
+                return Some(ev);
+            }
+        }
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<ReceivedFrame> {
+        self.shared
+            .received
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// Received audio as one 48 kHz buffer.
+    pub fn received_pcm(&self) -> Vec<f32> {
+        self.received().into_iter().flat_map(|f| f.pcm).collect()
+    }
+
+    /// Forget what was received so far.
+    pub fn clear_received(&self) {
+        if let Ok(mut r) = self.shared.received.lock() {
+            r.clear();
+        }
+    }
+
+    /// Error messages the server sent after connecting.
+    pub fn server_errors(&self) -> Vec<(ErrorCode, String)> {
+        self.shared
+            .errors
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+
+    /// Why the session ended, if it did.
+    pub fn ended(&self) -> Option<String> {
+        self.shared.ended.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Send a raw text message on the signaling socket.
+    pub async fn send_signaling(&self, text: String) -> Result<(), ClientError> {
+        self.ws_out
+            .send(text)
+            .await
+            .map_err(|_| ClientError::Ended("signaling socket closed".into()))
+    }
+
+    /// Hang up politely: `bye`, then close the peer connection.
+    pub async fn bye(self) {
+        let _ = self
+            .ws_out
+            .send(serde_json::json!({"type": "bye"}).to_string())
+            .await;
+        // Give the writer a moment to flush the bye before the socket drops.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.shutdown().await;
+    }
+
+    /// Vanish without `bye` (a crashed tab): the socket and peer just go away.
+    pub async fn abort(self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.peer.close().await;
+    }
+}
+
+fn forward_event(ev: &PeerEvent, tx: &mpsc::Sender<serde_json::Value>, shared: &Shared) {
+    match ev {
+        PeerEvent::DataMessage(text) => match serde_json::from_str(text) {
+            Ok(v) => {
+                let _ = tx.try_send(v);
+            }
+            Err(_) => tracing::debug!("non-JSON data channel message"),
+        },
+        PeerEvent::Ended(why) => {
+            if let Ok(mut e) = shared.ended.lock() {
+                *e = Some(why.clone());
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn record_audio(mut audio: mpsc::Receiver<crate::rtc::InboundFrame>, shared: Arc<Shared>) {
+    while let Some(f) = audio.recv().await {
+        if let Ok(mut r) = shared.received.lock() {
+            r.push(ReceivedFrame {
+                pcm: f.pcm,
+                arrival: f.arrival,
+                rtp_timestamp: f.rtp_timestamp,
+                sequence: f.sequence,
+            });
+        }
+    }
+}
+
+async fn drive(
+    mut sig: Signaling,
+    mut ws_out: mpsc::Receiver<String>,
+    mut peer_events: mpsc::Receiver<PeerEvent>,
+    peer: Arc<Peer>,
+    ev_tx: mpsc::Sender<serde_json::Value>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        tokio::select! {
+            out = ws_out.recv() => match out {
+                Some(text) => {
+                    if sig.send_text(text).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            msg = sig.recv(Duration::from_secs(3600)) => match msg {
+                Ok(Some(ServerMessage::Candidate { candidate })) => {
+                    let _ = peer.add_remote_candidate(candidate).await;
+                }
+                Ok(Some(ServerMessage::Error { code, message })) => {
+                    if let Ok(mut e) = shared.errors.lock() {
+                        e.push((code, message));
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    if let Ok(mut e) = shared.ended.lock() {
+                        e.get_or_insert_with(|| "signaling socket closed".into());
+                    }
+                    break;
+                }
+            },
+            ev = peer_events.recv() => match ev {
+                Some(PeerEvent::LocalCandidate(c)) => {
+                    let _ = sig.send_text(candidate_msg(Some(c))).await;
+                }
+                Some(ev) => forward_event(&ev, &ev_tx, &shared),
+                None => break,
+            },
+        }
+    }
+    sig.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ws_urls() {
+        assert_eq!(ws_url("http://127.0.0.1:8080").unwrap(), "ws://127.0.0.1:8080/ws");
+        assert_eq!(ws_url("http://127.0.0.1:8080/").unwrap(), "ws://127.0.0.1:8080/ws");
+        assert_eq!(ws_url("ws://h:1/ws").unwrap(), "ws://h:1/ws");
+        assert!(ws_url("ftp://x").is_err());
+    }
+}

@@ -1,0 +1,350 @@
+//! The one configuration type: defaults that run out of the box, overridden by
+//! a TOML file, then `VOXLOOP_*` environment variables, then command-line flags.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rtc::RtcSettings;
+
+/// A configuration source had a bad value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}={value:?}: {message}")]
+    Env {
+        var: String,
+        value: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Which conversation pipeline a session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineKind {
+    /// Plays each utterance back after the user stops: a diagnostics mode
+    /// that measures the media path alone.
+    Echo,
+}
+
+impl std::str::FromStr for PipelineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "echo" => Ok(PipelineKind::Echo),
+            other => Err(format!("unknown pipeline {other:?} (expected: echo)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listen address (`VOXLOOP_BIND`). Port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// NATS server for prompts and events (`VOXLOOP_NATS_URL`).
+    pub nats_url: String,
+    /// Directory of the web page served at `/` (`VOXLOOP_WEB_DIR`).
+    pub web_dir: PathBuf,
+    /// Pipeline for new sessions (`VOXLOOP_PIPELINE`).
+    pub pipeline: PipelineKind,
+    /// Log filter in `tracing` syntax (`VOXLOOP_LOG`).
+    pub log: String,
+    /// Most concurrent sessions; further offers get a `busy` error (`VOXLOOP_MAX_SESSIONS`).
+    pub max_sessions: usize,
+    /// Largest accepted signaling message in bytes (`VOXLOOP_MAX_MESSAGE_BYTES`).
+    pub max_message_bytes: usize,
+    pub rtc: RtcConfig,
+    pub audio: AudioConfig,
+    pub echo: EchoConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtcConfig {
+    /// Local IPs to bind media sockets on (`VOXLOOP_RTC_BIND`, comma-separated).
+    /// Loopback by default; add a real interface to serve other machines.
+    pub udp_bind: Vec<IpAddr>,
+    /// Public IPs to advertise for a 1:1 NAT (`VOXLOOP_RTC_PUBLIC_IPS`).
+    pub public_ips: Vec<String>,
+    /// ICE connectivity-check interval in ms (`VOXLOOP_RTC_ICE_CHECK_MS`).
+    pub ice_check_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudioConfig {
+    /// Opus bitrate of the audio we send, bits/s (`VOXLOOP_OPUS_BITRATE`).
+    pub opus_bitrate: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EchoConfig {
+    /// Frame level above which the echo gate hears speech, dBFS.
+    pub threshold_dbfs: f32,
+    /// Silence that ends an utterance, ms.
+    pub hangover_ms: u32,
+    /// Longest utterance kept; longer speech is played back in pieces, ms.
+    pub max_utterance_ms: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            web_dir: PathBuf::from("web"),
+            pipeline: PipelineKind::Echo,
+            log: "info".into(),
+            max_sessions: 64,
+            max_message_bytes: crate::rtc::signaling::DEFAULT_MAX_MESSAGE,
+            rtc: RtcConfig::default(),
+            audio: AudioConfig::default(),
+            echo: EchoConfig::default(),
+        }
+    }
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        Self {
+            udp_bind: vec![IpAddr::from([127, 0, 0, 1])],
+            public_ips: vec![],
+            ice_check_interval_ms: 20,
+        }
+    }
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self {
+            opus_bitrate: 48_000,
+        }
+    }
+}
+
+impl Default for EchoConfig {
+    fn default() -> Self {
+        Self {
+            threshold_dbfs: -40.0,
+            hangover_ms: 500,
+            max_utterance_ms: 30_000,
+        }
+    }
+}
+
+fn parse_list<T: std::str::FromStr>(value: &str) -> Result<Vec<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<T>().map_err(|e| format!("{s:?}: {e}")))
+        .collect()
+}
+
+fn parse_one<T: std::str::FromStr>(value: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse::<T>().map_err(|e| e.to_string())
+}
+
+impl Config {
+    /// Read a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Apply `VOXLOOP_*` variables. Takes the variables as an iterator so tests
+    /// need not touch the process environment.
+    pub fn apply_env<I>(&mut self, vars: I) -> Result<(), ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        for (var, value) in vars {
+            if !var.starts_with("VOXLOOP_") {
+                continue;
+            }
+            let res: Result<(), String> = match var.as_str() {
+                "VOXLOOP_BIND" => parse_one(&value).map(|v| self.bind = v),
+                "VOXLOOP_NATS_URL" => {
+                    self.nats_url = value.clone();
+                    Ok(())
+                }
+                "VOXLOOP_WEB_DIR" => {
+                    self.web_dir = PathBuf::from(&value);
+                    Ok(())
+                }
+                "VOXLOOP_PIPELINE" => parse_one(&value).map(|v| self.pipeline = v),
+                "VOXLOOP_LOG" => {
+                    self.log = value.clone();
+                    Ok(())
+                }
+                "VOXLOOP_MAX_SESSIONS" => parse_one(&value).map(|v| self.max_sessions = v),
+                "VOXLOOP_MAX_MESSAGE_BYTES" => {
+                    parse_one(&value).map(|v| self.max_message_bytes = v)
+                }
+                "VOXLOOP_RTC_BIND" => parse_list(&value).map(|v| self.rtc.udp_bind = v),
+                "VOXLOOP_RTC_PUBLIC_IPS" => parse_list::<IpAddr>(&value)
+                    .map(|v| self.rtc.public_ips = v.iter().map(|ip| ip.to_string()).collect()),
+                "VOXLOOP_RTC_ICE_CHECK_MS" => {
+                    parse_one(&value).map(|v| self.rtc.ice_check_interval_ms = v)
+                }
+                "VOXLOOP_OPUS_BITRATE" => parse_one(&value).map(|v| self.audio.opus_bitrate = v),
+                // Read by the binary before the config exists, or by scripts.
+                "VOXLOOP_CONFIG" | "VOXLOOP_CACHE_DIR" => Ok(()),
+                _ => {
+                    tracing::warn!(%var, "unknown VOXLOOP_ variable ignored");
+                    Ok(())
+                }
+            };
+            res.map_err(|message| ConfigError::Env {
+                var: var.clone(),
+                value: value.clone(),
+                message,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Check values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.rtc.udp_bind.is_empty() {
+            return Err(ConfigError::Invalid(
+                "rtc.udp_bind is empty: at least one media address is needed".into(),
+            ));
+        }
+        if self.rtc.udp_bind.iter().any(|ip| ip.is_unspecified()) {
+            return Err(ConfigError::Invalid(
+                "rtc.udp_bind must list concrete addresses (0.0.0.0 / :: skip loopback in the WebRTC engine)".into(),
+            ));
+        }
+        if !(6_000..=510_000).contains(&self.audio.opus_bitrate) {
+            return Err(ConfigError::Invalid(format!(
+                "audio.opus_bitrate {} is outside Opus' 6000..=510000",
+                self.audio.opus_bitrate
+            )));
+        }
+        if self.max_sessions == 0 {
+            return Err(ConfigError::Invalid("max_sessions must be at least 1".into()));
+        }
+        if self.echo.hangover_ms < crate::FRAME_MS || self.echo.max_utterance_ms < 1000 {
+            return Err(ConfigError::Invalid(
+                "echo.hangover_ms must be >= 20 and echo.max_utterance_ms >= 1000".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn rtc_settings(&self) -> RtcSettings {
+        RtcSettings {
+            udp_bind: self.rtc.udp_bind.clone(),
+            public_ips: self.rtc.public_ips.clone(),
+            ice_check_interval: Duration::from_millis(self.rtc.ice_check_interval_ms.max(1)),
+        }
+    }
+
+    /// The effective configuration as TOML, with credentials in URLs masked.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.nats_url = redact_url(&self.nats_url);
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+}
+
+/// `nats://user:secret@host` → `nats://***@host`.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_local() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
+        assert!(c.rtc.udp_bind.iter().all(|ip| ip.is_loopback()));
+    }
+
+    #[test]
+    fn env_overrides_and_errors_name_the_variable() {
+        let mut c = Config::default();
+        c.apply_env(env(&[
+            ("VOXLOOP_BIND", "127.0.0.1:0"),
+            ("VOXLOOP_NATS_URL", "nats://u:p@127.0.0.1:4333"),
+            ("VOXLOOP_RTC_BIND", "127.0.0.1, ::1"),
+            ("HOME", "/root"),
+        ]))
+        .unwrap();
+        assert_eq!(c.bind.port(), 0);
+        assert_eq!(c.rtc.udp_bind.len(), 2);
+        assert!(c.redacted_toml().contains("nats://***@127.0.0.1:4333"));
+        assert!(!c.redacted_toml().contains("u:p"));
+        let err = c
+            .apply_env(env(&[("VOXLOOP_MAX_SESSIONS", "many")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("VOXLOOP_MAX_SESSIONS"), "{err}");
+    }
+
+    #[test]
+    fn file_layer_and_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("voxloop-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "bind = \"127.0.0.1:9999\"\n[echo]\nhangover_ms = 300\n").unwrap();
+        let c = Config::from_file(&good).unwrap();
+        assert_eq!(c.bind.port(), 9999);
+        assert_eq!(c.echo.hangover_ms, 300);
+        assert_eq!(c.max_sessions, 64, "unset keys keep defaults");
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "bnid = \"x\"\n").unwrap();
+        assert!(matches!(
+            Config::from_file(&bad),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn wildcard_media_bind_is_rejected() {
+        let mut c = Config::default();
+        c.rtc.udp_bind = vec![IpAddr::from([0, 0, 0, 0])];
+        assert!(c.validate().is_err());
+    }
+}

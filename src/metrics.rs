@@ -1,0 +1,134 @@
+//! Process-wide counters, rendered in the Prometheus text format at `/metrics`.
+//!
+//! Plain atomics: the media path increments them 50 times a second per
+//! session, so they must never lock or allocate there.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::rtc::ErrorCode;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub active_sessions: AtomicI64,
+    pub sessions_total: AtomicU64,
+    pub audio_frames_in: AtomicU64,
+    pub audio_frames_out: AtomicU64,
+    pub late_frames_out: AtomicU64,
+    pub skipped_frames_out: AtomicU64,
+    pub inbound_frames_dropped: AtomicU64,
+    pub utterances: AtomicU64,
+    signaling_errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    pub fn signaling_error(&self, code: ErrorCode) {
+        if let Ok(mut m) = self.signaling_errors.lock() {
+            *m.entry(code.as_str()).or_default() += 1;
+        }
+    }
+
+    pub fn signaling_errors(&self, code: ErrorCode) -> u64 {
+        self.signaling_errors
+            .lock()
+            .map(|m| m.get(code.as_str()).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter(
+            "voxloop_sessions_total",
+            "Sessions started since the process began.",
+            get(&self.sessions_total),
+        );
+        counter(
+            "voxloop_audio_frames_in_total",
+            "20 ms audio frames received and decoded.",
+            get(&self.audio_frames_in),
+        );
+        counter(
+            "voxloop_audio_frames_out_total",
+            "20 ms audio frames encoded and sent.",
+            get(&self.audio_frames_out),
+        );
+        counter(
+            "voxloop_late_frames_out_total",
+            "Outgoing frames sent more than half a frame after their deadline.",
+            get(&self.late_frames_out),
+        );
+        counter(
+            "voxloop_skipped_frames_out_total",
+            "Outgoing deadlines skipped after a stall (instead of bursting).",
+            get(&self.skipped_frames_out),
+        );
+        counter(
+            "voxloop_inbound_frames_dropped_total",
+            "Inbound frames dropped because the pipeline fell behind.",
+            get(&self.inbound_frames_dropped),
+        );
+        counter(
+            "voxloop_utterances_total",
+            "User utterances detected.",
+            get(&self.utterances),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP voxloop_active_sessions Sessions currently live.\n# TYPE voxloop_active_sessions gauge\nvoxloop_active_sessions {}",
+            self.active_sessions.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP voxloop_signaling_errors_total Rejected signaling messages by kind.\n# TYPE voxloop_signaling_errors_total counter"
+        );
+        if let Ok(m) = self.signaling_errors.lock() {
+            for (kind, v) in m.iter() {
+                let _ = writeln!(out, "voxloop_signaling_errors_total{{kind=\"{kind}\"}} {v}");
+            }
+        }
+        out
+    }
+}
+
+/// Read one sample from Prometheus text (used by tests and the load tester).
+pub fn parse_sample(text: &str, name_with_labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == name_with_labels).then(|| value.parse().ok())?
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_and_parses() {
+        let m = Metrics::default();
+        m.active_sessions.fetch_add(2, Ordering::Relaxed);
+        Metrics::inc(&m.audio_frames_in);
+        m.signaling_error(ErrorCode::BadJson);
+        m.signaling_error(ErrorCode::BadJson);
+        let text = m.render();
+        assert_eq!(parse_sample(&text, "voxloop_active_sessions"), Some(2.0));
+        assert_eq!(parse_sample(&text, "voxloop_audio_frames_in_total"), Some(1.0));
+        assert_eq!(
+            parse_sample(&text, "voxloop_signaling_errors_total{kind=\"bad_json\"}"),
+            Some(2.0)
+        );
+        assert_eq!(m.signaling_errors(ErrorCode::BadJson), 2);
+    }
+}

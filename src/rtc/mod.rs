@@ -1,0 +1,15 @@
+//! WebRTC: peer connections, signaling and the media edge.
+//!
+//! Every type of the `webrtc`/`rtc` crates stays inside this module: the rest
+//! of voxloop sees [`Peer`], [`PeerEvent`], [`InboundFrame`] and the
+//! signaling types, so the engine can be swapped (str0m is the fallback named
+//! in ARCHITECTURE.md) without touching sessions, the server or the client.
+
+pub mod peer;
+pub mod signaling;
+
+pub use peer::{InboundFrame, Peer, PeerError, PeerEvent, PeerStreams, RtcSettings};
+pub use signaling::{
+    ClientMessage, ErrorCode, IceCandidate, Negotiation, ServerMessage, SignalError,
+    parse_client_message,
+};

@@ -1,0 +1,509 @@
+//! One WebRTC peer connection with one Opus track each way and one data channel.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use tokio::sync::{Mutex, mpsc};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+use super::signaling::IceCandidate;
+use crate::audio::OpusDecoder;
+
+/// Label of the JSON event channel; the client creates it before its offer.
+pub const EVENTS_LABEL: &str = "events";
+/// Opus payload type we offer (the value browsers use).
+const OPUS_PT: u8 = 111;
+/// Inbound frames buffered before the pipeline must have read them (2 s).
+const AUDIO_QUEUE: usize = 100;
+const EVENT_QUEUE: usize = 256;
+
+/// Media-engine settings from the `[rtc]` config section.
+#[derive(Debug, Clone)]
+pub struct RtcSettings {
+    /// Local addresses to bind one UDP socket each on; loopback by default.
+    pub udp_bind: Vec<IpAddr>,
+    /// Public addresses to advertise instead of the bound ones (1:1 NAT).
+    pub public_ips: Vec<String>,
+    /// Interval between ICE connectivity checks.
+    pub ice_check_interval: Duration,
+}
+
+impl Default for RtcSettings {
+    fn default() -> Self {
+        Self {
+            udp_bind: vec![IpAddr::from([127, 0, 0, 1])],
+            public_ips: Vec::new(),
+            ice_check_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// A peer connection operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("invalid SDP: {0}")]
+    Sdp(String),
+    #[error("invalid ICE candidate: {0}")]
+    Candidate(String),
+    #[error("webrtc: {0}")]
+    Engine(String),
+}
+
+fn engine<E: std::fmt::Display>(e: E) -> PeerError {
+    PeerError::Engine(e.to_string())
+}
+
+/// Something that happened on the connection, for the session to act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    LocalCandidate(IceCandidate),
+    GatheringComplete,
+    Connected,
+    /// Failed, disconnected or closed: the session is over.
+    Ended(String),
+    DataOpen,
+    DataMessage(String),
+}
+
+/// One decoded inbound audio frame (48 kHz mono) with its RTP facts.
+#[derive(Debug, Clone)]
+pub struct InboundFrame {
+    pub pcm: Vec<f32>,
+    pub rtp_timestamp: u32,
+    pub sequence: u16,
+    pub arrival: Instant,
+}
+
+/// The receiving ends a peer's owner reads from.
+pub struct PeerStreams {
+    pub events: mpsc::Receiver<PeerEvent>,
+    pub audio: mpsc::Receiver<InboundFrame>,
+}
+
+struct Handler {
+    events: mpsc::Sender<PeerEvent>,
+    audio: mpsc::Sender<InboundFrame>,
+    data: Arc<Mutex<Option<Arc<dyn DataChannel>>>>,
+    rt: tokio::runtime::Handle,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let _ = self
+                    .events
+                    .try_send(PeerEvent::LocalCandidate(IceCandidate {
+                        candidate: init.candidate,
+                        sdp_mid: init.sdp_mid,
+                        sdp_mline_index: init.sdp_mline_index,
+                        username_fragment: init.username_fragment,
+                    }));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serialize local candidate"),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.events.try_send(PeerEvent::GatheringComplete);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::debug!(%state, "peer connection state");
+        let ev = match state {
+            RTCPeerConnectionState::Connected => PeerEvent::Connected,
+            RTCPeerConnectionState::Failed
+            | RTCPeerConnectionState::Disconnected
+            | RTCPeerConnectionState::Closed => PeerEvent::Ended(state.to_string()),
+            _ => return,
+        };
+        let _ = self.events.try_send(ev);
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let label = dc.label().await.unwrap_or_default();
+        if label != EVENTS_LABEL {
+            tracing::debug!(%label, "ignoring extra data channel");
+            return;
+        }
+        spawn_data_channel(&self.rt, dc, self.data.clone(), self.events.clone());
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if track.kind().await != RtpCodecKind::Audio {
+            return;
+        }
+        let audio = self.audio.clone();
+        self.rt.spawn(receive_audio(track, audio));
+    }
+}
+
+fn spawn_data_channel(
+    rt: &tokio::runtime::Handle,
+    dc: Arc<dyn DataChannel>,
+    slot: Arc<Mutex<Option<Arc<dyn DataChannel>>>>,
+    events: mpsc::Sender<PeerEvent>,
+) {
+    rt.spawn(async move {
+        *slot.lock().await = Some(dc.clone());
+        while let Some(ev) = dc.poll().await {
+            match ev {
+                DataChannelEvent::OnOpen => {
+                    let _ = events.try_send(PeerEvent::DataOpen);
+                }
+                DataChannelEvent::OnMessage(msg) => match String::from_utf8(msg.data.to_vec()) {
+                    Ok(text) => {
+                        let _ = events.try_send(PeerEvent::DataMessage(text));
+                    }
+                    Err(_) => tracing::debug!("dropping non-UTF-8 data channel message"),
+                },
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+        slot.lock().await.take();
+    });
+}
+
+/// Decode the remote Opus track into 48 kHz frames, concealing lost packets.
+async fn receive_audio(track: Arc<dyn TrackRemote>, audio: mpsc::Sender<InboundFrame>) {
+    let mut decoder = match OpusDecoder::new() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create Opus decoder");
+            return;
+        }
+    };
+    let mut last_seq: Option<u16> = None;
+    while let Some(ev) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(packet) = ev else {
+            continue;
+        };
+        let seq = packet.header.sequence_number;
+        let arrival = Instant::now();
+        if let Some(prev) = last_seq {
+            let gap = seq.wrapping_sub(prev);
+            if gap == 0 || gap > 0x8000 {
+                continue; // duplicate or reordered-late packet
+            }
+            // Conceal up to 5 lost frames; a longer gap is a pause, not loss.
+            for _ in 1..gap.min(6) {
+                if let Ok(pcm) = decoder.conceal(crate::WIRE_FRAME) {
+                    let _ = audio.try_send(InboundFrame {
+                        pcm,
+                        rtp_timestamp: packet.header.timestamp,
+                        sequence: seq,
+                        arrival,
+                    });
+                }
+            }
+        }
+        last_seq = Some(seq);
+        match decoder.decode(&packet.payload) {
+            Ok(pcm) if !pcm.is_empty() => {
+                let frame = InboundFrame {
+                    pcm,
+                    rtp_timestamp: packet.header.timestamp,
+                    sequence: seq,
+                    arrival,
+                };
+                if audio.try_send(frame).is_err() && audio.is_closed() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "dropping undecodable Opus packet"),
+        }
+    }
+}
+
+/// A live peer connection.
+pub struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    payload_type: std::sync::Mutex<u8>,
+    data: Arc<Mutex<Option<Arc<dyn DataChannel>>>>,
+    events: mpsc::Sender<PeerEvent>,
+    closed: AtomicBool,
+    rt: tokio::runtime::Handle,
+}
+
+fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+impl Peer {
+    async fn build(settings: &RtcSettings) -> Result<(Self, PeerStreams), PeerError> {
+        let rt = tokio::runtime::Handle::current();
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+        let (au_tx, au_rx) = mpsc::channel(AUDIO_QUEUE);
+        let data = Arc::new(Mutex::new(None));
+
+        let mut media = MediaEngine::default();
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: opus_codec(),
+                    payload_type: OPUS_PT,
+                    ..Default::default()
+                },
+                RtpCodecKind::Audio,
+            )
+            .map_err(engine)?;
+        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(engine)?;
+        let mut se = SettingEngineBuilder::new()
+            .with_ice_connection_attempts(Some(settings.ice_check_interval), None);
+        if !settings.public_ips.is_empty() {
+            se = se.with_nat_1to1_ips(settings.public_ips.clone(), RTCIceCandidateType::Host);
+        }
+        let handler = Arc::new(Handler {
+            events: ev_tx.clone(),
+            audio: au_tx,
+            data: data.clone(),
+            rt: rt.clone(),
+        });
+        let addrs: Vec<String> = settings
+            .udp_bind
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, 0).to_string())
+            .collect();
+        let pc = PeerConnectionBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(se.build())
+            .with_handler(handler)
+            .with_udp_addrs(addrs)
+            .build()
+            .await
+            .map_err(engine)?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+        let ssrc = rand::random::<u32>();
+        let track = Arc::new(
+            TrackLocalStaticSample::new(
+                Instant::now(),
+                MediaStreamTrack::new(
+                    "voxloop".to_owned(),
+                    "voxloop-audio".to_owned(),
+                    "voxloop-audio".to_owned(),
+                    RtpCodecKind::Audio,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: opus_codec(),
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .map_err(engine)?,
+        );
+        let peer = Self {
+            pc,
+            track,
+            ssrc,
+            payload_type: std::sync::Mutex::new(OPUS_PT),
+            data,
+            events: ev_tx,
+            closed: AtomicBool::new(false),
+            rt,
+        };
+        if let Err(e) = peer.pc.add_track(peer.track.clone() as Arc<dyn TrackLocal>).await {
+            peer.close().await;
+            return Err(engine(e));
+        }
+        Ok((
+            peer,
+            PeerStreams {
+                events: ev_rx,
+                audio: au_rx,
+            },
+        ))
+    }
+
+    /// Server side: answer a remote offer. Returns the peer, its streams and the answer SDP.
+    ///
+    /// The answer is returned at once (trickle ICE); local candidates follow as
+    /// [`PeerEvent::LocalCandidate`]. Use [`Peer::local_sdp`] after
+    /// [`PeerEvent::GatheringComplete`] for a non-trickle answer (WHIP).
+    pub async fn answer(
+        settings: &RtcSettings,
+        offer_sdp: &str,
+    ) -> Result<(Self, PeerStreams, String), PeerError> {
+        let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+            .map_err(|e| PeerError::Sdp(e.to_string()))?;
+        let (peer, streams) = Self::build(settings).await?;
+        match peer.negotiate_answer(offer).await {
+            Ok(sdp) => Ok((peer, streams, sdp)),
+            Err(e) => {
+                peer.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn negotiate_answer(&self, offer: RTCSessionDescription) -> Result<String, PeerError> {
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| PeerError::Sdp(e.to_string()))?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(|e| PeerError::Sdp(e.to_string()))?;
+        let sdp = answer.sdp.clone();
+        self.pc.set_local_description(answer).await.map_err(engine)?;
+        self.resolve_payload_type().await;
+        Ok(self.local_sdp().await.unwrap_or(sdp))
+    }
+
+    /// Client side: create a peer with the events data channel and return its offer SDP.
+    pub async fn offer(settings: &RtcSettings) -> Result<(Self, PeerStreams, String), PeerError> {
+        let (peer, streams) = Self::build(settings).await?;
+        match peer.create_offer().await {
+            Ok(sdp) => Ok((peer, streams, sdp)),
+            Err(e) => {
+                peer.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_offer(&self) -> Result<String, PeerError> {
+        let dc = self
+            .pc
+            .create_data_channel(EVENTS_LABEL, None)
+            .await
+            .map_err(engine)?;
+        spawn_data_channel(&self.rt, dc, self.data.clone(), self.events.clone());
+        let offer = self.pc.create_offer(None).await.map_err(engine)?;
+        let sdp = offer.sdp.clone();
+        self.pc.set_local_description(offer).await.map_err(engine)?;
+        Ok(sdp)
+    }
+
+    /// Client side: apply the server's answer.
+    pub async fn accept_answer(&self, sdp: &str) -> Result<(), PeerError> {
+        let answer = RTCSessionDescription::answer(sdp.to_owned())
+            .map_err(|e| PeerError::Sdp(e.to_string()))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| PeerError::Sdp(e.to_string()))?;
+        self.resolve_payload_type().await;
+        Ok(())
+    }
+
+    async fn resolve_payload_type(&self) {
+        for sender in self.pc.get_senders().await {
+            if let Ok(params) = sender.get_parameters().await
+                && let Some(codec) = params.rtp_parameters.codecs.first()
+            {
+                if let Ok(mut pt) = self.payload_type.lock() {
+                    *pt = codec.payload_type;
+                }
+                return;
+            }
+        }
+    }
+
+    /// The current local description (with the candidates gathered so far).
+    pub async fn local_sdp(&self) -> Option<String> {
+        self.pc.local_description().await.map(|d| d.sdp)
+    }
+
+    /// Add a remote candidate from signaling; `None` marks the end of candidates.
+    pub async fn add_remote_candidate(&self, c: Option<IceCandidate>) -> Result<(), PeerError> {
+        let Some(c) = c else {
+            return Ok(());
+        };
+        self.pc
+            .add_ice_candidate(RTCIceCandidateInit {
+                candidate: c.candidate,
+                sdp_mid: c.sdp_mid,
+                sdp_mline_index: c.sdp_mline_index,
+                username_fragment: c.username_fragment,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| PeerError::Candidate(e.to_string()))
+    }
+
+    /// Send one encoded 20 ms Opus frame.
+    pub async fn send_opus(&self, packet: Vec<u8>) -> Result<(), PeerError> {
+        let pt = self.payload_type.lock().map(|g| *g).unwrap_or(OPUS_PT);
+        let now = Instant::now();
+        self.track
+            .sample_writer(self.ssrc, pt)
+            .write_sample(&Sample {
+                data: Bytes::from(packet),
+                duration: Duration::from_millis(u64::from(crate::FRAME_MS)),
+                ..Sample::new(now)
+            })
+            .await
+            .map_err(engine)
+    }
+
+    /// Send a text message on the events data channel. Returns false when it is not open.
+    pub async fn send_data(&self, text: &str) -> bool {
+        let dc = self.data.lock().await.clone();
+        match dc {
+            Some(dc) => dc.send_text(text).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Close the connection and release its sockets. Idempotent.
+    pub async fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!(error = %e, "peer close");
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // Dropping without close() leaks sockets and driver state in the
+        // engine; make every path release them.
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            let pc = self.pc.clone();
+            self.rt.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}

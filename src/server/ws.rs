@@ -1,0 +1,161 @@
+//! `GET /ws`: JSON signaling over a WebSocket (DESIGN.md §2), trickle ICE both ways.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{AppState, Transport};
+use crate::rtc::signaling::Action;
+use crate::rtc::{ErrorCode, Negotiation, PeerEvent, ServerMessage, SignalError, parse_client_message};
+use crate::session::Session;
+
+/// Frames above this are refused by the WebSocket layer itself (the socket
+/// closes). Messages between `max_message_bytes` and this get an `error`
+/// message and the socket stays open.
+const WS_HARD_LIMIT: usize = 4 * 1024 * 1024;
+
+pub async fn handler(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+    ws.max_message_size(WS_HARD_LIMIT)
+        .max_frame_size(WS_HARD_LIMIT)
+        .on_upgrade(move |socket| run(state, socket))
+}
+
+struct Live {
+    session: Session,
+    events: mpsc::Receiver<PeerEvent>,
+    cancel: CancellationToken,
+}
+
+async fn next_event(live: &mut Option<Live>) -> Option<PeerEvent> {
+    match live {
+        Some(l) => l.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn cancelled(cancel: Option<CancellationToken>) {
+    match cancel {
+        Some(c) => c.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(state: Arc<AppState>, socket: WebSocket) {
+    let (mut tx, mut rx) = socket.split();
+    let mut negotiation = Negotiation::default();
+    let mut live: Option<Live> = None;
+
+    let reason = loop {
+        let cancel = live.as_ref().map(|l| l.cancel.clone());
+        let out: Option<ServerMessage> = tokio::select! {
+            msg = rx.next() => match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break "socket closed",
+                Some(Ok(Message::Text(text))) => {
+                    match handle_text(&state, &mut negotiation, &mut live, text.as_str()).await {
+                        Ok(Step::Reply(msgs)) => {
+                            let mut failed = false;
+                            for m in msgs {
+                                failed |= send(&mut tx, &m).await.is_err();
+                            }
+                            if failed {
+                                break "socket write failed";
+                            }
+                            None
+                        }
+                        Ok(Step::Close) => break "bye",
+                        Err(e) => {
+                            state.record_error(&e);
+                            Some(e.to_message())
+                        }
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let e = SignalError::new(ErrorCode::Binary, "binary frames are not part of the protocol; send JSON text");
+                    state.record_error(&e);
+                    Some(e.to_message())
+                }
+                Some(Ok(_)) => None, // ping/pong: handled by axum
+            },
+            ev = next_event(&mut live) => match ev {
+                Some(PeerEvent::LocalCandidate(c)) => Some(ServerMessage::Candidate { candidate: Some(c) }),
+                Some(PeerEvent::GatheringComplete) => Some(ServerMessage::Candidate { candidate: None }),
+                Some(PeerEvent::Ended(why)) => {
+                    tracing::debug!(%why, "peer ended");
+                    break "peer ended";
+                }
+                Some(ev) => {
+                    if let Some(l) = &live {
+                        l.session.on_peer_event(&ev).await;
+                    }
+                    None
+                }
+                None => break "peer gone",
+            },
+            _ = cancelled(cancel) => break "server shutdown",
+        };
+        if let Some(m) = out
+            && send(&mut tx, &m).await.is_err()
+        {
+            break "socket write failed";
+        }
+    };
+
+    if let Some(l) = live {
+        state.close_session(l.session, reason).await;
+    }
+    let _ = tx.close().await;
+}
+
+enum Step {
+    Reply(Vec<ServerMessage>),
+    Close,
+}
+
+async fn handle_text(
+    state: &Arc<AppState>,
+    negotiation: &mut Negotiation,
+    live: &mut Option<Live>,
+    text: &str,
+) -> Result<Step, SignalError> {
+    let msg = parse_client_message(text, state.config.max_message_bytes)?;
+    match negotiation.on_message(msg)? {
+        Action::Answer { sdp } => {
+            let (id, cancel) = state.admit(Transport::WebSocket)?;
+            let (session, events, answer) = state.open_session(&id, &sdp).await?;
+            negotiation.answered();
+            *live = Some(Live {
+                session,
+                events,
+                cancel,
+            });
+            Ok(Step::Reply(vec![
+                ServerMessage::Session { id },
+                ServerMessage::Answer { sdp: answer },
+            ]))
+        }
+        Action::AddCandidate(c) => {
+            if let Some(l) = live.as_ref() {
+                l.session
+                    .peer
+                    .add_remote_candidate(c)
+                    .await
+                    .map_err(|e| SignalError::new(ErrorCode::BadCandidate, e.to_string()))?;
+            }
+            Ok(Step::Reply(vec![]))
+        }
+        Action::Close => Ok(Step::Close),
+    }
+}
+
+async fn send<S>(tx: &mut S, msg: &ServerMessage) -> Result<(), ()>
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    let text = serde_json::to_string(msg).map_err(|_| ())?;
+    tx.send(Message::Text(text.into())).await.map_err(|_| ())
+}

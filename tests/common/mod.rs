@@ -1,0 +1,125 @@
+//! Shared test support: start the real `voxloop` binary on a free port, read
+//! its metrics and memory, load the shared test audio.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A `voxloop serve` process, killed on drop.
+pub struct Server {
+    pub url: String,
+    child: Child,
+}
+
+impl Server {
+    /// Start `voxloop serve` with extra args and env vars; waits for its `listening:` line.
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxloop"));
+        cmd.arg("serve")
+            .arg("--bind")
+            .arg("127.0.0.1:0")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("VOXLOOP_CONFIG")
+            .env("VOXLOOP_LOG", std::env::var("VOXLOOP_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn voxloop");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(url) = line.strip_prefix("listening: ") {
+                    let _ = tx.send(url.to_string());
+                    sent = true;
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not print its listening line");
+        Server { url, child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::get(format!("{}{}", self.url, path))
+            .await
+            .expect("http get");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.expect("body"))
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.get("/metrics").await;
+        voxloop::metrics::parse_sample(&text, name).unwrap_or(0.0)
+    }
+
+    /// Is the process still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// A shared clip at 48 kHz mono.
+pub fn clip48(name: &str) -> Vec<f32> {
+    voxloop::audio::decode_file_mono(&data(name), voxloop::WIRE_RATE).expect("decode test clip")
+}
+
+/// Normalized cross-correlation of `b` against `a` at the best lag in
+/// `0..max_lag` (b delayed relative to a). Returns (correlation, lag).
+pub fn best_alignment(a: &[f32], b: &[f32], max_lag: usize) -> (f32, usize) {
+    let mut best = (f32::MIN, 0);
+    for lag in 0..max_lag.min(b.len()) {
+        let n = a.len().min(b.len() - lag);
+        if n == 0 {
+            break;
+        }
+        let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+        for i in 0..n {
+            let x = f64::from(a[i]);
+            let y = f64::from(b[i + lag]);
+            ab += x * y;
+            aa += x * x;
+            bb += y * y;
+        }
+        let c = (ab / (aa.sqrt() * bb.sqrt()).max(1e-12)) as f32;
+        if c > best.0 {
+            best = (c, lag);
+        }
+    }
+    best
+}
