@@ -248,7 +248,9 @@ impl Config {
             )));
         }
         if self.max_sessions == 0 {
-            return Err(ConfigError::Invalid("max_sessions must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "max_sessions must be at least 1".into(),
+            ));
         }
         if self.echo.hangover_ms < crate::FRAME_MS || self.echo.max_utterance_ms < 1000 {
             return Err(ConfigError::Invalid(
@@ -277,7 +279,9 @@ impl Config {
 /// `nats://user:secret@host` → `nats://***@host`.
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
         _ => url.to_string(),
     }
 }
@@ -327,7 +331,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("voxloop-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good.toml");
-        std::fs::write(&good, "bind = \"127.0.0.1:9999\"\n[echo]\nhangover_ms = 300\n").unwrap();
+        std::fs::write(
+            &good,
+            "bind = \"127.0.0.1:9999\"\n[echo]\nhangover_ms = 300\n",
+        )
+        .unwrap();
         let c = Config::from_file(&good).unwrap();
         assert_eq!(c.bind.port(), 9999);
         assert_eq!(c.echo.hangover_ms, 300);

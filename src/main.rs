@@ -11,7 +11,11 @@ use voxloop::config::{Config, PipelineKind};
 const QUIET: &str = "webrtc=warn,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_datachannel=warn,rtc_mdns=warn";
 
 #[derive(Parser)]
-#[command(name = "voxloop", version, about = "Real-time voice conversation server")]
+#[command(
+    name = "voxloop",
+    version,
+    about = "Real-time voice conversation server"
+)]
 struct Cli {
     /// TOML config file (also VOXLOOP_CONFIG). Env vars and flags override it.
     #[arg(long, global = true, env = "VOXLOOP_CONFIG")]

@@ -45,7 +45,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         counter(
@@ -103,12 +106,10 @@ impl Metrics {
 
 /// Read one sample from Prometheus text (used by tests and the load tester).
 pub fn parse_sample(text: &str, name_with_labels: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == name_with_labels).then(|| value.parse().ok())?
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == name_with_labels).then(|| value.parse().ok())?
+    })
 }
 
 #[cfg(test)]
@@ -124,7 +125,10 @@ mod tests {
         m.signaling_error(ErrorCode::BadJson);
         let text = m.render();
         assert_eq!(parse_sample(&text, "voxloop_active_sessions"), Some(2.0));
-        assert_eq!(parse_sample(&text, "voxloop_audio_frames_in_total"), Some(1.0));
+        assert_eq!(
+            parse_sample(&text, "voxloop_audio_frames_in_total"),
+            Some(1.0)
+        );
         assert_eq!(
             parse_sample(&text, "voxloop_signaling_errors_total{kind=\"bad_json\"}"),
             Some(2.0)

@@ -45,8 +45,15 @@ async fn echo_returns_what_was_sent() {
     let sent_dur = (s1 - s0) as f64 / f64::from(WIRE_RATE);
     let recv_dur = (r1 - r0) as f64 / f64::from(WIRE_RATE);
     let dur_err = (recv_dur - sent_dur).abs() / sent_dur;
-    println!("voiced duration: sent {sent_dur:.3} s, received {recv_dur:.3} s ({:.2} %)", dur_err * 100.0);
-    assert!(dur_err <= 0.05, "duration differs by {:.1} %", dur_err * 100.0);
+    println!(
+        "voiced duration: sent {sent_dur:.3} s, received {recv_dur:.3} s ({:.2} %)",
+        dur_err * 100.0
+    );
+    assert!(
+        dur_err <= 0.05,
+        "duration differs by {:.1} %",
+        dur_err * 100.0
+    );
 
     // Correlation on the 16 kHz signal, aligned around the voiced onsets.
     let margin = WIRE_FRAME * 2;

@@ -152,9 +152,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("voxloop-wav-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tone.wav");
-        let x: Vec<f32> = (0..16_000)
-            .map(|i| 0.25 * (i as f32 * 0.1).sin())
-            .collect();
+        let x: Vec<f32> = (0..16_000).map(|i| 0.25 * (i as f32 * 0.1).sin()).collect();
         write_wav(&path, &x, 16_000).unwrap();
         let (y, rate) = decode_file(&path).unwrap();
         assert_eq!(rate, 16_000);

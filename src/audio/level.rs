@@ -53,7 +53,9 @@ mod tests {
 
     #[test]
     fn rms_of_full_scale_square_is_one() {
-        let sq: Vec<f32> = (0..100).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let sq: Vec<f32> = (0..100)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
         assert!((rms(&sq) - 1.0).abs() < 1e-6);
         assert_eq!(rms(&[]), 0.0);
         assert!((dbfs(1.0)).abs() < 1e-6);

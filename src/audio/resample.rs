@@ -120,13 +120,14 @@ pub fn resample_clip(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>, Resa
     if from == to || input.is_empty() {
         return Ok(input.to_vec());
     }
-    let mut rs = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Both).map_err(
-        |e| ResampleError::Construction {
-            from,
-            to,
-            reason: e.to_string(),
-        },
-    )?;
+    let mut rs =
+        Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Both).map_err(|e| {
+            ResampleError::Construction {
+                from,
+                to,
+                reason: e.to_string(),
+            }
+        })?;
     let adapter = InterleavedSlice::new(input, 1, input.len())
         .map_err(|e| ResampleError::Process(e.to_string()))?;
     let out = rs
@@ -162,7 +163,11 @@ mod tests {
     fn tone_survives_48k_16k_48k_clip() {
         let x = tone(48_000, 1000.0, 1.0);
         let down = resample_clip(&x, 48_000, 16_000).unwrap();
-        assert!((down.len() as i64 - 16_000).abs() <= 2, "len {}", down.len());
+        assert!(
+            (down.len() as i64 - 16_000).abs() <= 2,
+            "len {}",
+            down.len()
+        );
         let up = resample_clip(&down, 16_000, 48_000).unwrap();
         let snr = snr_db(&x, &up, 2400);
         assert!(snr >= 30.0, "SNR {snr:.1} dB");
@@ -198,6 +203,9 @@ mod tests {
     #[test]
     fn empty_and_identity() {
         assert!(resample_clip(&[], 48_000, 16_000).unwrap().is_empty());
-        assert_eq!(resample_clip(&[0.1, 0.2], 16_000, 16_000).unwrap(), vec![0.1, 0.2]);
+        assert_eq!(
+            resample_clip(&[0.1, 0.2], 16_000, 16_000).unwrap(),
+            vec![0.1, 0.2]
+        );
     }
 }

@@ -277,10 +277,17 @@ impl Client {
         }
         let tasks = vec![
             tokio::spawn(record_audio(audio, shared.clone())),
-            tokio::spawn(drive(sig, ws_rx, peer_events, peer.clone(), ev_tx, shared.clone())),
+            tokio::spawn(drive(
+                sig,
+                ws_rx,
+                peer_events,
+                peer.clone(),
+                ev_tx,
+                shared.clone(),
+            )),
         ];
-        let encoder = OpusEncoder::new(opts.opus_bitrate)
-            .map_err(|e| ClientError::Audio(e.to_string()))?;
+        let encoder =
+            OpusEncoder::new(opts.opus_bitrate).map_err(|e| ClientError::Audio(e.to_string()))?;
         Ok(Self {
             session_id,
             connect_time,
@@ -296,7 +303,11 @@ impl Client {
     /// Stream 48 kHz mono audio as 20 ms Opus frames. `speed` 1.0 is real
     /// time; larger values send faster (only where a test does not depend on pacing).
     pub async fn send_pcm(&self, pcm: &[f32], speed: f32) -> Result<SendReport, ClientError> {
-        let speed = if speed.is_finite() && speed > 0.0 { speed } else { 1.0 };
+        let speed = if speed.is_finite() && speed > 0.0 {
+            speed
+        } else {
+            1.0
+        };
         let period = Duration::from_secs_f32(FRAME_MS as f32 / 1000.0 / speed);
         let mut pacer = Pacer::new(Instant::now(), period);
         let mut times = Vec::with_capacity(pcm.len() / WIRE_FRAME + 1);
@@ -499,8 +510,14 @@ mod tests {
 
     #[test]
     fn ws_urls() {
-        assert_eq!(ws_url("http://127.0.0.1:8080").unwrap(), "ws://127.0.0.1:8080/ws");
-        assert_eq!(ws_url("http://127.0.0.1:8080/").unwrap(), "ws://127.0.0.1:8080/ws");
+        assert_eq!(
+            ws_url("http://127.0.0.1:8080").unwrap(),
+            "ws://127.0.0.1:8080/ws"
+        );
+        assert_eq!(
+            ws_url("http://127.0.0.1:8080/").unwrap(),
+            "ws://127.0.0.1:8080/ws"
+        );
         assert_eq!(ws_url("ws://h:1/ws").unwrap(), "ws://h:1/ws");
         assert!(ws_url("ftp://x").is_err());
     }

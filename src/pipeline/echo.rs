@@ -90,10 +90,7 @@ impl EchoGate {
                 {
                     // Drop most of the trailing silence the hangover collected.
                     let trailing = silent_run.saturating_sub(TAIL_FRAMES as u32) as usize;
-                    let keep = self
-                        .utterance
-                        .len()
-                        .saturating_sub(trailing * frame.len());
+                    let keep = self.utterance.len().saturating_sub(trailing * frame.len());
                     self.utterance.truncate(keep);
                     self.state = State::Idle { voiced_run: 0 };
                     self.frames_in_utterance = 0;
@@ -156,7 +153,11 @@ mod tests {
     fn clicks_and_noise_floor_do_not_start_speech() {
         let mut g = EchoGate::new(&cfg());
         for i in 0..200 {
-            let f = if i % 10 == 0 { frame(0.5) } else { frame(0.001) };
+            let f = if i % 10 == 0 {
+                frame(0.5)
+            } else {
+                frame(0.001)
+            };
             assert_eq!(g.push(&f), None, "frame {i}");
         }
     }

@@ -274,12 +274,12 @@ impl Peer {
                 RTCRtpCodecParameters {
                     rtp_codec: opus_codec(),
                     payload_type: OPUS_PT,
-                    ..Default::default()
                 },
                 RtpCodecKind::Audio,
             )
             .map_err(engine)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(engine)?;
+        let registry =
+            register_default_interceptors(Registry::new(), &mut media).map_err(engine)?;
         let mut se = SettingEngineBuilder::new()
             .with_ice_connection_attempts(Some(settings.ice_check_interval), None);
         if !settings.public_ips.is_empty() {
@@ -338,7 +338,11 @@ impl Peer {
             closed: AtomicBool::new(false),
             rt,
         };
-        if let Err(e) = peer.pc.add_track(peer.track.clone() as Arc<dyn TrackLocal>).await {
+        if let Err(e) = peer
+            .pc
+            .add_track(peer.track.clone() as Arc<dyn TrackLocal>)
+            .await
+        {
             peer.close().await;
             return Err(engine(e));
         }
@@ -383,7 +387,10 @@ impl Peer {
             .await
             .map_err(|e| PeerError::Sdp(e.to_string()))?;
         let sdp = answer.sdp.clone();
-        self.pc.set_local_description(answer).await.map_err(engine)?;
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(engine)?;
         self.resolve_payload_type().await;
         Ok(self.local_sdp().await.unwrap_or(sdp))
     }

@@ -46,19 +46,10 @@ pub enum ClientMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
-    Session {
-        id: String,
-    },
-    Answer {
-        sdp: String,
-    },
-    Candidate {
-        candidate: Option<IceCandidate>,
-    },
-    Error {
-        code: ErrorCode,
-        message: String,
-    },
+    Session { id: String },
+    Answer { sdp: String },
+    Candidate { candidate: Option<IceCandidate> },
+    Error { code: ErrorCode, message: String },
 }
 
 /// Stable error codes: clients and `/metrics` (`signaling_errors_total{kind}`) use them.
@@ -215,7 +206,9 @@ pub enum Negotiation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Build a peer for this offer and answer it.
-    Answer { sdp: String },
+    Answer {
+        sdp: String,
+    },
     AddCandidate(Option<IceCandidate>),
     Close,
 }
@@ -234,7 +227,9 @@ impl Negotiation {
                 *self = Negotiation::Closed;
                 Ok(Action::Close)
             }
-            (Negotiation::AwaitingOffer, ClientMessage::Offer { sdp }) => Ok(Action::Answer { sdp }),
+            (Negotiation::AwaitingOffer, ClientMessage::Offer { sdp }) => {
+                Ok(Action::Answer { sdp })
+            }
             (Negotiation::Negotiated, ClientMessage::Offer { .. }) => Err(SignalError::new(
                 ErrorCode::DuplicateOffer,
                 "this socket already has a session; renegotiation is not supported (open a new socket)",
@@ -322,13 +317,25 @@ mod tests {
     fn negotiation_order() {
         let mut n = Negotiation::default();
         let cand = ClientMessage::Candidate(None);
-        assert_eq!(n.on_message(cand.clone()).unwrap_err().code, ErrorCode::NoOffer);
+        assert_eq!(
+            n.on_message(cand.clone()).unwrap_err().code,
+            ErrorCode::NoOffer
+        );
         let offer = ClientMessage::Offer { sdp: "v=0".into() };
-        assert!(matches!(n.on_message(offer.clone()), Ok(Action::Answer { .. })));
+        assert!(matches!(
+            n.on_message(offer.clone()),
+            Ok(Action::Answer { .. })
+        ));
         // Not answered yet (say the SDP failed): another offer is allowed.
-        assert!(matches!(n.on_message(offer.clone()), Ok(Action::Answer { .. })));
+        assert!(matches!(
+            n.on_message(offer.clone()),
+            Ok(Action::Answer { .. })
+        ));
         n.answered();
-        assert_eq!(n.on_message(offer).unwrap_err().code, ErrorCode::DuplicateOffer);
+        assert_eq!(
+            n.on_message(offer).unwrap_err().code,
+            ErrorCode::DuplicateOffer
+        );
         assert_eq!(n.on_message(cand).unwrap(), Action::AddCandidate(None));
         assert_eq!(n.on_message(ClientMessage::Bye).unwrap(), Action::Close);
         assert_eq!(n, Negotiation::Closed);

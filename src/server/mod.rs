@@ -131,8 +131,12 @@ impl AppState {
         let settings = self.config.rtc_settings();
         match Peer::answer(&settings, offer_sdp).await {
             Ok((peer, PeerStreams { events, audio }, answer)) => {
-                let session =
-                    Session::start(id.to_string(), Arc::new(peer), audio, self.session_context());
+                let session = Session::start(
+                    id.to_string(),
+                    Arc::new(peer),
+                    audio,
+                    self.session_context(),
+                );
                 self.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
                 self.metrics.active_sessions.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(session = %id, "session started");

@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AppState, Transport};
 use crate::rtc::signaling::Action;
-use crate::rtc::{ErrorCode, Negotiation, PeerEvent, ServerMessage, SignalError, parse_client_message};
+use crate::rtc::{
+    ErrorCode, Negotiation, PeerEvent, ServerMessage, SignalError, parse_client_message,
+};
 use crate::session::Session;
 
 /// Frames above this are refused by the WebSocket layer itself (the socket

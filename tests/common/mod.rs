@@ -23,7 +23,10 @@ impl Server {
             .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env_remove("VOXLOOP_CONFIG")
-            .env("VOXLOOP_LOG", std::env::var("VOXLOOP_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "VOXLOOP_LOG",
+                std::env::var("VOXLOOP_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in envs {
