@@ -4,13 +4,22 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential pkg-config cmake clang libclang-dev   # C deps of -sys crates (Opus)
+  build-essential pkg-config cmake clang libclang-dev   # C/C++ deps: Opus, whisper.cpp, llama.cpp
+  espeak-ng espeak-ng-data                                # phonemes for the Piper voice (run as a program)
 )
+# Tools checked by command, so an existing install (pyenv, nodesource) is kept.
+declare -A TOOLS=( [python3]=python3 [npm]=npm )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+for cmd in "${!TOOLS[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${TOOLS[$cmd]}")
+done
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  missing+=(python3-pip)
+fi
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # The README's test command (and what CI runs): install what is missing,
-# check formatting and lints, then run every test against real components.
+# fetch the models the tests use, check formatting and lints, then run every
+# test against real components.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 start=$(date +%s)
+# Tests use the default set (the in-process ASR + default-LLM check) and the
+# small "fast" LLM; both are cached, so a warm run only verifies hashes.
+python3 scripts/models.py fetch --profile default
+python3 scripts/models.py fetch --profile fast
+echo "models ready in $(( $(date +%s) - start )) s"
 cargo fmt --all -- --check
+cargo build --locked --all-targets
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets -- --nocapture
 echo "tests finished in $(( $(date +%s) - start )) s"

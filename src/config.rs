@@ -68,6 +68,67 @@ pub struct Config {
     pub rtc: RtcConfig,
     pub audio: AudioConfig,
     pub echo: EchoConfig,
+    pub models: ModelsConfig,
+    pub inference: InferenceConfig,
+}
+
+/// Threads and queues of the inference engines (2-core defaults).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InferenceConfig {
+    pub asr_threads: i32,
+    pub asr_workers: usize,
+    /// Transcriptions that may wait; beyond it a turn gets the busy line.
+    pub asr_queue: usize,
+    /// Shrink Whisper's encoder window to the clip (much faster on short turns).
+    pub asr_fit_audio_ctx: bool,
+    pub llm_threads: i32,
+    /// Conversations decoded together in one batch (`VOXLOOP_LLM_SLOTS`).
+    pub llm_slots: u32,
+    pub llm_queue: usize,
+    pub llm_max_tokens: usize,
+    pub llm_max_prompt_tokens: usize,
+    /// 0 = greedy.
+    pub llm_temperature: f32,
+    pub tts_workers: usize,
+    pub tts_queue: usize,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            asr_threads: 2,
+            asr_workers: 1,
+            asr_queue: 8,
+            asr_fit_audio_ctx: true,
+            llm_threads: 2,
+            llm_slots: 4,
+            llm_queue: 8,
+            llm_max_tokens: 160,
+            llm_max_prompt_tokens: 1536,
+            llm_temperature: 0.0,
+            tts_workers: 1,
+            tts_queue: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Directory holding `manifest.toml` and the fetched files (`VOXLOOP_MODELS_DIR`).
+    pub dir: PathBuf,
+    /// Model profile: `default`, `fast` (small LLM, for CI) or `large` (`VOXLOOP_MODELS_PROFILE`).
+    pub profile: String,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("models"),
+            profile: "default".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +174,8 @@ impl Default for Config {
             rtc: RtcConfig::default(),
             audio: AudioConfig::default(),
             echo: EchoConfig::default(),
+            models: ModelsConfig::default(),
+            inference: InferenceConfig::default(),
         }
     }
 }
@@ -212,6 +275,15 @@ impl Config {
                 "VOXLOOP_RTC_ICE_CHECK_MS" => {
                     parse_one(&value).map(|v| self.rtc.ice_check_interval_ms = v)
                 }
+                "VOXLOOP_MODELS_DIR" => {
+                    self.models.dir = PathBuf::from(&value);
+                    Ok(())
+                }
+                "VOXLOOP_MODELS_PROFILE" => {
+                    self.models.profile = value.clone();
+                    Ok(())
+                }
+                "VOXLOOP_LLM_SLOTS" => parse_one(&value).map(|v| self.inference.llm_slots = v),
                 "VOXLOOP_OPUS_BITRATE" => parse_one(&value).map(|v| self.audio.opus_bitrate = v),
                 // Read by the binary before the config exists, or by scripts.
                 "VOXLOOP_CONFIG" | "VOXLOOP_CACHE_DIR" => Ok(()),

@@ -7,11 +7,14 @@
 pub mod audio;
 pub mod client;
 pub mod config;
+pub mod engines;
 pub mod metrics;
+pub mod models;
 pub mod pipeline;
 pub mod rtc;
 pub mod server;
 pub mod session;
+pub mod text;
 
 /// Audio sample rate on the wire (Opus/RTP clock) and of decoded frames.
 pub const WIRE_RATE: u32 = 48_000;

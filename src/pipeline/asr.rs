@@ -1,0 +1,229 @@
+//! Speech recognition with whisper.cpp (whisper-rs): the model is loaded once
+//! and shared; each pool thread keeps its own decoder state.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+use super::pool::{Busy, WorkerPool};
+use crate::PIPELINE_RATE;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AsrError {
+    #[error("cannot load Whisper model {path}: {message}")]
+    Load { path: String, message: String },
+    #[error("whisper failed: {0}")]
+    Whisper(String),
+    #[error(transparent)]
+    Busy(#[from] Busy),
+}
+
+/// One transcription and what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    pub text: String,
+    pub audio: Duration,
+    pub elapsed: Duration,
+}
+
+/// ASR settings.
+#[derive(Debug, Clone)]
+pub struct AsrOptions {
+    /// Threads whisper uses per transcription.
+    pub threads: i32,
+    /// Concurrent transcriptions (each holds a decoder state, ~30 MB for tiny).
+    pub workers: usize,
+    /// Transcriptions that may wait for a worker.
+    pub queue: usize,
+    /// Shrink the encoder window to the clip length instead of 30 s.
+    pub fit_audio_ctx: bool,
+}
+
+impl Default for AsrOptions {
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            workers: 1,
+            queue: 8,
+            fit_audio_ctx: true,
+        }
+    }
+}
+
+/// Whisper context shared by a pool of decoder threads.
+pub struct Asr {
+    pool: WorkerPool<WhisperState>,
+    ctx: Arc<WhisperContext>,
+    options: AsrOptions,
+}
+
+impl Asr {
+    pub fn load(path: &Path, options: AsrOptions) -> Result<Self, AsrError> {
+        let load_err = |message: String| AsrError::Load {
+            path: path.display().to_string(),
+            message,
+        };
+        whisper_rs::install_logging_hooks();
+        let mut params = WhisperContextParameters::default();
+        params.use_gpu(false);
+        let ctx =
+            WhisperContext::new_with_params(path, params).map_err(|e| load_err(e.to_string()))?;
+        let ctx = Arc::new(ctx);
+        let c = ctx.clone();
+        let pool = WorkerPool::new("asr", options.workers, options.queue, move |_| {
+            c.create_state().map_err(|e| e.to_string())
+        })
+        .map_err(load_err)?;
+        Ok(Self { pool, ctx, options })
+    }
+
+    /// Transcribe 16 kHz mono audio on the pool. Empty or sub-100 ms audio gives "".
+    pub async fn transcribe(&self, pcm: Vec<f32>) -> Result<Transcript, AsrError> {
+        let opts = self.options.clone();
+        let max_ctx = self.ctx.n_audio_ctx();
+        self.pool
+            .run(move |state| run_whisper(state, &pcm, &opts, max_ctx))
+            .await?
+    }
+
+    /// Jobs queued or running.
+    pub fn pending(&self) -> usize {
+        self.pool.pending()
+    }
+}
+
+fn run_whisper(
+    state: &mut WhisperState,
+    pcm: &[f32],
+    opts: &AsrOptions,
+    max_ctx: i32,
+) -> Result<Transcript, AsrError> {
+    let started = Instant::now();
+    let audio = Duration::from_secs_f64(pcm.len() as f64 / f64::from(PIPELINE_RATE));
+    // Whisper needs at least ~100 ms; treat shorter input as silence.
+    if pcm.len() < PIPELINE_RATE as usize / 10 {
+        return Ok(Transcript {
+            text: String::new(),
+            audio,
+            elapsed: started.elapsed(),
+        });
+    }
+    let fit = opts
+        .fit_audio_ctx
+        .then(|| audio_ctx_for(pcm.len(), max_ctx));
+    let mut text = decode(state, pcm, opts, fit)?;
+    // A shrunken encoder window occasionally sends the decoder into a loop
+    // ("What is…? What is…? …"). Nobody speaks more than ~5 words a second:
+    // if the text says otherwise, decode again with the full window.
+    if fit.is_some() && implausibly_long(&text, audio) {
+        tracing::debug!(
+            words = text.split_whitespace().count(),
+            "ASR loop; retrying with the full window"
+        );
+        text = decode(state, pcm, opts, None)?;
+    }
+    Ok(Transcript {
+        text: clean(&text),
+        audio,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn decode(
+    state: &mut WhisperState,
+    pcm: &[f32],
+    opts: &AsrOptions,
+    audio_ctx: Option<i32>,
+) -> Result<String, AsrError> {
+    let mut fp = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    fp.set_language(Some("en"));
+    fp.set_n_threads(opts.threads);
+    fp.set_translate(false);
+    fp.set_no_context(true);
+    fp.set_no_timestamps(true);
+    fp.set_single_segment(pcm.len() <= 30 * PIPELINE_RATE as usize);
+    fp.set_print_special(false);
+    fp.set_print_progress(false);
+    fp.set_print_realtime(false);
+    fp.set_print_timestamps(false);
+    fp.set_suppress_blank(true);
+    fp.set_suppress_nst(true);
+    fp.set_temperature(0.0);
+    fp.set_temperature_inc(0.0);
+    if let Some(ctx) = audio_ctx {
+        fp.set_audio_ctx(ctx);
+    }
+    state
+        .full(fp, pcm)
+        .map_err(|e| AsrError::Whisper(e.to_string()))?;
+    let mut text = String::new();
+    for seg in state.as_iter() {
+        if let Ok(s) = seg.to_str_lossy() {
+            text.push_str(&s);
+        }
+    }
+    Ok(text)
+}
+
+/// More words than anyone says in this much audio (5 words/s + 4).
+fn implausibly_long(text: &str, audio: Duration) -> bool {
+    text.split_whitespace().count() as f64 > audio.as_secs_f64() * 5.0 + 4.0
+}
+
+/// Encoder frames added beyond the clip. Measured on the shared questions with
+/// tiny.en: +64 and +128 sent the decoder into loops on most clips, +256 on
+/// one, +384 on none (at ~0.3 s per clip instead of ~1.1 s for the full window).
+const AUDIO_CTX_MARGIN: i32 = 384;
+
+/// Encoder frames for a clip: 50 per second plus a margin, capped at the model's 1500.
+pub fn audio_ctx_for(samples: usize, max_ctx: i32) -> i32 {
+    let frames =
+        (samples as f64 / f64::from(PIPELINE_RATE) * 50.0).ceil() as i32 + AUDIO_CTX_MARGIN;
+    frames.min(max_ctx).max(1)
+}
+
+/// Trim and drop whisper's non-speech markers like "[BLANK_AUDIO]" or "(music)".
+pub fn clean(text: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0i32;
+    for c in text.chars() {
+        match c {
+            '[' | '(' => depth += 1,
+            ']' | ')' => depth = (depth - 1).max(0),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_removed() {
+        assert_eq!(clean(" [BLANK_AUDIO] "), "");
+        assert_eq!(clean(" Hello (coughs) world. "), "Hello world.");
+    }
+
+    #[test]
+    fn loop_detector() {
+        let one = Duration::from_secs(1);
+        assert!(!implausibly_long("What is the capital of France?", 2 * one));
+        assert!(implausibly_long(
+            &"What is the capital of France? ".repeat(5),
+            2 * one
+        ));
+    }
+
+    #[test]
+    fn audio_ctx_scales_with_length() {
+        assert_eq!(audio_ctx_for(16_000, 1500), 50 + AUDIO_CTX_MARGIN);
+        assert_eq!(audio_ctx_for(16_000 * 60, 1500), 1500);
+    }
+}

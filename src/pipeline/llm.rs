@@ -1,0 +1,739 @@
+//! The LLM engine: llama.cpp (llama-cpp-2) on one dedicated thread, serving
+//! every session from one model and one context.
+//!
+//! - **Continuous batching**: each active conversation has a sequence id and
+//!   its own KV cells; every step decodes the next token of all of them in
+//!   one llama.cpp batch, instead of running whole replies one after another.
+//! - **Prefix reuse**: a conversation keeps its slot between turns; a new
+//!   prompt only decodes the tokens after the longest prefix already in the
+//!   KV cache (the system prompt and earlier turns are not re-read).
+//! - **Streaming and cancellation**: tokens go out as they are sampled; a
+//!   cancelled generation stops before its next token is decoded.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::pool::Busy;
+
+/// The default system prompt: written for speech, not for a chat window.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are voxloop, a friendly voice assistant. Your replies are spoken aloud, so answer in one or two short sentences of plain conversational English. Never use lists, markdown, code or emoji.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("cannot load LLM {path}: {message}")]
+    Load { path: String, message: String },
+    #[error("the LLM engine thread is gone")]
+    Gone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct LlmOptions {
+    pub threads: i32,
+    /// Conversations that can hold KV cells at once (llama.cpp sequence ids).
+    pub slots: u32,
+    /// Requests that may wait for a slot beyond those running.
+    pub queue: usize,
+    /// Longest prompt; older turns are dropped to fit.
+    pub max_prompt_tokens: usize,
+    /// Default cap on a reply's tokens.
+    pub max_tokens: usize,
+    /// 0 = greedy (deterministic).
+    pub temperature: f32,
+}
+
+impl Default for LlmOptions {
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            slots: 4,
+            queue: 8,
+            max_prompt_tokens: 1536,
+            max_tokens: 200,
+            temperature: 0.0,
+        }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    Stop,
+    Length,
+    Cancelled,
+    Error(String),
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV cells were reused from the previous turn.
+    pub reused_tokens: usize,
+    pub generated: usize,
+    /// From submission to the first token.
+    pub first_token: Option<Duration>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LlmEvent {
+    Token(String),
+    Done(Completion),
+}
+
+/// A running generation: read its events, or cancel it.
+pub struct Generation {
+    pub events: mpsc::UnboundedReceiver<LlmEvent>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Generation {
+    /// Stop generating; the engine ends it before decoding another token.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// A handle that cancels this generation from elsewhere.
+    pub fn canceller(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Wait for the whole reply (tests, CLI).
+    pub async fn collect(mut self) -> Completion {
+        while let Some(ev) = self.events.recv().await {
+            if let LlmEvent::Done(c) = ev {
+                return c;
+            }
+        }
+        Completion {
+            text: String::new(),
+            finish: Finish::Error("engine dropped the generation".into()),
+            prompt_tokens: 0,
+            reused_tokens: 0,
+            generated: 0,
+            first_token: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+struct Request {
+    key: u64,
+    messages: Vec<ChatMessage>,
+    max_tokens: usize,
+    events: mpsc::UnboundedSender<LlmEvent>,
+    cancel: Arc<AtomicBool>,
+    submitted: Instant,
+}
+
+enum Cmd {
+    Generate(Request),
+    Forget(u64),
+}
+
+/// Handle to the engine thread.
+pub struct Llm {
+    tx: Sender<Cmd>,
+    pending: Arc<AtomicUsize>,
+    capacity: usize,
+    default_max_tokens: usize,
+}
+
+static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+
+fn backend() -> Result<&'static LlamaBackend, String> {
+    BACKEND
+        .get_or_init(|| {
+            let mut b = LlamaBackend::init().map_err(|e| e.to_string())?;
+            b.void_logs();
+            Ok(b)
+        })
+        .as_ref()
+        .map_err(|e| e.clone())
+}
+
+impl Llm {
+    /// Load the GGUF model and start the engine thread.
+    pub fn load(path: &Path, options: LlmOptions) -> Result<Self, LlmError> {
+        let load_err = |message: String| LlmError::Load {
+            path: path.display().to_string(),
+            message,
+        };
+        let backend = backend().map_err(load_err)?;
+        let params = LlamaModelParams::default().with_n_gpu_layers(0);
+        let model = LlamaModel::load_from_file(backend, path, &params)
+            .map_err(|e| load_err(e.to_string()))?;
+        // The engine lives as long as the process; leaking gives the context a 'static model.
+        let model: &'static LlamaModel = Box::leak(Box::new(model));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let p = pending.clone();
+        let opts = options.clone();
+        std::thread::Builder::new()
+            .name("llm".into())
+            .spawn(move || match Engine::new(backend, model, &opts) {
+                Ok(mut engine) => {
+                    let _ = ready_tx.send(Ok(()));
+                    engine.run(rx, &p);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| load_err(e.to_string()))?;
+        ready_rx
+            .recv()
+            .map_err(|_| load_err("engine thread died".into()))?
+            .map_err(load_err)?;
+        Ok(Self {
+            tx,
+            pending,
+            capacity: options.slots as usize + options.queue,
+            default_max_tokens: options.max_tokens,
+        })
+    }
+
+    /// Start a reply to `messages` for conversation `key` (its KV cells are
+    /// reused next turn). Fails at once with [`Busy`] when the queue is full.
+    pub fn generate(
+        &self,
+        key: u64,
+        messages: Vec<ChatMessage>,
+        max_tokens: Option<usize>,
+    ) -> Result<Generation, Busy> {
+        if self.pending.fetch_add(1, Ordering::SeqCst) >= self.capacity {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            return Err(Busy("llm"));
+        }
+        let (etx, erx) = mpsc::unbounded_channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let req = Request {
+            key,
+            messages,
+            max_tokens: max_tokens.unwrap_or(self.default_max_tokens),
+            events: etx,
+            cancel: cancel.clone(),
+            submitted: Instant::now(),
+        };
+        if self.tx.send(Cmd::Generate(req)).is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            return Err(Busy("llm"));
+        }
+        Ok(Generation {
+            events: erx,
+            cancel,
+        })
+    }
+
+    /// Release a finished conversation's KV cells.
+    pub fn forget(&self, key: u64) {
+        let _ = self.tx.send(Cmd::Forget(key));
+    }
+
+    /// Generations queued or running.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+}
+
+/// Assembles UTF-8 from token pieces that may split a code point.
+#[derive(Default)]
+struct Utf8Stream(Vec<u8>);
+
+impl Utf8Stream {
+    fn push(&mut self, piece: &[u8]) -> String {
+        self.0.extend_from_slice(piece);
+        let n = match std::str::from_utf8(&self.0) {
+            Ok(_) => self.0.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.0.len(),
+        };
+        let s = String::from_utf8_lossy(&self.0[..n]).into_owned();
+        self.0.drain(..n);
+        s
+    }
+}
+
+struct Active {
+    req: Request,
+    sampler: LlamaSampler,
+    /// Sampled, not yet decoded.
+    next: Option<LlamaToken>,
+    pos: i32,
+    utf8: Utf8Stream,
+    text: String,
+    generated: usize,
+    first_token: Option<Duration>,
+    prompt_tokens: usize,
+    reused: usize,
+}
+
+#[derive(Default)]
+struct Slot {
+    key: Option<u64>,
+    /// Tokens whose KV cells this sequence holds, in order.
+    cached: Vec<LlamaToken>,
+    active: Option<Active>,
+    last_used: u64,
+}
+
+struct Engine {
+    model: &'static LlamaModel,
+    ctx: LlamaContext<'static>,
+    template: LlamaChatTemplate,
+    slots: Vec<Slot>,
+    waiting: VecDeque<Request>,
+    batch: LlamaBatch<'static>,
+    n_batch: usize,
+    opts: LlmOptions,
+    clock: u64,
+}
+
+impl Engine {
+    fn new(
+        backend: &'static LlamaBackend,
+        model: &'static LlamaModel,
+        opts: &LlmOptions,
+    ) -> Result<Self, String> {
+        let slots = opts.slots.max(1);
+        let per_seq = (opts.max_prompt_tokens + opts.max_tokens + 64) as u32;
+        let n_ctx = per_seq * slots;
+        let n_batch = 512u32;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(n_batch)
+            .with_n_ubatch(n_batch)
+            .with_n_seq_max(slots)
+            .with_kv_unified(true)
+            .with_n_threads(opts.threads)
+            .with_n_threads_batch(opts.threads);
+        let ctx = model
+            .new_context(backend, params)
+            .map_err(|e| format!("cannot create context: {e}"))?;
+        let template = model
+            .chat_template(None)
+            .or_else(|_| LlamaChatTemplate::new("chatml"))
+            .map_err(|e| format!("no chat template: {e}"))?;
+        Ok(Self {
+            model,
+            ctx,
+            template,
+            slots: (0..slots).map(|_| Slot::default()).collect(),
+            waiting: VecDeque::new(),
+            batch: LlamaBatch::new(n_batch as usize, 1),
+            n_batch: n_batch as usize,
+            opts: opts.clone(),
+            clock: 0,
+        })
+    }
+
+    fn run(&mut self, rx: Receiver<Cmd>, pending: &AtomicUsize) {
+        loop {
+            let busy = self.slots.iter().any(|s| s.active.is_some()) || !self.waiting.is_empty();
+            // Block only when there is nothing to do.
+            let first = if busy {
+                match rx.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => return,
+                }
+            };
+            let mut cmds: Vec<Cmd> = first.into_iter().collect();
+            while let Ok(c) = rx.try_recv() {
+                cmds.push(c);
+            }
+            for c in cmds {
+                match c {
+                    Cmd::Generate(r) => self.waiting.push_back(r),
+                    Cmd::Forget(key) => self.forget(key),
+                }
+            }
+            self.admit(pending);
+            self.step(pending);
+        }
+    }
+
+    fn forget(&mut self, key: u64) {
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if s.key == Some(key) && s.active.is_none() {
+                let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                s.key = None;
+                s.cached.clear();
+            }
+        }
+    }
+
+    /// Give waiting requests a slot: their own, a free one, or the least recently used idle one.
+    fn admit(&mut self, pending: &AtomicUsize) {
+        while let Some(req) = self.waiting.front() {
+            let key = req.key;
+            let idle = |s: &Slot| s.active.is_none();
+            let choice = self
+                .slots
+                .iter()
+                .position(|s| idle(s) && s.key == Some(key))
+                .or_else(|| self.slots.iter().position(|s| idle(s) && s.key.is_none()))
+                .or_else(|| {
+                    self.slots
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| idle(s))
+                        .min_by_key(|(_, s)| s.last_used)
+                        .map(|(i, _)| i)
+                });
+            let Some(i) = choice else { break };
+            let Some(req) = self.waiting.pop_front() else {
+                break;
+            };
+            if req.cancel.load(Ordering::SeqCst) {
+                finish_request(
+                    req,
+                    Finish::Cancelled,
+                    String::new(),
+                    0,
+                    0,
+                    0,
+                    None,
+                    pending,
+                );
+                continue;
+            }
+            if let Err(e) = self.start(i, req, pending) {
+                tracing::warn!(error = %e, "LLM request failed");
+            }
+        }
+    }
+
+    fn prompt_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<LlamaToken>, String> {
+        let mut msgs: Vec<&ChatMessage> = messages.iter().collect();
+        loop {
+            let chat: Result<Vec<LlamaChatMessage>, _> = msgs
+                .iter()
+                .map(|m| LlamaChatMessage::new(m.role.as_str().into(), m.content.clone()))
+                .collect();
+            let chat = chat.map_err(|e| format!("bad message: {e}"))?;
+            let prompt = self
+                .model
+                .apply_chat_template(&self.template, &chat, true)
+                .map_err(|e| format!("chat template: {e}"))?;
+            let toks = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
+            if toks.len() <= self.opts.max_prompt_tokens {
+                return Ok(toks);
+            }
+            // Too long: drop the oldest turn after the system prompt.
+            let first_turn = usize::from(msgs.first().is_some_and(|m| m.role == Role::System));
+            if msgs.len() <= first_turn + 1 {
+                return Err(format!(
+                    "prompt of {} tokens is over the {}-token limit",
+                    toks.len(),
+                    self.opts.max_prompt_tokens
+                ));
+            }
+            msgs.remove(first_turn);
+        }
+    }
+
+    fn start(&mut self, i: usize, req: Request, pending: &AtomicUsize) -> Result<(), String> {
+        let toks = match self.prompt_tokens(&req.messages) {
+            Ok(t) if !t.is_empty() => t,
+            Ok(_) => {
+                finish_request(
+                    req,
+                    Finish::Error("empty prompt".into()),
+                    String::new(),
+                    0,
+                    0,
+                    0,
+                    None,
+                    pending,
+                );
+                return Err("empty prompt".into());
+            }
+            Err(e) => {
+                finish_request(
+                    req,
+                    Finish::Error(e.clone()),
+                    String::new(),
+                    0,
+                    0,
+                    0,
+                    None,
+                    pending,
+                );
+                return Err(e);
+            }
+        };
+        self.clock += 1;
+        let seq = i as i32;
+        let slot = &mut self.slots[i];
+        let mut keep = 0;
+        if slot.key == Some(req.key) {
+            keep = slot
+                .cached
+                .iter()
+                .zip(&toks)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(toks.len() - 1);
+        }
+        let removed = self
+            .ctx
+            .clear_kv_cache_seq(Some(i as u32), Some(keep as u32), None)
+            .unwrap_or(false);
+        if !removed {
+            let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+            keep = 0;
+        }
+        slot.cached.truncate(keep);
+        slot.key = Some(req.key);
+        slot.last_used = self.clock;
+
+        // Prefill the new part of the prompt in n_batch chunks; logits only for the last token.
+        let mut pos = keep as i32;
+        let rest = &toks[keep..];
+        let mut last_idx = 0;
+        for chunk in rest.chunks(self.n_batch) {
+            self.batch.clear();
+            for (j, &t) in chunk.iter().enumerate() {
+                let is_last = pos as usize == toks.len() - 1;
+                if self.batch.add(t, pos, &[seq], is_last).is_err() {
+                    return self.fail_start(i, req, "batch overflow", pending);
+                }
+                if is_last {
+                    last_idx = j as i32;
+                }
+                pos += 1;
+            }
+            if let Err(e) = self.ctx.decode(&mut self.batch) {
+                return self.fail_start(i, req, &format!("prefill decode: {e}"), pending);
+            }
+            self.slots[i].cached.extend_from_slice(chunk);
+        }
+        let sampler = if self.opts.temperature > 0.0 {
+            LlamaSampler::chain_simple([
+                LlamaSampler::top_p(0.9, 1),
+                LlamaSampler::temp(self.opts.temperature),
+                LlamaSampler::dist(rand::random::<u32>()),
+            ])
+        } else {
+            LlamaSampler::greedy()
+        };
+        let mut active = Active {
+            req,
+            sampler,
+            next: None,
+            pos,
+            utf8: Utf8Stream::default(),
+            text: String::new(),
+            generated: 0,
+            first_token: None,
+            prompt_tokens: toks.len(),
+            reused: keep,
+        };
+        active.next = Some(active.sampler.sample(&self.ctx, last_idx));
+        self.slots[i].active = Some(active);
+        Ok(())
+    }
+
+    fn fail_start(
+        &mut self,
+        i: usize,
+        req: Request,
+        why: &str,
+        pending: &AtomicUsize,
+    ) -> Result<(), String> {
+        let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+        self.slots[i].cached.clear();
+        self.slots[i].key = None;
+        finish_request(
+            req,
+            Finish::Error(why.into()),
+            String::new(),
+            0,
+            0,
+            0,
+            None,
+            pending,
+        );
+        Err(why.into())
+    }
+
+    /// Emit each active sequence's sampled token, then decode them all in one batch.
+    fn step(&mut self, pending: &AtomicUsize) {
+        self.batch.clear();
+        let mut in_batch: Vec<(usize, i32)> = Vec::new();
+        let vocab = self.model.vocab();
+        for i in 0..self.slots.len() {
+            let Some(mut a) = self.slots[i].active.take() else {
+                continue;
+            };
+            let Some(tok) = a.next.take() else {
+                continue;
+            };
+            let finish = if a.req.cancel.load(Ordering::SeqCst) {
+                Some(Finish::Cancelled)
+            } else if vocab.is_eog(tok) {
+                Some(Finish::Stop)
+            } else {
+                let piece = a.utf8.push(&vocab.token_to_piece(tok, false, None));
+                if a.first_token.is_none() {
+                    a.first_token = Some(a.req.submitted.elapsed());
+                }
+                a.generated += 1;
+                if !piece.is_empty() {
+                    a.text.push_str(&piece);
+                    let _ = a.req.events.send(LlmEvent::Token(piece));
+                }
+                if a.generated >= a.req.max_tokens {
+                    Some(Finish::Length)
+                } else if self.batch.add(tok, a.pos, &[i as i32], true).is_err() {
+                    Some(Finish::Error("batch overflow".into()))
+                } else {
+                    in_batch.push((i, self.batch.n_tokens() - 1));
+                    a.pos += 1;
+                    self.slots[i].cached.push(tok);
+                    None
+                }
+            };
+            match finish {
+                Some(f) => {
+                    finish_request(
+                        a.req,
+                        f,
+                        a.text,
+                        a.prompt_tokens,
+                        a.reused,
+                        a.generated,
+                        a.first_token,
+                        pending,
+                    );
+                }
+                None => self.slots[i].active = Some(a),
+            }
+        }
+        if in_batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            let why = format!("decode: {e}");
+            for (i, _) in in_batch {
+                if let Some(a) = self.slots[i].active.take() {
+                    finish_request(
+                        a.req,
+                        Finish::Error(why.clone()),
+                        a.text,
+                        a.prompt_tokens,
+                        a.reused,
+                        a.generated,
+                        a.first_token,
+                        pending,
+                    );
+                }
+                let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                self.slots[i].cached.clear();
+                self.slots[i].key = None;
+            }
+            return;
+        }
+        for (i, idx) in in_batch {
+            if let Some(a) = self.slots[i].active.as_mut() {
+                a.next = Some(a.sampler.sample(&self.ctx, idx));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_request(
+    req: Request,
+    finish: Finish,
+    text: String,
+    prompt_tokens: usize,
+    reused_tokens: usize,
+    generated: usize,
+    first_token: Option<Duration>,
+    pending: &AtomicUsize,
+) {
+    pending.fetch_sub(1, Ordering::SeqCst);
+    let _ = req.events.send(LlmEvent::Done(Completion {
+        text,
+        finish,
+        prompt_tokens,
+        reused_tokens,
+        generated,
+        first_token,
+        elapsed: req.submitted.elapsed(),
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_stream_joins_split_code_points() {
+        let mut s = Utf8Stream::default();
+        let bytes = "é".as_bytes();
+        assert_eq!(s.push(&bytes[..1]), "");
+        assert_eq!(s.push(&bytes[1..]), "é");
+        assert_eq!(s.push(b"ok"), "ok");
+    }
+}

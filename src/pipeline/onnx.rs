@@ -1,0 +1,74 @@
+//! ONNX Runtime loading (the `ort` crate with `load-dynamic`): the runtime
+//! library comes from the models directory, fetched like the models, because
+//! ort's own binary download cannot work offline.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    #[error("cannot load ONNX Runtime from {path}: {message}")]
+    Runtime { path: String, message: String },
+    #[error("cannot load ONNX model {path}: {message}")]
+    Model { path: String, message: String },
+    #[error("ONNX inference failed: {0}")]
+    Run(String),
+}
+
+static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// Load the runtime library once per process. Later calls return the first result.
+pub fn init(dylib: &Path) -> Result<&'static Environment, OnnxError> {
+    ENV.get_or_init(|| {
+        if !dylib.exists() {
+            return Err(format!(
+                "{} is missing; run `{}`",
+                dylib.display(),
+                crate::models::FETCH_HINT
+            ));
+        }
+        let builder = ort::init_from(dylib).map_err(|e| e.to_string())?;
+        builder
+            .with_name("voxloop")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|message| OnnxError::Runtime {
+        path: dylib.display().to_string(),
+        message: message.clone(),
+    })
+}
+
+fn build(env: &Environment, model: &Path, threads: usize) -> ort::Result<Session> {
+    Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        .with_intra_threads(threads)?
+        .with_inter_threads(1)?
+        .with_intra_op_spinning(false)?
+        .commit_from_file(model)
+}
+
+/// Open a model with `threads` intra-op threads (spinning off: idle threads
+/// must not burn the cores the other models need).
+pub fn session(env: &Environment, model: &Path, threads: usize) -> Result<Session, OnnxError> {
+    if !model.exists() {
+        return Err(OnnxError::Model {
+            path: model.display().to_string(),
+            message: format!("missing; run `{}`", crate::models::FETCH_HINT),
+        });
+    }
+    build(env, model, threads).map_err(|e| OnnxError::Model {
+        path: model.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+pub(crate) fn run_err<E: std::fmt::Display>(e: E) -> OnnxError {
+    OnnxError::Run(e.to_string())
+}

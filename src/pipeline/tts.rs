@@ -1,0 +1,155 @@
+//! Speech synthesis with a Piper (VITS) voice through ONNX Runtime.
+//!
+//! Text → phonemes (espeak-ng, see `phonemes`) → ids → 22,050 Hz audio, one
+//! sentence per call, on a bounded pool of threads.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ort::session::Session;
+use ort::value::Tensor;
+use serde::Deserialize;
+
+use super::onnx::{self, OnnxError, run_err};
+use super::phonemes::{PhonemeError, phoneme_ids, phonemize};
+use super::pool::{Busy, WorkerPool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TtsError {
+    #[error("cannot read voice config {path}: {message}")]
+    Config { path: String, message: String },
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+    #[error(transparent)]
+    Phonemes(#[from] PhonemeError),
+    #[error(transparent)]
+    Busy(#[from] Busy),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct AudioSection {
+    sample_rate: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct EspeakSection {
+    voice: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct InferenceSection {
+    noise_scale: f32,
+    length_scale: f32,
+    noise_w: f32,
+}
+
+/// The parts of a Piper `.onnx.json` that synthesis needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VoiceConfig {
+    audio: AudioSection,
+    espeak: EspeakSection,
+    inference: InferenceSection,
+    phoneme_id_map: HashMap<String, Vec<i64>>,
+}
+
+impl VoiceConfig {
+    pub fn load(path: &Path) -> Result<Self, TtsError> {
+        let err = |message: String| TtsError::Config {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| err(e.to_string()))
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.audio.sample_rate
+    }
+}
+
+/// Synthesized audio for one piece of text.
+#[derive(Debug, Clone)]
+pub struct Speech {
+    pub pcm: Vec<f32>,
+    pub sample_rate: u32,
+    pub elapsed: Duration,
+}
+
+impl Speech {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.pcm.len() as f64 / f64::from(self.sample_rate.max(1)))
+    }
+}
+
+/// A Piper voice served by a pool of ONNX sessions.
+pub struct Tts {
+    pool: WorkerPool<Session>,
+    voice: std::sync::Arc<VoiceConfig>,
+}
+
+impl Tts {
+    /// Load `model` (`.onnx`) with its `config` (`.onnx.json`).
+    pub fn load(
+        env: &'static ort::environment::Environment,
+        model: &Path,
+        config: &Path,
+        workers: usize,
+        queue: usize,
+    ) -> Result<Self, TtsError> {
+        let voice = std::sync::Arc::new(VoiceConfig::load(config)?);
+        let model = model.to_path_buf();
+        let pool = WorkerPool::new("tts", workers, queue, move |_| {
+            onnx::session(env, &model, 1)
+        })?;
+        Ok(Self { pool, voice })
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.voice.sample_rate()
+    }
+
+    /// Synthesize one sentence (or a few). Empty text gives empty audio.
+    pub async fn synthesize(&self, text: String) -> Result<Speech, TtsError> {
+        let voice = self.voice.clone();
+        self.pool
+            .run(move |session| synthesize_blocking(session, &voice, &text))
+            .await?
+    }
+}
+
+fn synthesize_blocking(
+    session: &mut Session,
+    voice: &VoiceConfig,
+    text: &str,
+) -> Result<Speech, TtsError> {
+    let started = Instant::now();
+    let phonemes = phonemize(text, &voice.espeak.voice)?;
+    let ids = phoneme_ids(&phonemes, &voice.phoneme_id_map);
+    if ids.len() <= 2 {
+        return Ok(Speech {
+            pcm: Vec::new(),
+            sample_rate: voice.sample_rate(),
+            elapsed: started.elapsed(),
+        });
+    }
+    let n = ids.len();
+    let inf = &voice.inference;
+    let outputs = session
+        .run(ort::inputs![
+            "input" => Tensor::from_array(([1usize, n], ids)).map_err(run_err)?,
+            "input_lengths" => Tensor::from_array(([1usize], vec![n as i64])).map_err(run_err)?,
+            "scales" => Tensor::from_array(([3usize], vec![inf.noise_scale, inf.length_scale, inf.noise_w])).map_err(run_err)?,
+        ])
+        .map_err(run_err)?;
+    let out = outputs
+        .get("output")
+        .ok_or_else(|| OnnxError::Run("voice has no \"output\"".into()))?;
+    let (_, audio) = out.try_extract_tensor::<f32>().map_err(run_err)?;
+    let pcm: Vec<f32> = audio.iter().map(|x| x.clamp(-1.0, 1.0)).collect();
+    Ok(Speech {
+        pcm,
+        sample_rate: voice.sample_rate(),
+        elapsed: started.elapsed(),
+    })
+}
