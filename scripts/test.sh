@@ -14,5 +14,7 @@ echo "models ready in $(( $(date +%s) - start )) s"
 cargo fmt --all -- --check
 cargo build --locked --all-targets
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked --all-targets -- --nocapture
+# One test at a time: the speech tests measure latency and must not
+# compete with each other for the 2 cores.
+cargo test --locked --all-targets -- --nocapture --test-threads=1
 echo "tests finished in $(( $(date +%s) - start )) s"

@@ -33,6 +33,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PipelineKind {
+    /// The voice assistant: VAD, end of turn, ASR, LLM, TTS, barge-in.
+    Speech,
     /// Plays each utterance back after the user stops: a diagnostics mode
     /// that measures the media path alone.
     Echo,
@@ -42,8 +44,11 @@ impl std::str::FromStr for PipelineKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "speech" => Ok(PipelineKind::Speech),
             "echo" => Ok(PipelineKind::Echo),
-            other => Err(format!("unknown pipeline {other:?} (expected: echo)")),
+            other => Err(format!(
+                "unknown pipeline {other:?} (expected: speech, echo)"
+            )),
         }
     }
 }
@@ -70,6 +75,65 @@ pub struct Config {
     pub echo: EchoConfig,
     pub models: ModelsConfig,
     pub inference: InferenceConfig,
+    pub turn: TurnConfig,
+    pub conversation: ConversationConfig,
+}
+
+/// Turn-taking thresholds (see `pipeline::turn_taking`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// Silero probability counted as speech.
+    pub vad_threshold: f32,
+    /// Speech needed to start a turn, ms.
+    pub min_speech_ms: u32,
+    /// Speech needed to interrupt the assistant, ms.
+    pub barge_in_ms: u32,
+    /// Silence after which Smart Turn is asked whether the turn is over, ms.
+    pub short_pause_ms: u32,
+    /// Silence that ends a turn whatever Smart Turn says, ms (`VOXLOOP_MAX_SILENCE_MS`).
+    pub max_silence_ms: u32,
+    /// Longest turn; a longer monologue is answered at this point, ms.
+    pub max_turn_ms: u32,
+    /// Use Smart Turn; off = plain silence threshold (`max_silence_ms`).
+    pub smart_turn: bool,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            vad_threshold: 0.5,
+            min_speech_ms: 96,
+            barge_in_ms: 250,
+            short_pause_ms: 200,
+            max_silence_ms: 1000,
+            // Under Whisper's 30 s window, pre-roll included.
+            max_turn_ms: 28_000,
+            smart_turn: true,
+        }
+    }
+}
+
+/// What the assistant says and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConversationConfig {
+    /// System prompt, written for speech (`VOXLOOP_SYSTEM_PROMPT`).
+    pub system_prompt: String,
+    /// Spoken when inference is overloaded.
+    pub busy_line: String,
+    /// An early clause this long is spoken before its sentence ends.
+    pub min_clause_words: usize,
+}
+
+impl Default for ConversationConfig {
+    fn default() -> Self {
+        Self {
+            system_prompt: crate::pipeline::llm::DEFAULT_SYSTEM_PROMPT.into(),
+            busy_line: "One moment, please. I'm a little busy right now.".into(),
+            min_clause_words: 6,
+        }
+    }
 }
 
 /// Threads and queues of the inference engines (2-core defaults).
@@ -92,6 +156,8 @@ pub struct InferenceConfig {
     pub llm_temperature: f32,
     pub tts_workers: usize,
     pub tts_queue: usize,
+    /// Speaking rate of the voice: > 1 slower, < 1 faster (default: the voice's own).
+    pub tts_length_scale: Option<f32>,
 }
 
 impl Default for InferenceConfig {
@@ -109,6 +175,7 @@ impl Default for InferenceConfig {
             llm_temperature: 0.0,
             tts_workers: 1,
             tts_queue: 16,
+            tts_length_scale: None,
         }
     }
 }
@@ -167,7 +234,7 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             nats_url: "nats://127.0.0.1:4222".into(),
             web_dir: PathBuf::from("web"),
-            pipeline: PipelineKind::Echo,
+            pipeline: PipelineKind::Speech,
             log: "info".into(),
             max_sessions: 64,
             max_message_bytes: crate::rtc::signaling::DEFAULT_MAX_MESSAGE,
@@ -176,6 +243,8 @@ impl Default for Config {
             echo: EchoConfig::default(),
             models: ModelsConfig::default(),
             inference: InferenceConfig::default(),
+            turn: TurnConfig::default(),
+            conversation: ConversationConfig::default(),
         }
     }
 }
@@ -283,6 +352,11 @@ impl Config {
                     self.models.profile = value.clone();
                     Ok(())
                 }
+                "VOXLOOP_SYSTEM_PROMPT" => {
+                    self.conversation.system_prompt = value.clone();
+                    Ok(())
+                }
+                "VOXLOOP_MAX_SILENCE_MS" => parse_one(&value).map(|v| self.turn.max_silence_ms = v),
                 "VOXLOOP_LLM_SLOTS" => parse_one(&value).map(|v| self.inference.llm_slots = v),
                 "VOXLOOP_OPUS_BITRATE" => parse_one(&value).map(|v| self.audio.opus_bitrate = v),
                 // Read by the binary before the config exists, or by scripts.

@@ -7,6 +7,7 @@
 pub mod audio;
 pub mod client;
 pub mod config;
+pub mod converse;
 pub mod engines;
 pub mod metrics;
 pub mod models;

@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the server: web page, signaling, media sessions.
     Serve(ServeArgs),
+    /// Run the speech pipeline on audio files: prints transcript, reply and timings.
+    Converse(ConverseArgs),
     /// Transcribe audio files (any format symphonia reads): `FILE<TAB>text` per line.
     Transcribe(TranscribeArgs),
     /// Speak text with the TTS voice into a WAV file.
@@ -47,6 +49,21 @@ enum ModelsAction {
     List(ModelsArgs),
     /// Check every installed file's sha256; exit 1 if one is missing or corrupt.
     Verify(ModelsArgs),
+}
+
+#[derive(Args)]
+struct ConverseArgs {
+    /// Audio files, each said to a fresh conversation.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Write the (last) reply audio to this WAV file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Give up on a file after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    #[command(flatten)]
+    models: ModelsArgs,
 }
 
 #[derive(Args)]
@@ -168,6 +185,11 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(code);
             }
         }
+        Command::Converse(args) => {
+            args.models.apply(&mut config);
+            init_tracing(&config.log);
+            runtime()?.block_on(converse(&config, &args))?;
+        }
         Command::Transcribe(args) => {
             args.models.apply(&mut config);
             init_tracing(&config.log);
@@ -187,6 +209,45 @@ fn main() -> anyhow::Result<()> {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
+/// `voxloop converse FILE...`: labelled lines per file.
+async fn converse(config: &Config, args: &ConverseArgs) -> anyhow::Result<()> {
+    let deps = voxloop::converse::load(config).await?;
+    for f in &args.files {
+        let r = voxloop::converse::converse_file(
+            &deps,
+            f,
+            std::time::Duration::from_secs(args.timeout),
+        )
+        .await?;
+        println!("file: {}", f.display());
+        println!("transcript: {}", r.transcript.as_deref().unwrap_or(""));
+        println!("reply: {}", r.reply.as_deref().unwrap_or(""));
+        let t = r.timings.unwrap_or_default();
+        let g = |k: &str| {
+            t[k].as_u64()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "timings: endpoint_ms={} asr_ms={} llm_first_token_ms={} first_sentence_ms={} tts_first_audio_ms={} total_ms={} voice_to_voice_ms={}",
+            g("endpoint_ms"),
+            g("asr_ms"),
+            g("llm_first_token_ms"),
+            g("first_sentence_ms"),
+            g("tts_first_audio_ms"),
+            g("total_ms"),
+            r.voice_to_voice
+                .map(|d| d.as_millis().to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+        if let Some(out) = &args.out {
+            voxloop::audio::write_wav(out, &r.reply_audio, voxloop::WIRE_RATE)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// `voxloop transcribe FILE...`: one `FILE<TAB>text` line per file.

@@ -20,6 +20,9 @@ pub struct Metrics {
     pub skipped_frames_out: AtomicU64,
     pub inbound_frames_dropped: AtomicU64,
     pub utterances: AtomicU64,
+    pub barge_ins: AtomicU64,
+    pub busy_replies: AtomicU64,
+    pub events_dropped: AtomicU64,
     signaling_errors: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -85,6 +88,21 @@ impl Metrics {
             "voxloop_utterances_total",
             "User utterances detected.",
             get(&self.utterances),
+        );
+        counter(
+            "voxloop_barge_ins_total",
+            "Replies cut off because the user spoke over them.",
+            get(&self.barge_ins),
+        );
+        counter(
+            "voxloop_busy_replies_total",
+            "Turns answered with the busy line because inference was overloaded.",
+            get(&self.busy_replies),
+        );
+        counter(
+            "voxloop_events_dropped_total",
+            "Client events dropped because the session's event queue was full.",
+            get(&self.events_dropped),
         );
         let _ = writeln!(
             out,

@@ -1,21 +1,22 @@
-//! One live conversation: the media loop between a [`Peer`] and a pipeline.
+//! One live conversation: the tasks between a [`Peer`] and a pipeline.
 //!
-//! Two tasks per session:
-//! - **inbound**: decoded 48 kHz frames → 16 kHz → pipeline (echo gate);
-//!   finished utterances are resampled to 48 kHz and queued for playback;
+//! - **inbound**: decoded 48 kHz frames → 16 kHz → the pipeline's input queue
+//!   (bounded; a pipeline that falls behind loses frames, counted, rather
+//!   than stalling the decoder);
+//! - **pipeline**: `speech` (the assistant) or `echo` (diagnostics), filling
+//!   the [`OutQueue`] and emitting JSON events;
+//! - **events**: forwards those events to the data channel, holding early
+//!   ones until it opens;
 //! - **outbound**: a [`Pacer`] wakes every 20 ms, takes one frame from the
 //!   queue (or silence) and sends it as Opus. It starts when the peer
 //!   connects, never waits for the data channel, and never bursts.
-//!
-//! Events for the client (JSON) go out on the data channel; those produced
-//! before it opens are held (bounded) and flushed on open.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,8 @@ use tracing::Instrument;
 use crate::audio::{OpusEncoder, Pacer, StreamResampler, resample_clip};
 use crate::config::{Config, PipelineKind};
 use crate::metrics::Metrics;
+use crate::pipeline::playout::OutQueue;
+use crate::pipeline::speech::{self, SpeechDeps};
 use crate::pipeline::{EchoEvent, EchoGate};
 use crate::rtc::{InboundFrame, Peer, PeerEvent};
 use crate::{PIPELINE_FRAME, PIPELINE_RATE, WIRE_FRAME, WIRE_RATE};
@@ -32,43 +35,12 @@ use crate::{PIPELINE_FRAME, PIPELINE_RATE, WIRE_FRAME, WIRE_RATE};
 const INPUT_STALL: Duration = Duration::from_millis(100);
 /// Events held while the data channel is not open yet.
 const MAX_PENDING_EVENTS: usize = 64;
+/// 16 kHz chunks the pipeline may lag behind the network (4 s).
+const PIPELINE_QUEUE: usize = 200;
 
 /// A fresh random session id (128 bits, hex).
 pub fn new_session_id() -> String {
     format!("{:032x}", rand::random::<u128>())
-}
-
-/// Audio waiting to be played, at 48 kHz.
-#[derive(Debug, Default)]
-pub struct OutQueue {
-    samples: VecDeque<f32>,
-}
-
-impl OutQueue {
-    pub fn push(&mut self, pcm: &[f32]) {
-        self.samples.extend(pcm.iter().copied());
-    }
-
-    /// Take one 20 ms frame; `None` when nothing is queued (send silence).
-    /// A final partial frame is padded with silence.
-    pub fn pop_frame(&mut self) -> Option<Vec<f32>> {
-        if self.samples.is_empty() {
-            return None;
-        }
-        let n = self.samples.len().min(WIRE_FRAME);
-        let mut frame: Vec<f32> = self.samples.drain(..n).collect();
-        frame.resize(WIRE_FRAME, 0.0);
-        Some(frame)
-    }
-
-    /// Drop everything queued (barge-in).
-    pub fn clear(&mut self) {
-        self.samples.clear();
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
 }
 
 /// Sends JSON events on the data channel, holding early ones until it opens.
@@ -87,7 +59,7 @@ impl EventOut {
         }
     }
 
-    pub async fn send(&self, event: serde_json::Value) {
+    pub async fn send(&self, event: Value) {
         let text = event.to_string();
         if self.open.load(Ordering::Acquire) && self.peer.send_data(&text).await {
             return;
@@ -117,9 +89,11 @@ impl EventOut {
 pub struct SessionContext {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    /// Loaded engines; required for the speech pipeline.
+    pub speech: Option<SpeechDeps>,
 }
 
-/// Handle to a running session's media tasks.
+/// Handle to a running session's tasks.
 pub struct Session {
     pub id: String,
     pub peer: Arc<Peer>,
@@ -130,7 +104,7 @@ pub struct Session {
 }
 
 impl Session {
-    /// Start the media tasks for a negotiated peer.
+    /// Start the tasks for a negotiated peer.
     pub fn start(
         id: String,
         peer: Arc<Peer>,
@@ -142,35 +116,47 @@ impl Session {
         let queue = Arc::new(Mutex::new(OutQueue::default()));
         let connected = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
+        let (pcm_tx, pcm_rx) = mpsc::channel::<Vec<f32>>(PIPELINE_QUEUE);
+        let (ev_tx, ev_rx) = mpsc::channel::<Value>(256);
 
-        let inbound = tokio::spawn(
-            inbound_loop(
-                audio,
-                queue.clone(),
-                events.clone(),
-                ctx.clone(),
-                cancel.clone(),
-            )
-            .instrument(span.clone()),
-        );
-        let outbound = tokio::spawn(
-            outbound_loop(
-                peer.clone(),
-                queue,
-                events.clone(),
-                connected.clone(),
-                ctx,
-                cancel.clone(),
-            )
-            .instrument(span),
-        );
+        let mut tasks = vec![
+            tokio::spawn(
+                inbound_loop(audio, pcm_tx, ctx.metrics.clone(), cancel.clone())
+                    .instrument(span.clone()),
+            ),
+            tokio::spawn(forward_events(ev_rx, events.clone()).instrument(span.clone())),
+            tokio::spawn(
+                outbound_loop(
+                    peer.clone(),
+                    queue.clone(),
+                    ev_tx.clone(),
+                    connected.clone(),
+                    ctx.clone(),
+                    cancel.clone(),
+                )
+                .instrument(span.clone()),
+            ),
+        ];
+        let pipeline = match (&ctx.config.pipeline, &ctx.speech) {
+            (PipelineKind::Speech, Some(deps)) => tokio::spawn(
+                speech::run(pcm_rx, queue, ev_tx, deps.clone(), cancel.clone()).instrument(span),
+            ),
+            (PipelineKind::Speech, None) => {
+                tracing::error!("speech pipeline without engines; falling back to echo");
+                tokio::spawn(echo_loop(pcm_rx, queue, ev_tx, ctx, cancel.clone()).instrument(span))
+            }
+            (PipelineKind::Echo, _) => {
+                tokio::spawn(echo_loop(pcm_rx, queue, ev_tx, ctx, cancel.clone()).instrument(span))
+            }
+        };
+        tasks.push(pipeline);
         Self {
             id,
             peer,
             events,
             connected,
             cancel,
-            tasks: vec![inbound, outbound],
+            tasks,
         }
     }
 
@@ -191,7 +177,7 @@ impl Session {
         }
     }
 
-    /// Stop the media tasks and close the peer connection.
+    /// Stop the tasks and close the peer connection.
     pub async fn stop(self) {
         self.cancel.cancel();
         for t in self.tasks {
@@ -201,11 +187,11 @@ impl Session {
     }
 }
 
+/// Decoded 48 kHz frames → 16 kHz chunks for the pipeline.
 async fn inbound_loop(
     mut audio: mpsc::Receiver<InboundFrame>,
-    queue: Arc<Mutex<OutQueue>>,
-    events: Arc<EventOut>,
-    ctx: SessionContext,
+    pcm_tx: mpsc::Sender<Vec<f32>>,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
     let mut down = match StreamResampler::new(WIRE_RATE, PIPELINE_RATE, WIRE_FRAME) {
@@ -215,75 +201,79 @@ async fn inbound_loop(
             return;
         }
     };
-    let PipelineKind::Echo = ctx.config.pipeline;
-    let mut gate = EchoGate::new(&ctx.config.echo);
-    let mut pending16: Vec<f32> = Vec::with_capacity(PIPELINE_FRAME * 2);
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => break,
-            f = tokio::time::timeout(INPUT_STALL, audio.recv()) => match f {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(_) => {
-                    // The client stopped sending (DTX, muted mic, a script
-                    // that ran out of audio): that is silence, and it must
-                    // still end the utterance.
-                    if gate.speaking() {
-                        let silent = vec![0.0; PIPELINE_FRAME];
-                        for _ in 0..(INPUT_STALL.as_millis() / u128::from(crate::FRAME_MS)) {
-                            if let Some(ev) = gate.push(&silent) {
-                                handle_echo(ev, &queue, &events, &ctx).await;
-                            }
-                        }
-                    }
-                    continue;
-                }
+            f = audio.recv() => match f {
+                Some(f) => f,
+                None => break,
             },
         };
-        Metrics::inc(&ctx.metrics.audio_frames_in);
-        let pcm16 = match down.push(&frame.pcm) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "resampling inbound audio failed");
-                continue;
+        Metrics::inc(&metrics.audio_frames_in);
+        match down.push(&frame.pcm) {
+            Ok(pcm16) if !pcm16.is_empty() => {
+                if pcm_tx.try_send(pcm16).is_err() {
+                    Metrics::inc(&metrics.inbound_frames_dropped);
+                }
             }
-        };
-        pending16.extend_from_slice(&pcm16);
-        while pending16.len() >= PIPELINE_FRAME {
-            let f: Vec<f32> = pending16.drain(..PIPELINE_FRAME).collect();
-            if let Some(ev) = gate.push(&f) {
-                handle_echo(ev, &queue, &events, &ctx).await;
-            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "resampling inbound audio failed"),
         }
     }
 }
 
-async fn handle_echo(
-    ev: EchoEvent,
-    queue: &Mutex<OutQueue>,
-    events: &EventOut,
-    ctx: &SessionContext,
+async fn forward_events(mut rx: mpsc::Receiver<Value>, out: Arc<EventOut>) {
+    while let Some(ev) = rx.recv().await {
+        out.send(ev).await;
+    }
+}
+
+/// The echo pipeline: play each utterance back once the user stops.
+async fn echo_loop(
+    mut input: mpsc::Receiver<Vec<f32>>,
+    queue: Arc<Mutex<OutQueue>>,
+    events: mpsc::Sender<Value>,
+    ctx: SessionContext,
+    cancel: CancellationToken,
 ) {
-    match ev {
-        EchoEvent::SpeechStarted => {
-            events
-                .send(json!({"type": "state", "state": "user_speaking"}))
-                .await;
-        }
-        EchoEvent::Utterance(u) => {
-            Metrics::inc(&ctx.metrics.utterances);
-            let ms = u.len() as u64 * 1000 / u64::from(PIPELINE_RATE);
-            tracing::info!(ms, "utterance; echoing it back");
-            match resample_clip(&u, PIPELINE_RATE, WIRE_RATE) {
-                Ok(pcm48) => {
-                    if let Ok(mut q) = queue.lock() {
-                        q.push(&pcm48);
-                    }
-                    events
-                        .send(json!({"type": "state", "state": "speaking", "utterance_ms": ms}))
-                        .await;
+    let mut gate = EchoGate::new(&ctx.config.echo);
+    let mut pending: Vec<f32> = Vec::with_capacity(PIPELINE_FRAME * 2);
+    loop {
+        let pcm = tokio::select! {
+            _ = cancel.cancelled() => break,
+            f = tokio::time::timeout(INPUT_STALL, input.recv()) => match f {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                // The client stopped sending (DTX, muted mic, a script that ran
+                // out of audio): that is silence, and it must still end the utterance.
+                Err(_) if gate.speaking() => vec![0.0; INPUT_STALL.as_millis() as usize * PIPELINE_RATE as usize / 1000],
+                Err(_) => continue,
+            },
+        };
+        pending.extend_from_slice(&pcm);
+        while pending.len() >= PIPELINE_FRAME {
+            let f: Vec<f32> = pending.drain(..PIPELINE_FRAME).collect();
+            match gate.push(&f) {
+                Some(EchoEvent::SpeechStarted) => {
+                    let _ = events.try_send(json!({"type": "state", "state": "user_speaking"}));
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot resample utterance"),
+                Some(EchoEvent::Utterance(u)) => {
+                    Metrics::inc(&ctx.metrics.utterances);
+                    let ms = u.len() as u64 * 1000 / u64::from(PIPELINE_RATE);
+                    tracing::info!(ms, "utterance; echoing it back");
+                    match resample_clip(&u, PIPELINE_RATE, WIRE_RATE) {
+                        Ok(pcm48) => {
+                            if let Ok(mut q) = queue.lock() {
+                                q.push(&pcm48);
+                            }
+                            let _ = events.try_send(
+                                json!({"type": "state", "state": "speaking", "utterance_ms": ms}),
+                            );
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot resample utterance"),
+                    }
+                }
+                None => {}
             }
         }
     }
@@ -292,7 +282,7 @@ async fn handle_echo(
 async fn outbound_loop(
     peer: Arc<Peer>,
     queue: Arc<Mutex<OutQueue>>,
-    events: Arc<EventOut>,
+    events: mpsc::Sender<Value>,
     connected: Arc<Notify>,
     ctx: SessionContext,
     cancel: CancellationToken,
@@ -331,9 +321,8 @@ async fn outbound_loop(
         let frame = queue.lock().ok().and_then(|mut q| q.pop_frame());
         let active = frame.is_some();
         if std::mem::replace(&mut playing, active) && !active {
-            events
-                .send(json!({"type": "state", "state": "listening"}))
-                .await;
+            // The last queued audio has gone out: the assistant is listening again.
+            let _ = events.try_send(json!({"type": "state", "state": "listening"}));
         }
         let pcm = frame.as_deref().unwrap_or(&silence);
         let packet = match encoder.encode(pcm) {
@@ -358,22 +347,6 @@ async fn outbound_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn out_queue_frames_and_pads() {
-        let mut q = OutQueue::default();
-        assert!(q.pop_frame().is_none());
-        q.push(&vec![0.5; WIRE_FRAME + 10]);
-        assert_eq!(q.pop_frame().unwrap().len(), WIRE_FRAME);
-        let last = q.pop_frame().unwrap();
-        assert_eq!(last.len(), WIRE_FRAME);
-        assert_eq!(last[9], 0.5);
-        assert_eq!(last[10], 0.0);
-        assert!(q.pop_frame().is_none());
-        q.push(&[1.0; 100]);
-        q.clear();
-        assert!(q.is_empty());
-    }
 
     #[test]
     fn session_ids_are_unique_hex() {

@@ -22,7 +22,22 @@ pub fn wer(reference: &str, hyp: &str) -> f64 {
     if r.is_empty() {
         return if h.is_empty() { 0.0 } else { 1.0 };
     }
-    // Levenshtein distance over words, one row at a time.
+    edit_distance(&r, &h) as f64 / r.len() as f64
+}
+
+/// Character error rate over letters and digits only (spaces and
+/// punctuation removed): counts "France is" heard as "Francis" as one
+/// letter off, where WER counts two words wrong.
+pub fn cer(reference: &str, hyp: &str) -> f64 {
+    let chars = |t: &str| -> Vec<char> { normalize_words(t).concat().chars().collect() };
+    let (r, h) = (chars(reference), chars(hyp));
+    if r.is_empty() {
+        return if h.is_empty() { 0.0 } else { 1.0 };
+    }
+    edit_distance(&r, &h) as f64 / r.len() as f64
+}
+
+fn edit_distance<T: PartialEq>(r: &[T], h: &[T]) -> usize {
     let mut prev: Vec<usize> = (0..=h.len()).collect();
     for (i, rw) in r.iter().enumerate() {
         let mut cur = vec![i + 1; h.len() + 1];
@@ -32,7 +47,7 @@ pub fn wer(reference: &str, hyp: &str) -> f64 {
         }
         prev = cur;
     }
-    prev[h.len()] as f64 / r.len() as f64
+    prev[h.len()]
 }
 
 /// Splits streamed LLM text into pieces worth synthesizing: whole sentences,
@@ -119,6 +134,11 @@ mod tests {
         assert!((wer("a b", "a b c d") - 1.0).abs() < 1e-9);
         assert_eq!(wer("", ""), 0.0);
         assert_eq!(wer("", "x"), 1.0);
+        let c = cer(
+            "The capital of France is Paris.",
+            "the capital of Francis Paris",
+        );
+        assert!(c > 0.0 && c < 0.05, "{c}");
     }
 
     #[test]

@@ -459,3 +459,86 @@ parts = [ { package = "silero-vad", path = "silero_vad/data/silero_vad.onnx" } ]
     assert!(!dir.join("models/x.onnx").exists(), "no partial file");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// End of turn on real audio: a pause in the middle of a sentence does not
+/// end the turn when Smart Turn says "incomplete"; the end does. Also reports
+/// how Smart Turn compares with a plain silence threshold on the shared questions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_of_turn_on_shared_audio() {
+    use voxloop::pipeline::turn_taking::{TurnEvent, TurnTaking};
+    let cfg = config("fast");
+    let vad = engines::load_vad(&cfg).unwrap();
+    let turn = engines::load_turn(&cfg).unwrap();
+
+    /// Feed `audio` window by window; ask Smart Turn at each pause (when
+    /// enabled). Returns (sample index where the turn ended, silence_ms).
+    async fn simulate(
+        vad: &voxloop::pipeline::vad::Vad,
+        turn: &voxloop::pipeline::turn::TurnDetector,
+        cfg: voxloop::config::TurnConfig,
+        audio: &[f32],
+    ) -> Option<(usize, u32)> {
+        let windows: Vec<Vec<f32>> = audio.chunks_exact(512).map(<[f32]>::to_vec).collect();
+        let (probs, _) = vad.probs(Default::default(), windows).await.unwrap();
+        let smart = cfg.smart_turn;
+        let mut tt = TurnTaking::new(cfg);
+        for (i, p) in probs.iter().enumerate() {
+            let mut evs = tt.on_window(*p);
+            if smart && evs.contains(&TurnEvent::Paused) {
+                let so_far = audio[..(i + 1) * 512].to_vec();
+                let pred = turn.predict(so_far).await.unwrap();
+                evs.extend(tt.on_prediction(tt.pause_id(), pred.complete()));
+            }
+            for e in evs {
+                if let TurnEvent::EndOfTurn { silence_ms, .. } = e {
+                    return Some(((i + 1) * 512, silence_ms));
+                }
+            }
+        }
+        None
+    }
+
+    // q03 cut at 55 % of its speech, 600 ms pause, then the rest.
+    let pcm = clip16(&common::data("q03_minutes.wav"));
+    let (s0, s1) = (
+        voxloop::audio::first_voiced(&pcm).unwrap(),
+        voxloop::audio::last_voiced(&pcm).unwrap(),
+    );
+    let cut = s0 + (s1 - s0) * 55 / 100;
+    let mut paused = pcm[..cut].to_vec();
+    paused.extend(std::iter::repeat_n(0.0, 9600));
+    paused.extend_from_slice(&pcm[cut..]);
+    paused.extend(std::iter::repeat_n(0.0, 32_000));
+    let ended = simulate(&vad, &turn, cfg.turn.clone(), &paused).await;
+    let (at, _) = ended.expect("the turn ends");
+    println!(
+        "mid-sentence pause at {} ms; turn ended at {} ms",
+        cut / 16,
+        at / 16
+    );
+    assert!(at > cut + 9600, "the mid-sentence pause ended the turn");
+
+    // Smart Turn vs a plain 1 s silence threshold (the fallback alone).
+    let mut plain = cfg.turn.clone();
+    plain.smart_turn = false;
+    let (mut smart_ms, mut plain_ms, mut n) = (0u32, 0u32, 0u32);
+    for (file, _) in transcripts() {
+        if !file.starts_with('q') {
+            continue;
+        }
+        let mut a = clip16(&common::data(&file));
+        a.extend(std::iter::repeat_n(0.0, 40_000));
+        let (_, s) = simulate(&vad, &turn, cfg.turn.clone(), &a).await.unwrap();
+        let (_, p) = simulate(&vad, &turn, plain.clone(), &a).await.unwrap();
+        println!("{file}: end-of-turn wait with Smart Turn {s} ms, silence threshold {p} ms");
+        smart_ms += s;
+        plain_ms += p;
+        n += 1;
+    }
+    println!(
+        "mean end-of-turn wait: Smart Turn {} ms vs plain silence {} ms",
+        smart_ms / n,
+        plain_ms / n
+    );
+    assert!(smart_ms < plain_ms);
+}

@@ -117,7 +117,7 @@ async fn whip_session_echoes_and_deletes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_and_page() {
-    let server = Server::start(&[], &[]);
+    let server = Server::start(&["--pipeline", "echo"], &[]);
     let (status, body) = server.get("/healthz").await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

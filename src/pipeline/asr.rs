@@ -144,8 +144,11 @@ fn decode(
     fp.set_n_threads(opts.threads);
     fp.set_translate(false);
     fp.set_no_context(true);
-    fp.set_no_timestamps(true);
-    fp.set_single_segment(pcm.len() <= 30 * PIPELINE_RATE as usize);
+    // One 30 s window: a single segment without timestamps is fastest. Longer
+    // audio needs timestamps, which is how whisper.cpp seeks to the next window.
+    let one_window = pcm.len() <= 30 * PIPELINE_RATE as usize;
+    fp.set_no_timestamps(one_window);
+    fp.set_single_segment(one_window);
     fp.set_print_special(false);
     fp.set_print_progress(false);
     fp.set_print_realtime(false);

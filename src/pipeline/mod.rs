@@ -13,9 +13,12 @@ pub mod llm;
 pub mod mel;
 pub mod onnx;
 pub mod phonemes;
+pub mod playout;
 pub mod pool;
+pub mod speech;
 pub mod tts;
 pub mod turn;
+pub mod turn_taking;
 pub mod vad;
 
 pub use echo::{EchoEvent, EchoGate};

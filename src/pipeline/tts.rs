@@ -90,14 +90,21 @@ pub struct Tts {
 
 impl Tts {
     /// Load `model` (`.onnx`) with its `config` (`.onnx.json`).
+    ///
+    /// `length_scale` overrides the voice's speaking rate (> 1 is slower).
     pub fn load(
         env: &'static ort::environment::Environment,
         model: &Path,
         config: &Path,
         workers: usize,
         queue: usize,
+        length_scale: Option<f32>,
     ) -> Result<Self, TtsError> {
-        let voice = std::sync::Arc::new(VoiceConfig::load(config)?);
+        let mut voice = VoiceConfig::load(config)?;
+        if let Some(ls) = length_scale.filter(|v| v.is_finite() && *v > 0.0) {
+            voice.inference.length_scale = ls;
+        }
+        let voice = std::sync::Arc::new(voice);
         let model = model.to_path_buf();
         let pool = WorkerPool::new("tts", workers, queue, move |_| {
             onnx::session(env, &model, 1)

@@ -21,6 +21,7 @@ use tower_http::services::ServeDir;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::pipeline::speech::SpeechDeps;
 use crate::rtc::{ErrorCode, Peer, PeerEvent, PeerStreams, SignalError};
 use crate::session::{Session, SessionContext, new_session_id};
 
@@ -41,15 +42,22 @@ struct SessionEntry {
 pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    speech: Option<SpeechDeps>,
     started: Instant,
     sessions: Mutex<HashMap<String, SessionEntry>>,
 }
 
 impl AppState {
-    pub fn new(config: Config) -> Arc<Self> {
+    /// State for `config`; `speech` must be given for the speech pipeline.
+    pub fn new(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        speech: Option<SpeechDeps>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            config: Arc::new(config),
-            metrics: Arc::new(Metrics::default()),
+            config,
+            metrics,
+            speech,
             started: Instant::now(),
             sessions: Mutex::new(HashMap::new()),
         })
@@ -59,6 +67,7 @@ impl AppState {
         SessionContext {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
+            speech: self.speech.clone(),
         }
     }
 
@@ -227,14 +236,51 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
-/// Bind and serve until `shutdown` resolves. Prints `listening: URL` once bound.
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("loading models: {0}")]
+    Engines(#[from] crate::engines::EngineError),
+    #[error("preparing the busy line: {0}")]
+    BusyLine(#[from] crate::pipeline::tts::TtsError),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Load the engines (for the speech pipeline), bind, and serve until
+/// `shutdown` resolves. Prints `listening: URL` once ready.
 pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.bind).await?;
+) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::default());
+    let speech = match config.pipeline {
+        crate::config::PipelineKind::Speech => {
+            let started = Instant::now();
+            let cfg = (*config).clone();
+            let engines = tokio::task::spawn_blocking(move || crate::engines::Engines::load(&cfg))
+                .await
+                .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+            let deps = SpeechDeps::new(Arc::new(engines), config.clone(), metrics.clone()).await?;
+            tracing::info!(ms = started.elapsed().as_millis() as u64, profile = %config.models.profile, "models loaded");
+            Some(deps)
+        }
+        crate::config::PipelineKind::Echo => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.bind,
+            source,
+        })?;
     let addr: SocketAddr = listener.local_addr()?;
-    let state = AppState::new(config);
+    let state = AppState::new(config, metrics, speech);
     let app = router(state.clone());
     // A labelled stdout line: scripts and tests wait for it.
     println!("listening: http://{addr}");
@@ -245,5 +291,6 @@ pub async fn serve(
             shutdown.await;
             st.cancel_all();
         })
-        .await
+        .await?;
+    Ok(())
 }

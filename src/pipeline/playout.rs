@@ -1,0 +1,114 @@
+//! The queue of audio waiting to be played to the user (48 kHz), filled by
+//! the pipeline and drained one 20 ms frame at a time by the session's paced
+//! sender. Audio is tagged with the reply it belongs to, so a barge-in can
+//! tell how much of a reply the user actually heard.
+
+use std::collections::VecDeque;
+
+use crate::WIRE_FRAME;
+
+#[derive(Debug)]
+struct Chunk {
+    reply: u64,
+    pcm: Vec<f32>,
+    pos: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    /// (reply id, samples of it played so far) for the reply playing now.
+    played: (u64, usize),
+}
+
+impl OutQueue {
+    /// Queue audio (any length) for `reply`.
+    pub fn push_reply(&mut self, reply: u64, pcm: Vec<f32>) {
+        if !pcm.is_empty() {
+            self.chunks.push_back(Chunk { reply, pcm, pos: 0 });
+        }
+    }
+
+    /// Queue audio not tied to a reply (echo, busy line).
+    pub fn push(&mut self, pcm: &[f32]) {
+        self.push_reply(0, pcm.to_vec());
+    }
+
+    /// Take one 20 ms frame; `None` when nothing is queued (send silence).
+    /// A final partial frame is padded with silence.
+    pub fn pop_frame(&mut self) -> Option<Vec<f32>> {
+        if self.chunks.is_empty() {
+            return None;
+        }
+        let mut frame = Vec::with_capacity(WIRE_FRAME);
+        while frame.len() < WIRE_FRAME {
+            let Some(c) = self.chunks.front_mut() else {
+                break;
+            };
+            let take = (WIRE_FRAME - frame.len()).min(c.pcm.len() - c.pos);
+            frame.extend_from_slice(&c.pcm[c.pos..c.pos + take]);
+            c.pos += take;
+            if self.played.0 == c.reply {
+                self.played.1 += take;
+            } else {
+                self.played = (c.reply, take);
+            }
+            if c.pos >= c.pcm.len() {
+                self.chunks.pop_front();
+            }
+        }
+        frame.resize(WIRE_FRAME, 0.0);
+        Some(frame)
+    }
+
+    /// Samples of `reply` played so far.
+    pub fn played(&self, reply: u64) -> usize {
+        if self.played.0 == reply {
+            self.played.1
+        } else {
+            0
+        }
+    }
+
+    /// Drop everything queued (barge-in); returns the samples dropped.
+    pub fn clear(&mut self) -> usize {
+        let dropped = self.queued();
+        self.chunks.clear();
+        dropped
+    }
+
+    /// Samples waiting.
+    pub fn queued(&self) -> usize {
+        self.chunks.iter().map(|c| c.pcm.len() - c.pos).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_pad_and_count_what_was_played() {
+        let mut q = OutQueue::default();
+        assert!(q.pop_frame().is_none());
+        q.push_reply(7, vec![0.5; WIRE_FRAME + 10]);
+        q.push_reply(7, vec![0.25; 5]);
+        assert_eq!(q.pop_frame().unwrap().len(), WIRE_FRAME);
+        assert_eq!(q.played(7), WIRE_FRAME);
+        let last = q.pop_frame().unwrap();
+        assert_eq!(last.len(), WIRE_FRAME);
+        assert_eq!(last[9], 0.5);
+        assert_eq!(last[10], 0.25);
+        assert_eq!(last[15], 0.0);
+        assert_eq!(q.played(7), WIRE_FRAME + 15);
+        assert!(q.pop_frame().is_none());
+        q.push(&[1.0; 100]);
+        assert_eq!(q.clear(), 100);
+        assert!(q.is_empty());
+        assert_eq!(q.played(7), WIRE_FRAME + 15);
+    }
+}

@@ -1,0 +1,275 @@
+//! Turn-taking: when the user starts, pauses and finishes a turn, decided
+//! from VAD windows alone (no IO, no clocks: time is counted in audio).
+//!
+//! ```text
+//!   Idle ──speech ≥ min_speech──▶ InTurn ──silence ≥ short_pause──▶ Pausing
+//!     ▲                              ▲                                │ ask Smart Turn (+ start ASR)
+//!     │                              └────────speech again────────────┤
+//!     └──── EndOfTurn ◀── Smart Turn says complete, or silence ≥ max_silence, or turn too long
+//! ```
+//! The session feeds [`TurnTaking::on_window`] with each 32 ms VAD result and
+//! [`TurnTaking::on_prediction`] with Smart Turn's answer; it acts on the
+//! returned [`TurnEvent`]s.
+
+use crate::config::TurnConfig;
+
+/// VAD window length in milliseconds (512 samples at 16 kHz).
+pub const WINDOW_MS: u32 = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnEvent {
+    /// The user started speaking (after `min_speech` of speech).
+    SpeechStarted,
+    /// Speech has lasted `barge_in_ms`: long enough to interrupt the assistant.
+    SustainedSpeech,
+    /// First short pause in this stretch of silence: run Smart Turn and
+    /// speculative ASR on the turn so far.
+    Paused,
+    /// The user resumed speaking after a pause.
+    Resumed,
+    /// The turn is over; `silence_ms` of it was trailing silence.
+    EndOfTurn { silence_ms: u32, reason: EndReason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Smart Turn judged the turn complete after the short pause.
+    Predicted,
+    /// The long silence fallback.
+    Silence,
+    /// The turn hit the length cap.
+    TooLong,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle {
+        speech_run: u32,
+    },
+    InTurn {
+        speech_run: u32,
+        silence_run: u32,
+        paused: bool,
+    },
+}
+
+/// The turn-taking state machine (see module docs).
+#[derive(Debug, Clone)]
+pub struct TurnTaking {
+    cfg: TurnConfig,
+    state: State,
+    /// Windows in the current turn (speech and pauses).
+    turn_windows: u32,
+    /// Generation of the pending Smart Turn request; stale answers are ignored.
+    pause_id: u64,
+    awaiting: Option<u64>,
+}
+
+fn windows(ms: u32) -> u32 {
+    ms.div_ceil(WINDOW_MS).max(1)
+}
+
+impl TurnTaking {
+    pub fn new(cfg: TurnConfig) -> Self {
+        Self {
+            cfg,
+            state: State::Idle { speech_run: 0 },
+            turn_windows: 0,
+            pause_id: 0,
+            awaiting: None,
+        }
+    }
+
+    /// Is the user in a turn (speaking or pausing)?
+    pub fn in_turn(&self) -> bool {
+        matches!(self.state, State::InTurn { .. })
+    }
+
+    /// Id of the pause the last [`TurnEvent::Paused`] was about.
+    pub fn pause_id(&self) -> u64 {
+        self.pause_id
+    }
+
+    /// Feed one VAD window's speech probability.
+    pub fn on_window(&mut self, prob: f32) -> Vec<TurnEvent> {
+        let speech = prob >= self.cfg.vad_threshold;
+        let mut out = Vec::new();
+        match self.state {
+            State::Idle { speech_run } => {
+                let run = if speech { speech_run + 1 } else { 0 };
+                if run >= windows(self.cfg.min_speech_ms) {
+                    self.turn_windows = run;
+                    self.state = State::InTurn {
+                        speech_run: run,
+                        silence_run: 0,
+                        paused: false,
+                    };
+                    out.push(TurnEvent::SpeechStarted);
+                    if run >= windows(self.cfg.barge_in_ms) {
+                        out.push(TurnEvent::SustainedSpeech);
+                    }
+                } else {
+                    self.state = State::Idle { speech_run: run };
+                }
+            }
+            State::InTurn {
+                speech_run,
+                silence_run,
+                paused,
+            } => {
+                self.turn_windows += 1;
+                if speech {
+                    let run = speech_run + 1;
+                    if paused {
+                        out.push(TurnEvent::Resumed);
+                        self.awaiting = None;
+                    }
+                    if run == windows(self.cfg.barge_in_ms) {
+                        out.push(TurnEvent::SustainedSpeech);
+                    }
+                    self.state = State::InTurn {
+                        speech_run: run,
+                        silence_run: 0,
+                        paused: false,
+                    };
+                } else {
+                    let silence = silence_run + 1;
+                    let silence_ms = silence * WINDOW_MS;
+                    let mut paused_now = paused;
+                    if !paused && silence >= windows(self.cfg.short_pause_ms) {
+                        paused_now = true;
+                        self.pause_id += 1;
+                        self.awaiting = Some(self.pause_id);
+                        out.push(TurnEvent::Paused);
+                    }
+                    self.state = State::InTurn {
+                        speech_run: 0,
+                        silence_run: silence,
+                        paused: paused_now,
+                    };
+                    if silence >= windows(self.cfg.max_silence_ms) {
+                        out.push(self.end(silence_ms, EndReason::Silence));
+                        return out;
+                    }
+                }
+                if self.turn_windows >= windows(self.cfg.max_turn_ms) {
+                    let silence_ms = match self.state {
+                        State::InTurn { silence_run, .. } => silence_run * WINDOW_MS,
+                        State::Idle { .. } => 0,
+                    };
+                    out.push(self.end(silence_ms, EndReason::TooLong));
+                }
+            }
+        }
+        out
+    }
+
+    /// Smart Turn's answer for pause `id`. Ends the turn if it is complete
+    /// and the user is still silent.
+    pub fn on_prediction(&mut self, id: u64, complete: bool) -> Option<TurnEvent> {
+        if self.awaiting != Some(id) {
+            return None; // stale: the user spoke again since
+        }
+        self.awaiting = None;
+        match self.state {
+            State::InTurn {
+                silence_run,
+                paused: true,
+                ..
+            } if complete => Some(self.end(silence_run * WINDOW_MS, EndReason::Predicted)),
+            _ => None,
+        }
+    }
+
+    fn end(&mut self, silence_ms: u32, reason: EndReason) -> TurnEvent {
+        self.state = State::Idle { speech_run: 0 };
+        self.turn_windows = 0;
+        self.awaiting = None;
+        TurnEvent::EndOfTurn { silence_ms, reason }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> TurnConfig {
+        TurnConfig::default()
+    }
+
+    fn feed(t: &mut TurnTaking, prob: f32, n: usize) -> Vec<TurnEvent> {
+        (0..n).flat_map(|_| t.on_window(prob)).collect()
+    }
+
+    #[test]
+    fn complete_prediction_ends_the_turn_after_the_short_pause() {
+        let mut t = TurnTaking::new(cfg());
+        assert!(feed(&mut t, 0.0, 10).is_empty());
+        let ev = feed(&mut t, 0.9, 20);
+        assert_eq!(
+            ev,
+            vec![TurnEvent::SpeechStarted, TurnEvent::SustainedSpeech]
+        );
+        let ev = feed(&mut t, 0.1, 7);
+        assert_eq!(ev, vec![TurnEvent::Paused]);
+        let id = t.pause_id();
+        match t.on_prediction(id, true) {
+            Some(TurnEvent::EndOfTurn {
+                reason: EndReason::Predicted,
+                silence_ms,
+            }) => assert!((192..=256).contains(&silence_ms)),
+            other => panic!("{other:?}"),
+        }
+        assert!(!t.in_turn());
+    }
+
+    #[test]
+    fn incomplete_prediction_waits_for_the_long_silence() {
+        let mut t = TurnTaking::new(cfg());
+        feed(&mut t, 0.9, 20);
+        feed(&mut t, 0.0, 7);
+        assert_eq!(t.on_prediction(t.pause_id(), false), None);
+        assert!(t.in_turn(), "a mid-sentence pause must not end the turn");
+        let ev = feed(&mut t, 0.0, 30);
+        assert!(ev.iter().any(|e| matches!(
+            e,
+            TurnEvent::EndOfTurn {
+                reason: EndReason::Silence,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn speech_after_a_pause_makes_the_prediction_stale() {
+        let mut t = TurnTaking::new(cfg());
+        feed(&mut t, 0.9, 20);
+        feed(&mut t, 0.0, 7);
+        let id = t.pause_id();
+        assert_eq!(feed(&mut t, 0.9, 1), vec![TurnEvent::Resumed]);
+        assert_eq!(t.on_prediction(id, true), None);
+        assert!(t.in_turn());
+    }
+
+    #[test]
+    fn short_blips_are_not_speech_and_long_turns_are_capped() {
+        let mut t = TurnTaking::new(cfg());
+        for _ in 0..50 {
+            assert!(t.on_window(0.9).is_empty() || t.in_turn());
+            t.on_window(0.0);
+            t.on_window(0.0);
+            if t.in_turn() {
+                break;
+            }
+        }
+        assert!(!t.in_turn(), "single-window blips started a turn");
+        let ev = feed(&mut t, 0.9, 2000);
+        assert!(ev.iter().any(|e| matches!(
+            e,
+            TurnEvent::EndOfTurn {
+                reason: EndReason::TooLong,
+                ..
+            }
+        )));
+    }
+}
