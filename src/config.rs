@@ -77,6 +77,44 @@ pub struct Config {
     pub inference: InferenceConfig,
     pub turn: TurnConfig,
     pub conversation: ConversationConfig,
+    pub llm: LlmConfig,
+}
+
+/// Which LLM answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmBackendKind {
+    /// llama.cpp in this process, with the profile's GGUF model.
+    Embedded,
+    /// An OpenAI-compatible chat-completions server (Ollama and similar).
+    Openai,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// `embedded` or `openai` (`VOXLOOP_LLM_BACKEND`).
+    pub backend: LlmBackendKind,
+    /// Base URL up to `/v1` (`VOXLOOP_LLM_URL`).
+    pub url: String,
+    /// Model name the server knows (`VOXLOOP_LLM_MODEL`).
+    pub model: String,
+    /// Name of the environment variable holding the API key, if any (never printed).
+    pub api_key_env: Option<String>,
+    /// Requests in flight to the server.
+    pub concurrency: usize,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            backend: LlmBackendKind::Embedded,
+            url: "http://127.0.0.1:11434/v1".into(),
+            model: "qwen2.5:0.5b".into(),
+            api_key_env: None,
+            concurrency: 4,
+        }
+    }
 }
 
 /// Turn-taking thresholds (see `pipeline::turn_taking`).
@@ -245,6 +283,7 @@ impl Default for Config {
             inference: InferenceConfig::default(),
             turn: TurnConfig::default(),
             conversation: ConversationConfig::default(),
+            llm: LlmConfig::default(),
         }
     }
 }
@@ -357,6 +396,25 @@ impl Config {
                     Ok(())
                 }
                 "VOXLOOP_MAX_SILENCE_MS" => parse_one(&value).map(|v| self.turn.max_silence_ms = v),
+                "VOXLOOP_LLM_BACKEND" => match value.as_str() {
+                    "embedded" => {
+                        self.llm.backend = LlmBackendKind::Embedded;
+                        Ok(())
+                    }
+                    "openai" => {
+                        self.llm.backend = LlmBackendKind::Openai;
+                        Ok(())
+                    }
+                    _ => Err("expected embedded or openai".to_string()),
+                },
+                "VOXLOOP_LLM_URL" => {
+                    self.llm.url = value.clone();
+                    Ok(())
+                }
+                "VOXLOOP_LLM_MODEL" => {
+                    self.llm.model = value.clone();
+                    Ok(())
+                }
                 "VOXLOOP_LLM_SLOTS" => parse_one(&value).map(|v| self.inference.llm_slots = v),
                 "VOXLOOP_OPUS_BITRATE" => parse_one(&value).map(|v| self.audio.opus_bitrate = v),
                 // Read by the binary before the config exists, or by scripts.
@@ -418,6 +476,7 @@ impl Config {
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.nats_url = redact_url(&self.nats_url);
+        shown.llm.url = redact_url(&self.llm.url);
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}"))
     }
 }

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::config::LlmBackendKind;
 use crate::models::{ModelError, ModelSet};
 use crate::pipeline::asr::{Asr, AsrError, AsrOptions};
-use crate::pipeline::llm::{Llm, LlmError, LlmOptions};
+use crate::pipeline::llm::{Llm, LlmBackend, LlmError, LlmOptions};
+use crate::pipeline::llm_http::{HttpLlm, HttpLlmOptions};
 use crate::pipeline::onnx::{self, OnnxError};
 use crate::pipeline::tts::{Tts, TtsError};
 use crate::pipeline::turn::{TurnDetector, TurnError};
@@ -52,6 +54,28 @@ pub fn load_asr(cfg: &Config) -> Result<Asr, EngineError> {
     )?)
 }
 
+/// The configured LLM backend: the embedded engine or an OpenAI-compatible server.
+pub fn load_llm_backend(cfg: &Config) -> Result<LlmBackend, EngineError> {
+    match cfg.llm.backend {
+        LlmBackendKind::Embedded => Ok(LlmBackend::Embedded(load_llm(cfg)?)),
+        LlmBackendKind::Openai => Ok(LlmBackend::Http(HttpLlm::new(HttpLlmOptions {
+            url: cfg.llm.url.clone(),
+            model: cfg.llm.model.clone(),
+            api_key: cfg
+                .llm
+                .api_key_env
+                .as_ref()
+                .and_then(|v| std::env::var(v).ok()),
+            concurrency: cfg.llm.concurrency,
+            queue: cfg.inference.llm_queue,
+            max_tokens: cfg.inference.llm_max_tokens,
+            temperature: cfg.inference.llm_temperature,
+            timeout: std::time::Duration::from_secs(120),
+        }))),
+    }
+}
+
+/// The embedded llama.cpp engine with the profile's model.
 pub fn load_llm(cfg: &Config) -> Result<Llm, EngineError> {
     let set = models(cfg)?;
     let inf = &cfg.inference;
@@ -96,7 +120,7 @@ pub fn load_turn(cfg: &Config) -> Result<TurnDetector, EngineError> {
 /// Every engine the speech pipeline needs.
 pub struct Engines {
     pub asr: Arc<Asr>,
-    pub llm: Arc<Llm>,
+    pub llm: Arc<LlmBackend>,
     pub tts: Arc<Tts>,
     pub vad: Arc<Vad>,
     pub turn: Arc<TurnDetector>,
@@ -106,7 +130,7 @@ impl Engines {
     pub fn load(cfg: &Config) -> Result<Self, EngineError> {
         Ok(Self {
             asr: Arc::new(load_asr(cfg)?),
-            llm: Arc::new(load_llm(cfg)?),
+            llm: Arc::new(load_llm_backend(cfg)?),
             tts: Arc::new(load_tts(cfg)?),
             vad: Arc::new(load_vad(cfg)?),
             turn: Arc::new(load_turn(cfg)?),

@@ -140,6 +140,10 @@ pub struct Generation {
 }
 
 impl Generation {
+    pub(crate) fn new(events: mpsc::UnboundedReceiver<LlmEvent>, cancel: Arc<AtomicBool>) -> Self {
+        Self { events, cancel }
+    }
+
     /// Stop generating; the engine ends it before decoding another token.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
@@ -286,6 +290,42 @@ impl Llm {
     /// Generations queued or running.
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
+    }
+}
+
+/// The LLM behind the conversation: the embedded engine or an
+/// OpenAI-compatible server, chosen by `llm.backend`.
+pub enum LlmBackend {
+    Embedded(Llm),
+    Http(super::llm_http::HttpLlm),
+}
+
+impl LlmBackend {
+    /// Start a reply for conversation `key` (the embedded engine reuses its KV cells).
+    pub fn generate(
+        &self,
+        key: u64,
+        messages: Vec<ChatMessage>,
+        max_tokens: Option<usize>,
+    ) -> Result<Generation, Busy> {
+        match self {
+            LlmBackend::Embedded(l) => l.generate(key, messages, max_tokens),
+            LlmBackend::Http(h) => h.generate(messages, max_tokens),
+        }
+    }
+
+    /// The conversation is over.
+    pub fn forget(&self, key: u64) {
+        if let LlmBackend::Embedded(l) = self {
+            l.forget(key);
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        match self {
+            LlmBackend::Embedded(l) => l.pending(),
+            LlmBackend::Http(h) => h.pending(),
+        }
     }
 }
 

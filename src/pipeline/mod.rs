@@ -10,6 +10,7 @@
 pub mod asr;
 pub mod echo;
 pub mod llm;
+pub mod llm_http;
 pub mod mel;
 pub mod onnx;
 pub mod phonemes;

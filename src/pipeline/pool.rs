@@ -72,8 +72,12 @@ impl<W: 'static> WorkerPool<W> {
         F: FnOnce(&mut W) -> R + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let pending = self.pending.clone();
         let job: Job<W> = Box::new(move |w| {
-            let _ = tx.send(f(w));
+            let r = f(w);
+            // Count the job done before its result is visible to the caller.
+            pending.fetch_sub(1, Ordering::SeqCst);
+            let _ = tx.send(r);
         });
         self.pending.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(job) {
@@ -112,8 +116,9 @@ fn worker_loop<W>(rx: &Mutex<Receiver<Job<W>>>, worker: &mut W, pending: &Atomic
         };
         // A panicking job must not take the thread (and the model) down.
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(worker)));
-        pending.fetch_sub(1, Ordering::SeqCst);
         if r.is_err() {
+            // The job did not reach its own accounting.
+            pending.fetch_sub(1, Ordering::SeqCst);
             tracing::error!("inference job panicked; worker continues");
         }
     }
@@ -158,6 +163,7 @@ mod tests {
         let rx = pool.try_run(|_| -> u8 { panic!("boom") }).unwrap();
         assert!(rx.await.is_err());
         assert_eq!(pool.run(|_| 7).await.unwrap(), 7);
+        assert_eq!(pool.pending(), 0);
     }
 
     #[test]
