@@ -165,6 +165,11 @@ fn decode(
         .map_err(|e| AsrError::Whisper(e.to_string()))?;
     let mut text = String::new();
     for seg in state.as_iter() {
+        // Whisper's own verdict that a segment holds no speech (noise it
+        // would otherwise "transcribe" as made-up sentences).
+        if seg.no_speech_probability() > NO_SPEECH_THRESHOLD {
+            continue;
+        }
         if let Ok(s) = seg.to_str_lossy() {
             text.push_str(&s);
         }
@@ -176,6 +181,10 @@ fn decode(
 fn implausibly_long(text: &str, audio: Duration) -> bool {
     text.split_whitespace().count() as f64 > audio.as_secs_f64() * 5.0 + 4.0
 }
+
+/// Segments Whisper rates above this no-speech probability are dropped
+/// (0.6 is Whisper's reference threshold).
+const NO_SPEECH_THRESHOLD: f32 = 0.6;
 
 /// Encoder frames added beyond the clip. Measured on the shared questions with
 /// tiny.en: +64 and +128 sent the decoder into loops on most clips, +256 on

@@ -451,12 +451,12 @@ impl Engine {
         }
     }
 
+    /// Free the conversation's slot. Its cells stay: the next conversation
+    /// placed there reuses whatever prefix it shares (the system prompt).
     fn forget(&mut self, key: u64) {
-        for (i, s) in self.slots.iter_mut().enumerate() {
+        for s in self.slots.iter_mut() {
             if s.key == Some(key) && s.active.is_none() {
-                let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
                 s.key = None;
-                s.cached.clear();
             }
         }
     }
@@ -563,17 +563,17 @@ impl Engine {
         };
         self.clock += 1;
         let seq = i as i32;
-        let slot = &mut self.slots[i];
-        let mut keep = 0;
-        if slot.key == Some(req.key) {
-            keep = slot
-                .cached
+        let common = |cached: &[LlamaToken]| {
+            cached
                 .iter()
                 .zip(&toks)
                 .take_while(|(a, b)| a == b)
                 .count()
-                .min(toks.len() - 1);
-        }
+                .min(toks.len() - 1)
+        };
+        // KV cells are valid for whatever tokens they hold, whoever put them
+        // there: identical tokens give identical cells.
+        let mut keep = common(&self.slots[i].cached);
         let removed = self
             .ctx
             .clear_kv_cache_seq(Some(i as u32), Some(keep as u32), None)
@@ -582,7 +582,34 @@ impl Engine {
             let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
             keep = 0;
         }
-        slot.cached.truncate(keep);
+        self.slots[i].cached.truncate(keep);
+        // Another conversation may hold a longer prefix of this prompt (the
+        // shared system prompt, at least): copy its cells instead of
+        // decoding them again. With a unified KV cache this is a metadata copy.
+        let donor = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(j, s)| (j, common(&s.cached)))
+            .max_by_key(|&(_, n)| n);
+        if let Some((j, n)) = donor
+            && n > keep
+        {
+            let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+            if self
+                .ctx
+                .copy_kv_cache_seq(j as i32, seq, Some(0), Some(n as u32))
+                .is_ok()
+            {
+                self.slots[i].cached = toks[..n].to_vec();
+                keep = n;
+            } else {
+                self.slots[i].cached.clear();
+                keep = 0;
+            }
+        }
+        let slot = &mut self.slots[i];
         slot.key = Some(req.key);
         slot.last_used = self.clock;
 
