@@ -37,12 +37,17 @@ async fn churn_keeps_memory_flat() {
         }
         if cycle == 50 || cycle == CYCLES {
             // Let the server finish tearing down before measuring.
-            wait_for_zero_sessions(&server).await;
+            assert!(
+                server.sessions_drained(Duration::from_secs(5)).await,
+                "sessions did not drain"
+            );
             rss.push((cycle, server.rss_kib()));
         }
     }
-    wait_for_zero_sessions(&server).await;
-    assert_eq!(server.metric("voxloop_active_sessions").await, 0.0);
+    assert!(
+        server.sessions_drained(Duration::from_secs(5)).await,
+        "sessions did not drain to 0"
+    );
     assert_eq!(server.metric("voxloop_sessions_total").await, CYCLES as f64);
     let (_, at50) = rss[0];
     let (_, at_end) = rss[1];
@@ -56,14 +61,4 @@ async fn churn_keeps_memory_flat() {
         growth_mib < 10.0,
         "RSS grew {growth_mib:.2} MiB from cycle 50 to {CYCLES}"
     );
-}
-
-async fn wait_for_zero_sessions(server: &Server) {
-    for _ in 0..100 {
-        if server.metric("voxloop_active_sessions").await == 0.0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("sessions did not drain to 0");
 }

@@ -152,15 +152,10 @@ async fn busy_server_refuses_with_a_code() {
     }
     first.bye().await;
     // The slot is released when the first session ends.
-    let mut ok = false;
-    for _ in 0..50 {
-        if server.metric("voxloop_active_sessions").await == 0.0 {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "session slot not released after bye");
+    assert!(
+        server.sessions_drained(Duration::from_secs(5)).await,
+        "session slot not released after bye"
+    );
     let again = Client::connect(&server.url, ClientOptions::default())
         .await
         .expect("connect after release");

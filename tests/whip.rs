@@ -97,15 +97,10 @@ async fn whip_session_echoes_and_deletes() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let mut drained = false;
-    for _ in 0..50 {
-        if server.metric("voxloop_active_sessions").await == 0.0 {
-            drained = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(drained, "DELETE did not end the session");
+    assert!(
+        server.sessions_drained(Duration::from_secs(5)).await,
+        "DELETE did not end the session"
+    );
     let r = http
         .delete(format!("{}{}", server.url, location))
         .send()

@@ -315,51 +315,48 @@ impl Loop {
         }
         let dropped = self.out.lock().map(|mut q| q.clear()).unwrap_or(0);
         Metrics::inc(&self.deps.metrics.barge_ins);
-        if let Some(r) = self.reply.take() {
-            // Still generating: stop the LLM and TTS, record what was heard.
+        let (id, turn, progress, history_idx) = if let Some(r) = self.reply.take() {
+            // Still generating: stop the LLM and TTS; let the task wind down.
             r.cancel.cancel();
-            let played = self.out.lock().map(|q| q.played(r.id)).unwrap_or(0);
-            let (user, heard) = r
-                .progress
-                .lock()
-                .map(|p| (p.user_text.clone(), heard_text(&p.pieces, played)))
-                .unwrap_or((None, String::new()));
-            if let Some(user) = user {
-                self.history.push(ChatMessage::new(Role::User, user));
-                self.history
-                    .push(ChatMessage::new(Role::Assistant, cut_off(&heard)));
-            }
-            tracing::info!(
-                turn = r.turn,
-                played_ms = played / 48,
-                dropped_ms = dropped / 48,
-                "barge-in while generating"
-            );
-            self.emit(json!({"type": "reply", "turn": r.turn, "text": heard, "interrupted": true}))
-                .await;
+            let (id, turn, progress) = (r.id, r.turn, r.progress.clone());
             tokio::spawn(async move {
                 let _ = r.task.await;
             });
+            (id, turn, progress, None)
         } else if let Some(p) = self.playing.take() {
-            // Text complete, audio still playing: rewrite history to what was heard.
-            let played = self.out.lock().map(|q| q.played(p.id)).unwrap_or(0);
-            let heard = p
-                .progress
-                .lock()
-                .map(|pr| heard_text(&pr.pieces, played))
-                .unwrap_or_default();
-            if let Some(m) = self.history.get_mut(p.history_idx) {
-                m.content = cut_off(&heard);
+            // Text complete, audio still playing.
+            (p.id, p.turn, p.progress, Some(p.history_idx))
+        } else {
+            return;
+        };
+        let played = self.out.lock().map(|q| q.played(id)).unwrap_or(0);
+        let (user, heard) = progress
+            .lock()
+            .map(|p| (p.user_text.clone(), heard_text(&p.pieces, played)))
+            .unwrap_or((None, String::new()));
+        // History keeps what the user actually heard, marked as cut off.
+        match history_idx {
+            Some(idx) => {
+                if let Some(m) = self.history.get_mut(idx) {
+                    m.content = cut_off(&heard);
+                }
             }
-            tracing::info!(
-                turn = p.turn,
-                played_ms = played / 48,
-                dropped_ms = dropped / 48,
-                "barge-in while speaking"
-            );
-            self.emit(json!({"type": "reply", "turn": p.turn, "text": heard, "interrupted": true}))
-                .await;
+            None => {
+                if let Some(user) = user {
+                    self.history.push(ChatMessage::new(Role::User, user));
+                    self.history
+                        .push(ChatMessage::new(Role::Assistant, cut_off(&heard)));
+                }
+            }
         }
+        tracing::info!(
+            turn,
+            played_ms = played / 48,
+            dropped_ms = dropped / 48,
+            "barge-in"
+        );
+        self.emit(json!({"type": "reply", "turn": turn, "text": heard, "interrupted": true}))
+            .await;
     }
 
     async fn end_turn(&mut self, silence_ms: u32, reason: EndReason) {

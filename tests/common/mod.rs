@@ -78,6 +78,18 @@ impl Server {
         voxloop::metrics::parse_sample(&text, name).unwrap_or(0.0)
     }
 
+    /// Wait until no session is live; false if they have not drained in `timeout`.
+    pub async fn sessions_drained(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.metric("voxloop_active_sessions").await == 0.0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// Is the process still running?
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
