@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audio::{VOICED_THRESHOLD, decode_file_mono};
 use crate::config::Config;
-use crate::engines::{EngineError, Engines};
 use crate::metrics::Metrics;
 use crate::pipeline::playout::OutQueue;
 use crate::pipeline::speech::{self, SpeechDeps};
@@ -23,9 +22,7 @@ pub enum ConverseError {
     #[error(transparent)]
     Audio(#[from] crate::audio::AudioFileError),
     #[error(transparent)]
-    Engines(#[from] EngineError),
-    #[error(transparent)]
-    Tts(#[from] crate::pipeline::tts::TtsError),
+    Speech(#[from] crate::pipeline::speech::LoadError),
 }
 
 /// What one file's turn produced.
@@ -42,16 +39,7 @@ pub struct ConverseReport {
 
 /// Load the engines once for several files.
 pub async fn load(config: &Config) -> Result<SpeechDeps, ConverseError> {
-    let cfg = config.clone();
-    let engines = tokio::task::spawn_blocking(move || Engines::load(&cfg))
-        .await
-        .map_err(|e| EngineError::Onnx(crate::pipeline::onnx::OnnxError::Run(e.to_string())))??;
-    Ok(SpeechDeps::new(
-        Arc::new(engines),
-        Arc::new(config.clone()),
-        Arc::new(Metrics::default()),
-    )
-    .await?)
+    Ok(SpeechDeps::load(Arc::new(config.clone()), Arc::new(Metrics::default())).await?)
 }
 
 /// Say `path` to a fresh conversation and wait for the reply to finish playing.

@@ -27,12 +27,10 @@ use crate::config::{Config, PipelineKind};
 use crate::metrics::Metrics;
 use crate::pipeline::playout::OutQueue;
 use crate::pipeline::speech::{self, SpeechDeps};
-use crate::pipeline::{EchoEvent, EchoGate};
+use crate::pipeline::{EchoEvent, EchoGate, next_input};
 use crate::rtc::{InboundFrame, Peer, PeerEvent};
 use crate::{PIPELINE_FRAME, PIPELINE_RATE, WIRE_FRAME, WIRE_RATE};
 
-/// No inbound frame for this long counts as silence.
-const INPUT_STALL: Duration = Duration::from_millis(100);
 /// Events held while the data channel is not open yet.
 const MAX_PENDING_EVENTS: usize = 64;
 /// 16 kHz chunks the pipeline may lag behind the network (4 s).
@@ -241,13 +239,9 @@ async fn echo_loop(
     loop {
         let pcm = tokio::select! {
             _ = cancel.cancelled() => break,
-            f = tokio::time::timeout(INPUT_STALL, input.recv()) => match f {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                // The client stopped sending (DTX, muted mic, a script that ran
-                // out of audio): that is silence, and it must still end the utterance.
-                Err(_) if gate.speaking() => vec![0.0; INPUT_STALL.as_millis() as usize * PIPELINE_RATE as usize / 1000],
-                Err(_) => continue,
+            f = next_input(&mut input, gate.speaking()) => match f {
+                Some(p) => p,
+                None => break,
             },
         };
         pending.extend_from_slice(&pcm);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{Server, clip48};
 use voxloop::audio::first_voiced;
 use voxloop::client::{Client, ClientOptions, Signaling};
-use voxloop::rtc::{ErrorCode, Peer, PeerEvent, RtcSettings, ServerMessage};
+use voxloop::rtc::{ErrorCode, ServerMessage};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -22,21 +22,6 @@ async fn expect_error(sig: &mut Signaling, want: ErrorCode) -> String {
         }
         other => panic!("expected error {want:?}, got {other:?}"),
     }
-}
-
-/// A real offer with its candidates, from a fresh client-side peer.
-async fn real_offer() -> (Peer, String) {
-    let (peer, mut streams, sdp) = Peer::offer(&RtcSettings::default()).await.expect("offer");
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(ev) = streams.events.recv().await {
-            if ev == PeerEvent::GatheringComplete {
-                break;
-            }
-        }
-    })
-    .await;
-    let sdp = peer.local_sdp().await.unwrap_or(sdp);
-    (peer, sdp)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +58,7 @@ async fn bad_messages_get_errors_and_healthy_session_survives() {
     expect_error(&mut sig, ErrorCode::NoOffer).await;
 
     // The same socket can still negotiate after all that.
-    let (offer_peer, offer) = real_offer().await;
+    let (offer_peer, _streams, offer) = common::real_offer().await;
     let msg = serde_json::json!({"type": "offer", "sdp": offer}).to_string();
     sig.send_text(msg.clone()).await.unwrap();
     let first = sig.recv_non_candidate(T).await.unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Server, clip48};
 use voxloop::audio::{OpusEncoder, first_voiced};
-use voxloop::rtc::{Peer, PeerEvent, RtcSettings};
+use voxloop::rtc::PeerEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_session_echoes_and_deletes() {
@@ -35,13 +35,7 @@ async fn whip_session_echoes_and_deletes() {
     assert_eq!(body["code"], "bad_sdp", "{body}");
 
     // A real offer with its candidates (WHIP does not trickle).
-    let (peer, mut streams, sdp) = Peer::offer(&RtcSettings::default()).await.unwrap();
-    while let Some(ev) = streams.events.recv().await {
-        if ev == PeerEvent::GatheringComplete {
-            break;
-        }
-    }
-    let offer = peer.local_sdp().await.unwrap_or(sdp);
+    let (peer, mut streams, offer) = common::real_offer().await;
     let r = http
         .post(format!("{}/whip", server.url))
         .header("content-type", "application/sdp")

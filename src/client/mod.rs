@@ -14,7 +14,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::audio::{OpusEncoder, Pacer};
 use crate::rtc::signaling::IceCandidate;
-use crate::rtc::{ErrorCode, Peer, PeerEvent, RtcSettings, ServerMessage};
+use crate::rtc::{ErrorCode, Peer, PeerEvent, RtcSettings, ServerMessage, wait_gathered};
 use crate::{FRAME_MS, WIRE_FRAME};
 
 /// The client could not connect or lost its session.
@@ -198,20 +198,8 @@ impl Client {
         let result = async {
             // Loopback and host candidates gather in a few ms: put them in the
             // offer so the server's ICE agent has pairs to check at once.
-            let mut early_events = Vec::new();
-            let gather = tokio::time::timeout(GATHER_WAIT, async {
-                while let Some(ev) = peer_events.recv().await {
-                    match ev {
-                        PeerEvent::GatheringComplete => return true,
-                        PeerEvent::LocalCandidate(_) => {}
-                        other => early_events.push(other),
-                    }
-                }
-                false
-            })
-            .await
-            .unwrap_or(false);
-            let offer = match gather {
+            let (gathered, mut early_events) = wait_gathered(&mut peer_events, GATHER_WAIT).await;
+            let offer = match gathered {
                 true => peer.local_sdp().await.unwrap_or(offer),
                 false => offer,
             };

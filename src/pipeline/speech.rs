@@ -36,8 +36,6 @@ use crate::{PIPELINE_RATE, WIRE_RATE};
 
 /// Audio kept from before the turn started (VAD needs a few windows to be sure).
 const PREROLL_MS: usize = 400;
-/// No input for this long counts as silence (DTX, muted mic, stalled client).
-const INPUT_STALL: Duration = Duration::from_millis(100);
 
 /// Shared, long-lived things a speech session needs.
 #[derive(Clone)]
@@ -49,13 +47,33 @@ pub struct SpeechDeps {
     pub busy_line: Arc<Vec<f32>>,
 }
 
+/// The speech pipeline's engines could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading models: {0}")]
+    Engines(#[from] crate::engines::EngineError),
+    #[error("preparing the busy line: {0}")]
+    BusyLine(#[from] super::tts::TtsError),
+    #[error("model loading thread failed: {0}")]
+    Join(String),
+}
+
 impl SpeechDeps {
-    /// Synthesize the busy line; needs the TTS engine loaded.
-    pub async fn new(
+    /// Load every engine of `config`'s profile (off the async workers) and
+    /// synthesize the busy line.
+    pub async fn load(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Self, LoadError> {
+        let cfg = config.clone();
+        let engines = tokio::task::spawn_blocking(move || Engines::load(&cfg))
+            .await
+            .map_err(|e| LoadError::Join(e.to_string()))??;
+        Self::new(Arc::new(engines), config, metrics).await
+    }
+
+    async fn new(
         engines: Arc<Engines>,
         config: Arc<Config>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, super::tts::TtsError> {
+    ) -> Result<Self, LoadError> {
         let speech = engines
             .tts
             .synthesize(config.conversation.busy_line.clone())
@@ -178,15 +196,9 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            f = tokio::time::timeout(INPUT_STALL, input.recv()) => match f {
-                Ok(Some(pcm)) => lp.on_audio(&pcm).await,
-                Ok(None) => break,
-                Err(_) => {
-                    if lp.turns.in_turn() {
-                        let n = INPUT_STALL.as_millis() as usize * PIPELINE_RATE as usize / 1000;
-                        lp.on_audio(&vec![0.0; n]).await;
-                    }
-                }
+            f = super::next_input(&mut input, lp.turns.in_turn()) => match f {
+                Some(pcm) => lp.on_audio(&pcm).await,
+                None => break,
             },
             p = opt_join(&mut lp.prediction) => {
                 if let Some((id, Some(pred))) = p {

@@ -8,7 +8,7 @@
 pub mod peer;
 pub mod signaling;
 
-pub use peer::{InboundFrame, Peer, PeerError, PeerEvent, PeerStreams, RtcSettings};
+pub use peer::{InboundFrame, Peer, PeerError, PeerEvent, PeerStreams, RtcSettings, wait_gathered};
 pub use signaling::{
     ClientMessage, ErrorCode, IceCandidate, Negotiation, ServerMessage, SignalError,
     parse_client_message,

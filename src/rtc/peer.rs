@@ -239,6 +239,29 @@ async fn receive_audio(track: Arc<dyn TrackRemote>, audio: mpsc::Sender<InboundF
     }
 }
 
+/// Wait up to `timeout` for ICE gathering to finish, consuming `events`.
+/// Returns whether it finished, and the other events seen meanwhile (local
+/// candidates are dropped: they are in the local SDP once gathering is done).
+pub async fn wait_gathered(
+    events: &mut mpsc::Receiver<PeerEvent>,
+    timeout: Duration,
+) -> (bool, Vec<PeerEvent>) {
+    let mut other = Vec::new();
+    let done = tokio::time::timeout(timeout, async {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                PeerEvent::GatheringComplete => return true,
+                PeerEvent::LocalCandidate(_) => {}
+                ev => other.push(ev),
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    (done, other)
+}
+
 /// A live peer connection.
 pub struct Peer {
     pc: Arc<dyn PeerConnection>,

@@ -25,17 +25,8 @@ use crate::pipeline::speech::SpeechDeps;
 use crate::rtc::{ErrorCode, Peer, PeerEvent, PeerStreams, SignalError};
 use crate::session::{Session, SessionContext, new_session_id};
 
-/// How a session was signaled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    WebSocket,
-    Whip,
-}
-
 struct SessionEntry {
     cancel: CancellationToken,
-    #[allow(dead_code)]
-    transport: Transport,
 }
 
 /// Shared state of the HTTP server.
@@ -72,7 +63,7 @@ impl AppState {
     }
 
     /// Reserve a slot for a new session, or refuse with `busy`.
-    fn admit(&self, transport: Transport) -> Result<(String, CancellationToken), SignalError> {
+    fn admit(&self) -> Result<(String, CancellationToken), SignalError> {
         let mut sessions = self
             .sessions
             .lock()
@@ -92,7 +83,6 @@ impl AppState {
             id.clone(),
             SessionEntry {
                 cancel: cancel.clone(),
-                transport,
             },
         );
         Ok((id, cancel))
@@ -244,10 +234,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("loading models: {0}")]
-    Engines(#[from] crate::engines::EngineError),
-    #[error("preparing the busy line: {0}")]
-    BusyLine(#[from] crate::pipeline::tts::TtsError),
+    #[error(transparent)]
+    Speech(#[from] crate::pipeline::speech::LoadError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -263,11 +251,7 @@ pub async fn serve(
     let speech = match config.pipeline {
         crate::config::PipelineKind::Speech => {
             let started = Instant::now();
-            let cfg = (*config).clone();
-            let engines = tokio::task::spawn_blocking(move || crate::engines::Engines::load(&cfg))
-                .await
-                .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
-            let deps = SpeechDeps::new(Arc::new(engines), config.clone(), metrics.clone()).await?;
+            let deps = SpeechDeps::load(config.clone(), metrics.clone()).await?;
             tracing::info!(ms = started.elapsed().as_millis() as u64, profile = %config.models.profile, "models loaded");
             Some(deps)
         }

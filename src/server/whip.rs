@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{AppState, Transport, run_session_events};
-use crate::rtc::{ErrorCode, PeerEvent, SignalError};
+use super::{AppState, run_session_events};
+use crate::rtc::{ErrorCode, SignalError, wait_gathered};
 
 /// How long to wait for ICE gathering before answering with what we have.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,7 +58,7 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
             SignalError::new(ErrorCode::BadSdp, "the body is not an SDP offer"),
         );
     }
-    let (id, cancel) = match state.admit(Transport::Whip) {
+    let (id, cancel) = match state.admit() {
         Ok(x) => x,
         Err(e) => return error_response(&state, e),
     };
@@ -67,19 +67,7 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         Err(e) => return error_response(&state, e),
     };
     // No trickle: wait for gathering so the answer carries every candidate.
-    let mut early = Vec::new();
-    let gathered = tokio::time::timeout(GATHER_TIMEOUT, async {
-        while let Some(ev) = events.recv().await {
-            match ev {
-                PeerEvent::GatheringComplete => return true,
-                PeerEvent::LocalCandidate(_) => {}
-                other => early.push(other),
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
+    let (gathered, early) = wait_gathered(&mut events, GATHER_TIMEOUT).await;
     if !gathered {
         tracing::warn!(session = %id, "ICE gathering incomplete; answering with what we have");
     }

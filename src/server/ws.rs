@@ -9,7 +9,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppState, Transport};
+use super::AppState;
 use crate::rtc::signaling::Action;
 use crate::rtc::{
     ErrorCode, Negotiation, PeerEvent, ServerMessage, SignalError, parse_client_message,
@@ -127,7 +127,7 @@ async fn handle_text(
     let msg = parse_client_message(text, state.config.max_message_bytes)?;
     match negotiation.on_message(msg)? {
         Action::Answer { sdp } => {
-            let (id, cancel) = state.admit(Transport::WebSocket)?;
+            let (id, cancel) = state.admit()?;
             let (session, events, answer) = state.open_session(&id, &sdp).await?;
             negotiation.answered();
             *live = Some(Live {

@@ -103,6 +103,18 @@ impl Drop for Server {
     }
 }
 
+/// A client-side peer with its offer SDP, candidates included (no trickle).
+pub async fn real_offer() -> (voxloop::rtc::Peer, voxloop::rtc::PeerStreams, String) {
+    let (peer, mut streams, sdp) = voxloop::rtc::Peer::offer(&Default::default())
+        .await
+        .expect("offer");
+    let (gathered, _) =
+        voxloop::rtc::wait_gathered(&mut streams.events, Duration::from_secs(2)).await;
+    assert!(gathered, "ICE gathering did not finish");
+    let sdp = peer.local_sdp().await.unwrap_or(sdp);
+    (peer, streams, sdp)
+}
+
 pub fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
