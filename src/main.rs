@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 use voxloop::config::{Config, PipelineKind};
 
 /// Crates whose per-packet debug output would drown everything else.
-const QUIET: &str = "webrtc=warn,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_datachannel=warn,rtc_mdns=warn";
+const QUIET: &str = "async_nats=error,webrtc=warn,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_datachannel=warn,rtc_mdns=warn";
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,10 @@ enum Command {
     Transcribe(TranscribeArgs),
     /// Speak text with the TTS voice into a WAV file.
     SayText(SayTextArgs),
+    /// Publish a proactive prompt over NATS and wait until it is spoken or dropped.
+    Say(SayArgs),
+    /// Follow conversations on NATS and publish follow-up questions as prompts.
+    IntentWorker(IntentArgs),
     /// Fetch, list and verify the local models (models/manifest.toml).
     Models {
         #[command(subcommand)]
@@ -81,6 +85,55 @@ struct SayTextArgs {
     /// Output WAV file.
     #[arg(long, default_value = "say.wav")]
     out: PathBuf,
+    #[command(flatten)]
+    models: ModelsArgs,
+}
+
+#[derive(Args)]
+struct SayArgs {
+    /// The text to speak.
+    text: String,
+    /// Live session to speak into.
+    #[arg(
+        long,
+        required_unless_present = "broadcast",
+        conflicts_with = "broadcast"
+    )]
+    session: Option<String>,
+    /// Speak into every live session.
+    #[arg(long)]
+    broadcast: bool,
+    /// Higher is spoken first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i32,
+    /// Drop the prompt if not spoken within this time (e.g. 30s, 2m).
+    #[arg(long, value_parser = voxloop::bus::say::parse_duration)]
+    expires_in: Option<std::time::Duration>,
+    /// A newer prompt with the same key replaces this one while it waits.
+    #[arg(long)]
+    dedupe_key: Option<String>,
+    /// May cut the assistant's own reply (never the user).
+    #[arg(long)]
+    interrupt: bool,
+    /// Prompt id (default: random). Republishing an id is a no-op.
+    #[arg(long)]
+    id: Option<String>,
+    /// NATS server URL (VOXLOOP_NATS_URL).
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// How long to wait for the outcome (0 = publish only).
+    #[arg(long, default_value = "60s", value_parser = voxloop::bus::say::parse_duration)]
+    timeout: std::time::Duration,
+}
+
+#[derive(Args)]
+struct IntentArgs {
+    /// NATS server URL (VOXLOOP_NATS_URL).
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// Silence before a follow-up, e.g. 20s (VOXLOOP_INTENT_QUIET_MS).
+    #[arg(long, value_parser = voxloop::bus::say::parse_duration)]
+    quiet: Option<std::time::Duration>,
     #[command(flatten)]
     models: ModelsArgs,
 }
@@ -198,6 +251,33 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(code);
             }
         }
+        Command::Say(args) => {
+            if let Some(v) = &args.nats_url {
+                config.nats_url = v.clone();
+            }
+            init_tracing(&config.log);
+            let code = runtime()?.block_on(say(&config, args))?;
+            std::process::exit(code);
+        }
+        Command::IntentWorker(args) => {
+            if let Some(v) = &args.nats_url {
+                config.nats_url = v.clone();
+            }
+            if let Some(q) = args.quiet {
+                config.intent.quiet_ms = q.as_millis() as u64;
+            }
+            args.models.apply(&mut config);
+            init_tracing(&config.log);
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let c = cancel.clone();
+            runtime()?.block_on(async move {
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    c.cancel();
+                });
+                voxloop::intent::run(config, cancel).await
+            })?;
+        }
         Command::SayText(args) => {
             args.models.apply(&mut config);
             init_tracing(&config.log);
@@ -281,6 +361,50 @@ async fn transcribe(config: &Config, files: &[PathBuf]) -> anyhow::Result<i32> {
         }
     }
     Ok(i32::from(failed > 0))
+}
+
+/// `voxloop say`: exit 0 when spoken (everywhere, for a broadcast), 2 when
+/// dropped, 1 on errors or when no outcome came in time.
+async fn say(config: &Config, args: SayArgs) -> anyhow::Result<i32> {
+    use voxloop::bus::{Prompt, Target};
+    if let Some(id) = &args.session
+        && !voxloop::bus::valid_session_id(id)
+    {
+        anyhow::bail!("--session {id:?} is not a session id (8 to 64 letters, digits, '-' or '_')");
+    }
+    let mut prompt = Prompt::new(args.text);
+    if let Some(id) = args.id {
+        prompt.id = id;
+    }
+    prompt.priority = args.priority;
+    prompt.expires_at = args.expires_in.map(voxloop::bus::say::expires_in);
+    prompt.dedupe_key = args.dedupe_key;
+    prompt.interrupt = args.interrupt;
+    let target = match args.session {
+        Some(id) => Target::Session(id),
+        None => Target::Broadcast,
+    };
+    let opts = voxloop::bus::say::SayOptions {
+        url: config.nats_url.clone(),
+        bus: config.bus.clone(),
+        target,
+        prompt,
+        wait: (!args.timeout.is_zero()).then_some(args.timeout),
+        settle: std::time::Duration::from_secs(3),
+    };
+    let outcomes = voxloop::bus::say::say(&opts, |o| println!("{o}")).await?;
+    if opts.wait.is_none() {
+        return Ok(0);
+    }
+    if outcomes.is_empty() {
+        println!("timeout: no outcome within {:?}", args.timeout);
+        return Ok(1);
+    }
+    Ok(if outcomes.iter().all(|o| o.spoken) {
+        0
+    } else {
+        2
+    })
 }
 
 /// `voxloop say-text "..." --out x.wav`: the TTS voice to a WAV file.

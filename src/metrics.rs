@@ -23,6 +23,11 @@ pub struct Metrics {
     pub barge_ins: AtomicU64,
     pub busy_replies: AtomicU64,
     pub events_dropped: AtomicU64,
+    pub bus_events_published: AtomicU64,
+    pub bus_events_dropped: AtomicU64,
+    pub prompts_received: AtomicU64,
+    pub prompts_spoken: AtomicU64,
+    pub prompts_dropped: AtomicU64,
     signaling_errors: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -103,6 +108,31 @@ impl Metrics {
             "voxloop_events_dropped_total",
             "Client events dropped because the session's event queue was full.",
             get(&self.events_dropped),
+        );
+        counter(
+            "voxloop_bus_events_published_total",
+            "Conversation events stored in the NATS event stream.",
+            get(&self.bus_events_published),
+        );
+        counter(
+            "voxloop_bus_events_dropped_total",
+            "Conversation events not published (NATS down or its buffer full).",
+            get(&self.bus_events_dropped),
+        );
+        counter(
+            "voxloop_prompts_received_total",
+            "Proactive prompts received (NATS or HTTP), valid or not.",
+            get(&self.prompts_received),
+        );
+        counter(
+            "voxloop_prompts_spoken_total",
+            "Proactive prompts spoken into a session.",
+            get(&self.prompts_spoken),
+        );
+        counter(
+            "voxloop_prompts_dropped_total",
+            "Proactive prompts dropped (expired, no session, bad payload, ...).",
+            get(&self.prompts_dropped),
         );
         let _ = writeln!(
             out,

@@ -6,10 +6,13 @@
 //! - **pipeline**: `speech` (the assistant) or `echo` (diagnostics), filling
 //!   the [`OutQueue`] and emitting JSON events;
 //! - **events**: forwards those events to the data channel, holding early
-//!   ones until it opens;
+//!   ones until it opens, and mirrors transcripts and replies to the bus;
 //! - **outbound**: a [`Pacer`] wakes every 20 ms, takes one frame from the
 //!   queue (or silence) and sends it as Opus. It starts when the peer
 //!   connects, never waits for the data channel, and never bursts.
+//!
+//! Besides audio, a session takes [`Control`] commands: prompts from the hub
+//! and typed messages from the data channel (`{"type":"text","text":...}`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,9 +26,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::audio::{OpusEncoder, Pacer, StreamResampler, resample_clip};
+use crate::bus::DropReason;
 use crate::config::{Config, PipelineKind};
+use crate::hub::{CONTROL_QUEUE, SessionEvents};
 use crate::metrics::Metrics;
 use crate::pipeline::playout::OutQueue;
+use crate::pipeline::prompts::{Control, PromptOutcome};
 use crate::pipeline::speech::{self, SpeechDeps};
 use crate::pipeline::{EchoEvent, EchoGate, next_input};
 use crate::rtc::{InboundFrame, Peer, PeerEvent};
@@ -96,6 +102,8 @@ pub struct Session {
     pub id: String,
     pub peer: Arc<Peer>,
     events: Arc<EventOut>,
+    control: mpsc::Sender<Control>,
+    max_message_bytes: usize,
     connected: Arc<Notify>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -108,8 +116,10 @@ impl Session {
         peer: Arc<Peer>,
         audio: mpsc::Receiver<InboundFrame>,
         ctx: SessionContext,
+        bus_events: Arc<SessionEvents>,
     ) -> Self {
         let span = tracing::info_span!("session", id = %id);
+        let (control, control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
         let events = Arc::new(EventOut::new(peer.clone()));
         let queue = Arc::new(Mutex::new(OutQueue::default()));
         let connected = Arc::new(Notify::new());
@@ -122,7 +132,9 @@ impl Session {
                 inbound_loop(audio, pcm_tx, ctx.metrics.clone(), cancel.clone())
                     .instrument(span.clone()),
             ),
-            tokio::spawn(forward_events(ev_rx, events.clone()).instrument(span.clone())),
+            tokio::spawn(
+                forward_events(ev_rx, events.clone(), bus_events).instrument(span.clone()),
+            ),
             tokio::spawn(
                 outbound_loop(
                     peer.clone(),
@@ -137,21 +149,49 @@ impl Session {
         ];
         let pipeline = match (&ctx.config.pipeline, &ctx.speech) {
             (PipelineKind::Speech, Some(deps)) => tokio::spawn(
-                speech::run(pcm_rx, queue, ev_tx, deps.clone(), cancel.clone()).instrument(span),
+                speech::run(
+                    pcm_rx,
+                    control_rx,
+                    queue,
+                    ev_tx,
+                    deps.clone(),
+                    cancel.clone(),
+                )
+                .instrument(span),
             ),
             (PipelineKind::Speech, None) => {
                 tracing::error!("speech pipeline without engines; falling back to echo");
-                tokio::spawn(echo_loop(pcm_rx, queue, ev_tx, ctx, cancel.clone()).instrument(span))
+                tokio::spawn(
+                    echo_loop(
+                        pcm_rx,
+                        control_rx,
+                        queue,
+                        ev_tx,
+                        ctx.clone(),
+                        cancel.clone(),
+                    )
+                    .instrument(span),
+                )
             }
-            (PipelineKind::Echo, _) => {
-                tokio::spawn(echo_loop(pcm_rx, queue, ev_tx, ctx, cancel.clone()).instrument(span))
-            }
+            (PipelineKind::Echo, _) => tokio::spawn(
+                echo_loop(
+                    pcm_rx,
+                    control_rx,
+                    queue,
+                    ev_tx,
+                    ctx.clone(),
+                    cancel.clone(),
+                )
+                .instrument(span),
+            ),
         };
         tasks.push(pipeline);
         Self {
             id,
             peer,
             events,
+            control,
+            max_message_bytes: ctx.config.max_message_bytes,
             connected,
             cancel,
             tasks,
@@ -169,10 +209,29 @@ impl Session {
                     .await;
             }
             PeerEvent::DataMessage(text) => {
-                tracing::debug!(len = text.len(), "data channel message ignored");
+                match parse_data_message(text, self.max_message_bytes) {
+                    Ok(typed) => {
+                        if self.control.try_send(Control::Text(typed)).is_err() {
+                            self.events
+                            .send(json!({"type": "error", "code": "busy", "message": "too many messages waiting; try again"}))
+                            .await;
+                        }
+                    }
+                    Err((code, message)) => {
+                        tracing::warn!(code, %message, "bad data channel message");
+                        self.events
+                            .send(json!({"type": "error", "code": code, "message": message}))
+                            .await;
+                    }
+                }
             }
             _ => {}
         }
+    }
+
+    /// Where prompts and typed messages for this session go.
+    pub fn control(&self) -> mpsc::Sender<Control> {
+        self.control.clone()
     }
 
     /// Stop the tasks and close the peer connection.
@@ -220,15 +279,54 @@ async fn inbound_loop(
     }
 }
 
-async fn forward_events(mut rx: mpsc::Receiver<Value>, out: Arc<EventOut>) {
+async fn forward_events(
+    mut rx: mpsc::Receiver<Value>,
+    out: Arc<EventOut>,
+    bus_events: Arc<SessionEvents>,
+) {
     while let Some(ev) = rx.recv().await {
+        bus_events.mirror(&ev);
         out.send(ev).await;
+    }
+}
+
+/// A message the client sent on the data channel: today only typed text,
+/// `{"type":"text","text":"..."}`. Errors carry a code for the client.
+fn parse_data_message(text: &str, max_len: usize) -> Result<String, (&'static str, String)> {
+    if text.len() > max_len {
+        return Err((
+            "too_large",
+            format!(
+                "message of {} bytes is over the {max_len}-byte limit",
+                text.len()
+            ),
+        ));
+    }
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| ("bad_json", format!("not valid JSON: {e}")))?;
+    match v.get("type").and_then(Value::as_str) {
+        Some("text") => match v.get("text").and_then(Value::as_str) {
+            Some(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+            _ => Err((
+                "bad_message",
+                "text needs a non-empty string field \"text\"".into(),
+            )),
+        },
+        Some(other) => Err((
+            "unknown_type",
+            format!("unknown data channel message type {other:?} (expected text)"),
+        )),
+        None => Err((
+            "bad_json",
+            "expected a JSON object with a string \"type\"".into(),
+        )),
     }
 }
 
 /// The echo pipeline: play each utterance back once the user stops.
 async fn echo_loop(
     mut input: mpsc::Receiver<Vec<f32>>,
+    mut control: mpsc::Receiver<Control>,
     queue: Arc<Mutex<OutQueue>>,
     events: mpsc::Sender<Value>,
     ctx: SessionContext,
@@ -239,6 +337,13 @@ async fn echo_loop(
     loop {
         let pcm = tokio::select! {
             _ = cancel.cancelled() => break,
+            Some(c) = control.recv() => {
+                // Echo has no voice of its own: prompts cannot be spoken here.
+                if let Control::Prompt(d) = c {
+                    let _ = d.done.send(PromptOutcome::Dropped(DropReason::NoSpeech));
+                }
+                continue;
+            }
             f = next_input(&mut input, gate.speaking()) => match f {
                 Some(p) => p,
                 None => break,
@@ -341,6 +446,26 @@ async fn outbound_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_channel_messages() {
+        assert_eq!(
+            parse_data_message(r#"{"type":"text","text":" What time is it? "}"#, 1000),
+            Ok("What time is it?".to_string())
+        );
+        let code = |s: &str, max| parse_data_message(s, max).map_err(|e| e.0);
+        assert_eq!(code("nope", 1000), Err("bad_json"));
+        assert_eq!(code(r#"{"type":"text"}"#, 1000), Err("bad_message"));
+        assert_eq!(
+            code(r#"{"type":"text","text":"  "}"#, 1000),
+            Err("bad_message")
+        );
+        assert_eq!(code(r#"{"type":"dance"}"#, 1000), Err("unknown_type"));
+        assert_eq!(
+            code(r#"{"type":"text","text":"hello"}"#, 10),
+            Err("too_large")
+        );
+    }
 
     #[test]
     fn session_ids_are_unique_hex() {

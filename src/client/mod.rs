@@ -148,6 +148,9 @@ pub struct ClientOptions {
     pub rtc: RtcSettings,
     pub connect_timeout: Duration,
     pub opus_bitrate: i32,
+    /// Resume this session id (e.g. after the server restarted) instead of
+    /// getting a fresh one.
+    pub session_id: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -156,6 +159,7 @@ impl Default for ClientOptions {
             rtc: RtcSettings::default(),
             connect_timeout: Duration::from_secs(10),
             opus_bitrate: 48_000,
+            session_id: None,
         }
     }
 }
@@ -203,8 +207,11 @@ impl Client {
                 true => peer.local_sdp().await.unwrap_or(offer),
                 false => offer,
             };
-            sig.send_text(serde_json::json!({"type": "offer", "sdp": offer}).to_string())
-                .await?;
+            let mut msg = serde_json::json!({"type": "offer", "sdp": offer});
+            if let Some(id) = &opts.session_id {
+                msg["session_id"] = serde_json::json!(id);
+            }
+            sig.send_text(msg.to_string()).await?;
             let deadline = tokio::time::Instant::now() + opts.connect_timeout;
             let mut session_id = None;
             let mut answered = false;
@@ -332,6 +339,13 @@ impl Client {
     }
 
     /// Wait for an event matching `pred`, dropping others.
+    /// Type a message into the conversation (the data channel's `text`
+    /// message); false if the channel is not open.
+    pub async fn send_text(&self, text: &str) -> bool {
+        let msg = serde_json::json!({"type": "text", "text": text}).to_string();
+        self.peer.send_data(&msg).await
+    }
+
     pub async fn wait_event<F>(&mut self, timeout: Duration, pred: F) -> Option<serde_json::Value>
     where
         F: Fn(&serde_json::Value) -> bool,

@@ -16,6 +16,7 @@ pub mod onnx;
 pub mod phonemes;
 pub mod playout;
 pub mod pool;
+pub mod prompts;
 pub mod speech;
 pub mod tts;
 pub mod turn;

@@ -10,6 +10,12 @@
 //! stops before its next token, queued audio is dropped at once, and the
 //! history records the reply as cut off where the user stopped hearing it.
 //!
+//! Proactive prompts and typed messages arrive as [`Control`] commands. A
+//! prompt waits in a [`PromptQueue`] until the user has not been in a turn
+//! and the assistant has been silent for `prompts.grace_ms`
+//! ([`prompts::moment`]); it is then spoken like a reply whose text is
+//! given, and enters the history as an assistant turn.
+//!
 //! Nothing here touches the network: the session feeds audio in and drains
 //! the [`OutQueue`]; `voxloop converse` does the same with files.
 
@@ -24,10 +30,12 @@ use tokio_util::sync::CancellationToken;
 use super::asr::Transcript;
 use super::llm::{ChatMessage, LlmEvent, Role};
 use super::playout::OutQueue;
+use super::prompts::{self, Activity, Control, Moment, PromptOutcome, PromptQueue};
 use super::turn::TurnPrediction;
 use super::turn_taking::{EndReason, TurnEvent, TurnTaking};
 use super::vad::{VadState, WINDOW};
 use crate::audio::resample_clip;
+use crate::bus::{DropReason, Prompt};
 use crate::config::Config;
 use crate::engines::Engines;
 use crate::metrics::Metrics;
@@ -36,6 +44,10 @@ use crate::{PIPELINE_RATE, WIRE_RATE};
 
 /// Audio kept from before the turn started (VAD needs a few windows to be sure).
 const PREROLL_MS: usize = 400;
+/// How often queued prompts are checked against the clock.
+const PROMPT_TICK: Duration = Duration::from_millis(50);
+
+type PromptDone = tokio::sync::oneshot::Sender<PromptOutcome>;
 
 /// Shared, long-lived things a speech session needs.
 #[derive(Clone)]
@@ -92,6 +104,8 @@ impl SpeechDeps {
 #[derive(Debug, Default)]
 struct Progress {
     user_text: Option<String>,
+    /// A proactive prompt: no user message goes into the history.
+    assistant_only: bool,
     /// Text of each synthesized piece and its length in 48 kHz samples, in play order.
     pieces: Vec<(String, usize)>,
     reply_text: String,
@@ -120,12 +134,28 @@ enum ReplyOutcome {
     Empty,
     /// Inference was overloaded; the busy line was played.
     Busy,
+    /// `user` is `None` for a proactive prompt (an assistant-only turn).
     Done {
-        user: String,
+        user: Option<String>,
         reply: String,
     },
     Cancelled,
+    /// A prompt cut off before any of it was queued: it goes back in line.
+    PromptNotStarted(Prompt, PromptDone),
     Failed(String),
+}
+
+/// What starts a reply.
+enum ReplyInput {
+    /// The user's utterance, with the speculative transcript if one is running.
+    Speech {
+        audio: Vec<f32>,
+        spec: Option<JoinHandle<Option<Transcript>>>,
+    },
+    /// A typed message.
+    Text(String),
+    /// A proactive prompt: its text is the reply.
+    Prompt(Prompt, PromptDone),
 }
 
 async fn opt_join<T>(h: &mut Option<JoinHandle<T>>) -> Option<T> {
@@ -159,11 +189,15 @@ struct Loop {
     turn: u64,
     key: u64,
     next_reply_id: u64,
+    prompts: PromptQueue<PromptDone>,
+    /// When the user's turn or the assistant's audio last ended.
+    quiet_since: Instant,
 }
 
 /// Run the speech loop until `cancel` fires or the input ends.
 pub async fn run(
     mut input: mpsc::Receiver<Vec<f32>>,
+    mut control: mpsc::Receiver<Control>,
     out: Arc<Mutex<OutQueue>>,
     events: mpsc::Sender<Value>,
     deps: SpeechDeps,
@@ -187,15 +221,25 @@ pub async fn run(
         turn: 0,
         key: rand::random::<u64>(),
         next_reply_id: 1,
+        prompts: PromptQueue::new(cfg.prompts.max_queued),
+        quiet_since: Instant::now(),
         deps,
         out,
         events,
     };
     lp.emit(json!({"type": "state", "state": "listening"}))
         .await;
+    let mut tick = tokio::time::interval(PROMPT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut control_open = true;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            c = control.recv(), if control_open => match c {
+                Some(c) => lp.on_control(c).await,
+                None => control_open = false,
+            },
+            _ = tick.tick() => lp.on_tick().await,
             f = super::next_input(&mut input, lp.turns.in_turn()) => match f {
                 Some(pcm) => lp.on_audio(&pcm).await,
                 None => break,
@@ -222,7 +266,20 @@ pub async fn run(
     }
     if let Some(r) = lp.reply.take() {
         r.cancel.cancel();
-        let _ = r.task.await;
+        if let Ok(ReplyOutcome::PromptNotStarted(_, done)) = r.task.await {
+            let _ = done.send(PromptOutcome::Dropped(DropReason::SessionEnded));
+        }
+    }
+    for (done, reason) in lp.prompts.drain() {
+        let _ = done.send(PromptOutcome::Dropped(reason));
+    }
+    control.close();
+    while let Ok(c) = control.try_recv() {
+        if let Control::Prompt(d) = c {
+            let _ = d
+                .done
+                .send(PromptOutcome::Dropped(DropReason::SessionEnded));
+        }
     }
     lp.deps.engines.llm.forget(lp.key);
 }
@@ -242,6 +299,7 @@ impl Loop {
         }
         if self.turns.in_turn() {
             self.utterance.extend_from_slice(pcm);
+            self.quiet_since = Instant::now();
         }
         if self.vad_buf.len() < WINDOW {
             return;
@@ -322,11 +380,18 @@ impl Loop {
     }
 
     async fn barge_in(&mut self) {
+        if self.cut_reply().await {
+            Metrics::inc(&self.deps.metrics.barge_ins);
+        }
+    }
+
+    /// Stop the assistant's reply at once (the user spoke, or an `interrupt`
+    /// prompt takes its place). Returns whether there was one to stop.
+    async fn cut_reply(&mut self) -> bool {
         if !self.replying() {
-            return;
+            return false;
         }
         let dropped = self.out.lock().map(|mut q| q.clear()).unwrap_or(0);
-        Metrics::inc(&self.deps.metrics.barge_ins);
         let (id, turn, progress, history_idx) = if let Some(r) = self.reply.take() {
             // Still generating: stop the LLM and TTS; let the task wind down.
             r.cancel.cancel();
@@ -339,13 +404,19 @@ impl Loop {
             // Text complete, audio still playing.
             (p.id, p.turn, p.progress, Some(p.history_idx))
         } else {
-            return;
+            return false;
         };
         let played = self.out.lock().map(|q| q.played(id)).unwrap_or(0);
-        let (user, heard) = progress
+        let (user, assistant_only, heard) = progress
             .lock()
-            .map(|p| (p.user_text.clone(), heard_text(&p.pieces, played)))
-            .unwrap_or((None, String::new()));
+            .map(|p| {
+                (
+                    p.user_text.clone(),
+                    p.assistant_only,
+                    heard_text(&p.pieces, played),
+                )
+            })
+            .unwrap_or((None, false, String::new()));
         // History keeps what the user actually heard, marked as cut off.
         match history_idx {
             Some(idx) => {
@@ -356,6 +427,8 @@ impl Loop {
             None => {
                 if let Some(user) = user {
                     self.history.push(ChatMessage::new(Role::User, user));
+                }
+                if self.history.last().is_some_and(|m| m.role == Role::User) || assistant_only {
                     self.history
                         .push(ChatMessage::new(Role::Assistant, cut_off(&heard)));
                 }
@@ -365,15 +438,80 @@ impl Loop {
             turn,
             played_ms = played / 48,
             dropped_ms = dropped / 48,
-            "barge-in"
+            "reply cut off"
         );
         self.emit(json!({"type": "reply", "turn": turn, "text": heard, "interrupted": true}))
             .await;
+        true
+    }
+
+    async fn on_control(&mut self, c: Control) {
+        match c {
+            Control::Prompt(d) => {
+                tracing::info!(prompt = %d.prompt.id, priority = d.prompt.priority, "prompt queued");
+                let now = time::OffsetDateTime::now_utc();
+                for (done, reason) in self.prompts.push(d.prompt, d.done, now) {
+                    let _ = done.send(PromptOutcome::Dropped(reason));
+                }
+                self.on_tick().await;
+            }
+            Control::Text(text) => {
+                let text = text.trim().to_string();
+                if text.is_empty() {
+                    return;
+                }
+                if self.replying() {
+                    self.cut_reply().await;
+                }
+                self.playing = None;
+                self.emit(json!({"type": "state", "state": "thinking"}))
+                    .await;
+                self.start_reply(ReplyInput::Text(text), Instant::now(), 0);
+            }
+        }
+    }
+
+    /// Expire prompts, and speak the next one if this is a natural moment.
+    async fn on_tick(&mut self) {
+        if self.prompts.is_empty() {
+            return;
+        }
+        let replying = self.replying();
+        if replying {
+            self.quiet_since = Instant::now();
+        }
+        for (done, reason) in self.prompts.expire(time::OffsetDateTime::now_utc()) {
+            let _ = done.send(PromptOutcome::Dropped(reason));
+        }
+        let Some(interrupt) = self.prompts.head().map(|p| p.interrupt) else {
+            return;
+        };
+        let activity = Activity {
+            user_in_turn: self.turns.in_turn(),
+            assistant_busy: replying,
+            quiet_for: self.quiet_since.elapsed(),
+        };
+        let grace = Duration::from_millis(self.deps.config.prompts.grace_ms);
+        match prompts::moment(activity, grace, interrupt) {
+            Moment::Wait => {}
+            Moment::SpeakOverAssistant => {
+                self.cut_reply().await;
+                self.speak_next_prompt().await;
+            }
+            Moment::Speak => self.speak_next_prompt().await,
+        }
+    }
+
+    async fn speak_next_prompt(&mut self) {
+        let Some((prompt, done)) = self.prompts.pop() else {
+            return;
+        };
+        self.playing = None;
+        self.start_reply(ReplyInput::Prompt(prompt, done), Instant::now(), 0);
     }
 
     async fn end_turn(&mut self, silence_ms: u32, reason: EndReason) {
-        self.turn += 1;
-        let turn = self.turn;
+        let turn = self.turn + 1;
         let audio = std::mem::take(&mut self.utterance);
         let ended_at = Instant::now();
         Metrics::inc(&self.deps.metrics.utterances);
@@ -397,6 +535,13 @@ impl Loop {
             self.barge_in().await;
         }
         self.playing = None;
+        self.start_reply(ReplyInput::Speech { audio, spec }, ended_at, silence_ms);
+    }
+
+    /// Number a new turn and start its reply task.
+    fn start_reply(&mut self, input: ReplyInput, ended_at: Instant, silence_ms: u32) {
+        self.turn += 1;
+        let turn = self.turn;
         let id = self.next_reply_id;
         self.next_reply_id += 1;
         let cancel = CancellationToken::new();
@@ -414,7 +559,7 @@ impl Loop {
             ended_at,
             silence_ms,
         };
-        let task = tokio::spawn(respond(ctx, audio, spec));
+        let task = tokio::spawn(respond(ctx, input));
         self.reply = Some(Reply {
             id,
             turn,
@@ -427,7 +572,9 @@ impl Loop {
     async fn finish_reply(&mut self, r: Reply, outcome: ReplyOutcome) {
         match outcome {
             ReplyOutcome::Done { user, reply } => {
-                self.history.push(ChatMessage::new(Role::User, user));
+                if let Some(user) = user {
+                    self.history.push(ChatMessage::new(Role::User, user));
+                }
                 self.history.push(ChatMessage::new(Role::Assistant, reply));
                 self.playing = Some(Playing {
                     id: r.id,
@@ -441,6 +588,10 @@ impl Loop {
                     .await;
             }
             ReplyOutcome::Busy | ReplyOutcome::Cancelled => {}
+            ReplyOutcome::PromptNotStarted(prompt, done) => {
+                tracing::info!(prompt = %prompt.id, "prompt cut off before it started; queued again");
+                self.prompts.requeue(prompt, done);
+            }
             ReplyOutcome::Failed(e) => {
                 tracing::warn!(turn = r.turn, error = %e, "reply failed");
                 self.emit(json!({"type": "error", "turn": r.turn, "message": e}))
@@ -511,39 +662,147 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
-async fn respond(
-    ctx: ReplyCtx,
-    audio: Vec<f32>,
-    spec: Option<JoinHandle<Option<Transcript>>>,
-) -> ReplyOutcome {
-    let engines = ctx.deps.engines.clone();
-    // 1. Transcript: the speculative one if it is there, else decode now.
-    let transcript = match spec {
-        Some(h) => match h.await {
-            Ok(Some(t)) => Ok(t),
-            _ => engines.asr.transcribe(audio).await,
-        },
-        None => engines.asr.transcribe(audio).await,
-    };
-    let transcript = match transcript {
-        Ok(t) => t,
-        Err(super::asr::AsrError::Busy(_)) => return ctx.play_busy_line(),
-        Err(e) => return ReplyOutcome::Failed(e.to_string()),
-    };
-    let asr_done = ctx.ended_at.elapsed();
-    let user = transcript.text.trim().to_string();
-    if user.is_empty() {
-        return ReplyOutcome::Empty;
+async fn respond(ctx: ReplyCtx, input: ReplyInput) -> ReplyOutcome {
+    match input {
+        ReplyInput::Prompt(prompt, done) => speak_prompt(ctx, prompt, done).await,
+        ReplyInput::Text(text) => {
+            if let Ok(mut p) = ctx.progress.lock() {
+                p.user_text = Some(text.clone());
+            }
+            ctx.emit(json!({"type": "transcript", "turn": ctx.turn, "text": text, "final": true, "typed": true}));
+            answer(ctx, text, Duration::ZERO, Duration::ZERO).await
+        }
+        ReplyInput::Speech { audio, spec } => {
+            let engines = ctx.deps.engines.clone();
+            // The speculative transcript if it is there, else decode now.
+            let transcript = match spec {
+                Some(h) => match h.await {
+                    Ok(Some(t)) => Ok(t),
+                    _ => engines.asr.transcribe(audio).await,
+                },
+                None => engines.asr.transcribe(audio).await,
+            };
+            let transcript = match transcript {
+                Ok(t) => t,
+                Err(super::asr::AsrError::Busy(_)) => return ctx.play_busy_line(),
+                Err(e) => return ReplyOutcome::Failed(e.to_string()),
+            };
+            let user = transcript.text.trim().to_string();
+            if user.is_empty() {
+                return ReplyOutcome::Empty;
+            }
+            if let Ok(mut p) = ctx.progress.lock() {
+                p.user_text = Some(user.clone());
+            }
+            ctx.emit(json!({"type": "transcript", "turn": ctx.turn, "text": user, "final": true}));
+            if ctx.cancel.is_cancelled() {
+                return ReplyOutcome::Cancelled;
+            }
+            let asr_done = ctx.ended_at.elapsed();
+            answer(ctx, user, asr_done, transcript.elapsed).await
+        }
     }
-    if let Ok(mut p) = ctx.progress.lock() {
-        p.user_text = Some(user.clone());
-    }
-    ctx.emit(json!({"type": "transcript", "turn": ctx.turn, "text": user, "final": true}));
-    if ctx.cancel.is_cancelled() {
-        return ReplyOutcome::Cancelled;
+}
+
+/// Synthesizes reply pieces in order and queues their audio, noting when
+/// the first one was ready.
+struct Speaker<'a> {
+    ctx: &'a ReplyCtx,
+    first_audio: Option<Duration>,
+    tts_first: Option<Duration>,
+}
+
+/// The reply was cancelled (barge-in) while a piece was being synthesized.
+struct Cancelled;
+
+impl<'a> Speaker<'a> {
+    fn new(ctx: &'a ReplyCtx) -> Self {
+        Self {
+            ctx,
+            first_audio: None,
+            tts_first: None,
+        }
     }
 
-    // 2. LLM, streamed.
+    /// Synthesize `piece` and queue it. `Ok(false)` if synthesis failed (the
+    /// piece is skipped, the reply goes on).
+    async fn say(&mut self, piece: String) -> Result<bool, Cancelled> {
+        let ctx = self.ctx;
+        let tts_start = Instant::now();
+        let speech = tokio::select! {
+            _ = ctx.cancel.cancelled() => return Err(Cancelled),
+            s = ctx.deps.engines.tts.synthesize(piece.clone()) => s,
+        };
+        let speech = match speech {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "TTS failed for a piece; skipping it");
+                return Ok(false);
+            }
+        };
+        let pcm = resample_clip(&speech.pcm, speech.sample_rate, WIRE_RATE).unwrap_or_default();
+        if ctx.cancel.is_cancelled() {
+            return Err(Cancelled);
+        }
+        if let Ok(mut p) = ctx.progress.lock() {
+            p.pieces.push((piece, pcm.len()));
+        }
+        if let Ok(mut q) = ctx.out.lock() {
+            q.push_reply(ctx.id, pcm);
+        }
+        if self.first_audio.is_none() {
+            self.first_audio = Some(ctx.ended_at.elapsed());
+            self.tts_first = Some(tts_start.elapsed());
+            ctx.emit(json!({"type": "state", "state": "speaking"}));
+        }
+        Ok(true)
+    }
+}
+
+/// Speak a proactive prompt: its text, sentence by sentence.
+async fn speak_prompt(ctx: ReplyCtx, prompt: Prompt, done: PromptDone) -> ReplyOutcome {
+    if let Ok(mut p) = ctx.progress.lock() {
+        p.assistant_only = true;
+    }
+    ctx.emit(json!({"type": "prompt", "id": prompt.id, "text": prompt.text, "turn": ctx.turn}));
+    let mut chunker = SentenceChunker::new(ctx.deps.config.conversation.min_clause_words);
+    let mut pieces = chunker.push(&prompt.text);
+    pieces.extend(chunker.finish());
+    let mut speaker = Speaker::new(&ctx);
+    let mut queued = 0;
+    for piece in pieces {
+        match speaker.say(piece).await {
+            Ok(true) => queued += 1,
+            Ok(false) => {}
+            Err(Cancelled) if queued == 0 => return ReplyOutcome::PromptNotStarted(prompt, done),
+            Err(Cancelled) => {
+                let _ = done.send(PromptOutcome::Spoken { turn: ctx.turn });
+                return ReplyOutcome::Cancelled;
+            }
+        }
+    }
+    if queued == 0 {
+        let _ = done.send(PromptOutcome::Dropped(DropReason::TtsFailed));
+        return ReplyOutcome::Failed(format!("could not synthesize prompt {}", prompt.id));
+    }
+    let _ = done.send(PromptOutcome::Spoken { turn: ctx.turn });
+    let text = prompt.text.trim().to_string();
+    ctx.emit(json!({"type": "reply", "turn": ctx.turn, "text": text, "interrupted": false, "prompt_id": prompt.id}));
+    ReplyOutcome::Done {
+        user: None,
+        reply: text,
+    }
+}
+
+/// Answer `user` with the LLM, streamed into speech. `asr_done` and
+/// `asr_decode` feed the timings event.
+async fn answer(
+    ctx: ReplyCtx,
+    user: String,
+    asr_done: Duration,
+    asr_decode: Duration,
+) -> ReplyOutcome {
+    let engines = ctx.deps.engines.clone();
     let mut messages = ctx.history.clone();
     messages.push(ChatMessage::new(Role::User, user.clone()));
     let llm_start = Instant::now();
@@ -554,8 +813,7 @@ async fn respond(
     let mut chunker = SentenceChunker::new(ctx.deps.config.conversation.min_clause_words);
     let mut first_token: Option<Duration> = None;
     let mut first_piece: Option<Duration> = None;
-    let mut first_audio: Option<Duration> = None;
-    let mut tts_first: Option<Duration> = None;
+    let mut speaker = Speaker::new(&ctx);
     let mut reply = String::new();
     let mut cancelled = false;
     loop {
@@ -582,33 +840,9 @@ async fn respond(
         };
         for piece in pieces {
             first_piece.get_or_insert(llm_start.elapsed());
-            let tts_start = Instant::now();
-            let speech = tokio::select! {
-                _ = ctx.cancel.cancelled() => { cancelled = true; break; }
-                s = engines.tts.synthesize(piece.clone()) => s,
-            };
-            let speech = match speech {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "TTS failed for a piece; skipping it");
-                    continue;
-                }
-            };
-            let pcm = resample_clip(&speech.pcm, speech.sample_rate, WIRE_RATE).unwrap_or_default();
-            if ctx.cancel.is_cancelled() {
+            if speaker.say(piece).await.is_err() {
                 cancelled = true;
                 break;
-            }
-            if let Ok(mut p) = ctx.progress.lock() {
-                p.pieces.push((piece, pcm.len()));
-            }
-            if let Ok(mut q) = ctx.out.lock() {
-                q.push_reply(ctx.id, pcm);
-            }
-            if first_audio.is_none() {
-                first_audio = Some(ctx.ended_at.elapsed());
-                tts_first = Some(tts_start.elapsed());
-                ctx.emit(json!({"type": "state", "state": "speaking"}));
             }
         }
         if cancelled || done {
@@ -623,19 +857,24 @@ async fn respond(
     }
     let reply = reply.trim().to_string();
     ctx.emit(json!({"type": "reply", "turn": ctx.turn, "text": reply, "interrupted": false}));
-    let total = first_audio.map(|d| u64::from(ctx.silence_ms) + ms(d));
+    let total = speaker
+        .first_audio
+        .map(|d| u64::from(ctx.silence_ms) + ms(d));
     ctx.emit(json!({
         "type": "timings",
         "turn": ctx.turn,
         "endpoint_ms": ctx.silence_ms,
         "asr_ms": ms(asr_done),
-        "asr_decode_ms": ms(transcript.elapsed),
+        "asr_decode_ms": ms(asr_decode),
         "llm_first_token_ms": first_token.map(ms),
         "first_sentence_ms": first_piece.map(ms),
-        "tts_first_audio_ms": tts_first.map(ms),
+        "tts_first_audio_ms": speaker.tts_first.map(ms),
         "total_ms": total,
     }));
-    ReplyOutcome::Done { user, reply }
+    ReplyOutcome::Done {
+        user: Some(user),
+        reply,
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The signaling protocol of `GET /ws`, without IO (DESIGN.md §2).
 //!
 //! JSON text messages tagged by `type`:
-//! - client → server: `offer {sdp}`, `candidate {candidate}`, `bye`
+//! - client → server: `offer {sdp, session_id?}`, `candidate {candidate}`, `bye`
+//!   (`session_id` resumes a conversation's identity after a reconnect)
 //! - server → client: `session {id}`, `answer {sdp}`, `candidate {candidate}`,
 //!   `error {code, message}`
 //!
@@ -36,6 +37,8 @@ pub struct IceCandidate {
 pub enum ClientMessage {
     Offer {
         sdp: String,
+        /// The id to resume, if the client asks for one.
+        session_id: Option<String>,
     },
     /// `None` is the end-of-candidates marker (`{"type":"candidate","candidate":null}`).
     Candidate(Option<IceCandidate>),
@@ -74,6 +77,8 @@ pub enum ErrorCode {
     DuplicateOffer,
     /// The server is at its session limit.
     Busy,
+    /// The requested `session_id` is live on another connection.
+    SessionInUse,
     /// Binary frames are not part of the protocol.
     Binary,
     /// The server failed; the message says why.
@@ -92,6 +97,7 @@ impl ErrorCode {
             ErrorCode::NoOffer => "no_offer",
             ErrorCode::DuplicateOffer => "duplicate_offer",
             ErrorCode::Busy => "busy",
+            ErrorCode::SessionInUse => "session_in_use",
             ErrorCode::Binary => "binary",
             ErrorCode::Internal => "internal",
         }
@@ -154,8 +160,19 @@ pub fn parse_client_message(text: &str, max_len: usize) -> Result<ClientMessage,
                     "offer.sdp is not an SDP description (it must start with \"v=0\")",
                 ));
             }
+            let session_id = match obj.get("session_id") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(id)) => Some(id.clone()),
+                Some(_) => {
+                    return Err(SignalError::new(
+                        ErrorCode::BadMessage,
+                        "offer.session_id must be a string",
+                    ));
+                }
+            };
             Ok(ClientMessage::Offer {
                 sdp: sdp.to_string(),
+                session_id,
             })
         }
         "candidate" => match obj.get("candidate") {
@@ -208,6 +225,7 @@ pub enum Action {
     /// Build a peer for this offer and answer it.
     Answer {
         sdp: String,
+        session_id: Option<String>,
     },
     AddCandidate(Option<IceCandidate>),
     Close,
@@ -227,8 +245,8 @@ impl Negotiation {
                 *self = Negotiation::Closed;
                 Ok(Action::Close)
             }
-            (Negotiation::AwaitingOffer, ClientMessage::Offer { sdp }) => {
-                Ok(Action::Answer { sdp })
+            (Negotiation::AwaitingOffer, ClientMessage::Offer { sdp, session_id }) => {
+                Ok(Action::Answer { sdp, session_id })
             }
             (Negotiation::Negotiated, ClientMessage::Offer { .. }) => Err(SignalError::new(
                 ErrorCode::DuplicateOffer,
@@ -263,8 +281,22 @@ mod tests {
         assert_eq!(
             parse(r#"{"type":"offer","sdp":"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}"#).unwrap(),
             ClientMessage::Offer {
-                sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n".into()
+                sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n".into(),
+                session_id: None,
             }
+        );
+        assert_eq!(
+            parse(r#"{"type":"offer","sdp":"v=0","session_id":"user-42-tab"}"#).unwrap(),
+            ClientMessage::Offer {
+                sdp: "v=0".into(),
+                session_id: Some("user-42-tab".into()),
+            }
+        );
+        assert_eq!(
+            parse(r#"{"type":"offer","sdp":"v=0","session_id":7}"#)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadMessage
         );
         let c = parse(
             r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
@@ -321,7 +353,10 @@ mod tests {
             n.on_message(cand.clone()).unwrap_err().code,
             ErrorCode::NoOffer
         );
-        let offer = ClientMessage::Offer { sdp: "v=0".into() };
+        let offer = ClientMessage::Offer {
+            sdp: "v=0".into(),
+            session_id: None,
+        };
         assert!(matches!(
             n.on_message(offer.clone()),
             Ok(Action::Answer { .. })

@@ -1,12 +1,13 @@
-//! HTTP (axum): the web page, signaling (`/ws`, `/whip`), health and metrics.
+//! HTTP (axum): the web page, signaling (`/ws`, `/whip`), the session REST
+//! API (`/sessions`), health and metrics.
 
+mod rest;
 mod whip;
 mod ws;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -19,23 +20,21 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
+use crate::bus::Bus;
 use crate::config::Config;
+use crate::hub::{Hub, SessionEvents};
 use crate::metrics::Metrics;
 use crate::pipeline::speech::SpeechDeps;
 use crate::rtc::{ErrorCode, Peer, PeerEvent, PeerStreams, SignalError};
-use crate::session::{Session, SessionContext, new_session_id};
-
-struct SessionEntry {
-    cancel: CancellationToken,
-}
+use crate::session::{Session, SessionContext};
 
 /// Shared state of the HTTP server.
 pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    pub hub: Arc<Hub>,
     speech: Option<SpeechDeps>,
     started: Instant,
-    sessions: Mutex<HashMap<String, SessionEntry>>,
 }
 
 impl AppState {
@@ -44,13 +43,15 @@ impl AppState {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         speech: Option<SpeechDeps>,
+        bus: Bus,
     ) -> Arc<Self> {
+        let hub = Hub::new(config.clone(), metrics.clone(), bus);
         Arc::new(Self {
             config,
             metrics,
+            hub,
             speech,
             started: Instant::now(),
-            sessions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -62,69 +63,34 @@ impl AppState {
         }
     }
 
-    /// Reserve a slot for a new session, or refuse with `busy`.
-    fn admit(&self) -> Result<(String, CancellationToken), SignalError> {
-        let mut sessions = self
-            .sessions
-            .lock()
-            .map_err(|_| SignalError::new(ErrorCode::Internal, "session table poisoned"))?;
-        if sessions.len() >= self.config.max_sessions {
-            return Err(SignalError::new(
-                ErrorCode::Busy,
-                format!(
-                    "server is at its limit of {} sessions; try again later",
-                    self.config.max_sessions
-                ),
-            ));
-        }
-        let id = new_session_id();
-        let cancel = CancellationToken::new();
-        sessions.insert(
-            id.clone(),
-            SessionEntry {
-                cancel: cancel.clone(),
-            },
-        );
-        Ok((id, cancel))
+    /// Reserve a slot for a new session (with the client's id to resume, if
+    /// given), or refuse with `busy` / `session_in_use`.
+    fn admit(
+        &self,
+        requested: Option<&str>,
+    ) -> Result<(String, CancellationToken, Arc<SessionEvents>), SignalError> {
+        self.hub.admit(requested)
     }
 
     fn release(&self, id: &str) {
-        if let Ok(mut s) = self.sessions.lock() {
-            s.remove(id);
-        }
-    }
-
-    fn cancel_session(&self, id: &str) -> bool {
-        match self.sessions.lock() {
-            Ok(s) => match s.get(id) {
-                Some(e) => {
-                    e.cancel.cancel();
-                    true
-                }
-                None => false,
-            },
-            Err(_) => false,
-        }
+        self.hub.release(id);
     }
 
     /// Number of live sessions.
     pub fn session_count(&self) -> usize {
-        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+        self.hub.count()
     }
 
     /// Cancel every session (shutdown).
     pub fn cancel_all(&self) {
-        if let Ok(s) = self.sessions.lock() {
-            for e in s.values() {
-                e.cancel.cancel();
-            }
-        }
+        self.hub.cancel_all();
     }
 
     /// Answer an offer and start its session. On failure the slot is released.
     async fn open_session(
         self: &Arc<Self>,
         id: &str,
+        bus_events: Arc<SessionEvents>,
         offer_sdp: &str,
     ) -> Result<(Session, mpsc::Receiver<PeerEvent>, String), SignalError> {
         let settings = self.config.rtc_settings();
@@ -135,7 +101,9 @@ impl AppState {
                     Arc::new(peer),
                     audio,
                     self.session_context(),
+                    bus_events,
                 );
+                self.hub.attach(id, session.control());
                 self.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
                 self.metrics.active_sessions.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(session = %id, "session started");
@@ -203,6 +171,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             )),
         )
         .route("/whip/{id}", delete(whip::delete))
+        .route("/sessions", get(rest::list_sessions))
+        .route(
+            "/sessions/{id}/prompt",
+            post(rest::post_prompt).layer(axum::extract::DefaultBodyLimit::max(
+                state.config.max_message_bytes,
+            )),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback_service(static_files)
@@ -215,6 +190,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "sessions": state.session_count(),
         "uptime_s": state.started.elapsed().as_secs(),
         "pipeline": state.config.pipeline,
+        "nats": state.hub.bus().state(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }
@@ -236,6 +212,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Speech(#[from] crate::pipeline::speech::LoadError),
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -264,7 +242,14 @@ pub async fn serve(
             source,
         })?;
     let addr: SocketAddr = listener.local_addr()?;
-    let state = AppState::new(config, metrics, speech);
+    let bus = Bus::connect(&config.nats_url, &config.bus, metrics.clone()).await?;
+    let state = AppState::new(config.clone(), metrics, speech, bus.clone());
+    let consumer_cancel = CancellationToken::new();
+    bus.spawn_prompt_consumer(
+        state.hub.prompt_handler(),
+        config.prompts.max_chars,
+        consumer_cancel.clone(),
+    );
     let app = router(state.clone());
     // A labelled stdout line: scripts and tests wait for it.
     println!("listening: http://{addr}");
@@ -273,6 +258,7 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
+            consumer_cancel.cancel();
             st.cancel_all();
         })
         .await?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -19,6 +19,7 @@ fn error_response(state: &AppState, err: SignalError) -> Response {
     state.record_error(&err);
     let status = match err.code {
         ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::SessionInUse => StatusCode::CONFLICT,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::BadMessage => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -32,7 +33,18 @@ fn error_response(state: &AppState, err: SignalError) -> Response {
         .into_response()
 }
 
-pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// `?session=ID` resumes a session id (see `crate::hub`).
+#[derive(Debug, serde::Deserialize)]
+pub struct WhipQuery {
+    session: Option<String>,
+}
+
+pub async fn post(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<WhipQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -58,11 +70,11 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
             SignalError::new(ErrorCode::BadSdp, "the body is not an SDP offer"),
         );
     }
-    let (id, cancel) = match state.admit() {
+    let (id, cancel, bus_events) = match state.admit(query.session.as_deref()) {
         Ok(x) => x,
         Err(e) => return error_response(&state, e),
     };
-    let (session, mut events, _) = match state.open_session(&id, offer).await {
+    let (session, mut events, _) = match state.open_session(&id, bus_events, offer).await {
         Ok(x) => x,
         Err(e) => return error_response(&state, e),
     };
@@ -88,7 +100,7 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> StatusCode {
-    if state.cancel_session(&id) {
+    if state.hub.cancel_session(&id) {
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND

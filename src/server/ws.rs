@@ -126,9 +126,9 @@ async fn handle_text(
 ) -> Result<Step, SignalError> {
     let msg = parse_client_message(text, state.config.max_message_bytes)?;
     match negotiation.on_message(msg)? {
-        Action::Answer { sdp } => {
-            let (id, cancel) = state.admit()?;
-            let (session, events, answer) = state.open_session(&id, &sdp).await?;
+        Action::Answer { sdp, session_id } => {
+            let (id, cancel, bus_events) = state.admit(session_id.as_deref())?;
+            let (session, events, answer) = state.open_session(&id, bus_events, &sdp).await?;
             negotiation.answered();
             *live = Some(Live {
                 session,

@@ -150,3 +150,97 @@ pub fn best_alignment(a: &[f32], b: &[f32], max_lag: usize) -> (f32, usize) {
     }
     best
 }
+
+/// A real `nats-server -js` on a free loopback port with its own store,
+/// killed on drop. `stop` + `restart` keep the port and the store, as an
+/// operator restarting NATS would.
+pub struct Nats {
+    pub url: String,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// The nats-server binary: `VOXLOOP_NATS_SERVER`, else the one `models fetch` installs.
+pub fn nats_server_bin() -> PathBuf {
+    match std::env::var_os("VOXLOOP_NATS_SERVER") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/bin/nats-server"),
+    }
+}
+
+impl Nats {
+    pub async fn start() -> Nats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("voxloop-nats-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("nats dir");
+        // max_payload above 1 MiB so an oversized prompt reaches the server
+        // and is dropped there with a reason.
+        let conf = format!(
+            "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: {:?} }}\n",
+            dir.join("store").display().to_string()
+        );
+        std::fs::write(dir.join("nats.conf"), conf).expect("nats conf");
+        let mut nats = Nats {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            dir,
+            child: None,
+        };
+        nats.restart().await;
+        nats
+    }
+
+    /// Start (again) on the same port with the same store.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let bin = nats_server_bin();
+        assert!(
+            bin.is_file(),
+            "{} is missing: run `make test` (or scripts/models.py fetch) to install nats-server",
+            bin.display()
+        );
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(self.dir.join("nats.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(c) = async_nats::connect(&self.url).await {
+                let js = async_nats::jetstream::new(c);
+                if js.query_account().await.is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not come up on port {}",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kill the server (its store stays).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

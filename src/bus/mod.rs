@@ -1,0 +1,515 @@
+//! NATS: proactive prompts in, conversation events out (DESIGN.md §3).
+//!
+//! - Prompts arrive on `<prefix>.prompt.session.<id>` and
+//!   `<prefix>.prompt.broadcast`. A JetStream stream keeps them, and a
+//!   durable pull consumer hands them to a [`PromptHandler`]; a prompt is
+//!   acked only once the handler returns (spoken, dropped with a reason, or
+//!   its session gone), with progress acks while it waits for a natural
+//!   moment. So a prompt published while this server or NATS was down is
+//!   delivered when both are back.
+//! - Events go out through a bounded buffer to a JetStream stream over
+//!   `<prefix>.event.>`, with `Nats-Msg-Id` = session id + sequence so a
+//!   retried publish is stored once. Nothing on the media path ever waits
+//!   for NATS: when it is down or slow, events are dropped and counted.
+//!
+//! The server runs without NATS: [`Bus::connect`] never fails on an
+//! unreachable server; the client reconnects in the background and
+//! `/healthz` shows the state.
+
+pub mod payload;
+pub mod say;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use payload::{DropReason, Prompt, Rejected, now_rfc3339, parse_prompt, valid_session_id};
+
+use crate::config::BusConfig;
+use crate::metrics::Metrics;
+
+/// Ack deadline of the prompt consumer; progress acks extend it while a
+/// prompt waits for its moment, so only a dead server lets it lapse.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// Longest wait for the stream to confirm an event.
+const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest prompt message the stream stores (text is capped far lower; this
+/// lets an oversized text arrive and be dropped with a reason).
+const MAX_PROMPT_MESSAGE: i32 = 4 * 1024 * 1024;
+
+/// A NATS set-up step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("NATS URL {url:?}: {message}")]
+    Url { url: String, message: String },
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    #[error("NATS: {0}")]
+    Nats(String),
+}
+
+/// Subject and stream names, all derived from one prefix.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    prefix: String,
+}
+
+/// Where a prompt should go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Session(String),
+    Broadcast,
+}
+
+impl Subjects {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub fn prompt_session(&self, id: &str) -> String {
+        format!("{}.prompt.session.{id}", self.prefix)
+    }
+
+    pub fn prompt_broadcast(&self) -> String {
+        format!("{}.prompt.broadcast", self.prefix)
+    }
+
+    pub fn prompt_all(&self) -> String {
+        format!("{}.prompt.>", self.prefix)
+    }
+
+    /// `kind` is one of the event kinds, e.g. `transcript` or `prompt.spoken`.
+    pub fn event(&self, kind: &str) -> String {
+        format!("{}.event.{kind}", self.prefix)
+    }
+
+    pub fn event_all(&self) -> String {
+        format!("{}.event.>", self.prefix)
+    }
+
+    /// The target a prompt subject names, or `None` for any other subject.
+    pub fn target(&self, subject: &str) -> Option<Target> {
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".prompt.")?;
+        if rest == "broadcast" {
+            return Some(Target::Broadcast);
+        }
+        let id = rest.strip_prefix("session.")?;
+        valid_session_id(id).then(|| Target::Session(id.to_string()))
+    }
+
+    fn stream_base(&self) -> String {
+        self.prefix.replace(['.', '-'], "_").to_uppercase()
+    }
+
+    pub fn prompt_stream(&self) -> String {
+        format!("{}_PROMPTS", self.stream_base())
+    }
+
+    pub fn event_stream(&self) -> String {
+        format!("{}_EVENTS", self.stream_base())
+    }
+}
+
+/// One prompt message as the handler sees it.
+#[derive(Debug)]
+pub struct PromptIn {
+    pub subject: String,
+    /// `None` when the subject is not a prompt subject this server knows.
+    pub target: Option<Target>,
+    pub prompt: Result<Prompt, Rejected>,
+}
+
+/// Decides a prompt's fate; the returned future ends when the prompt may be acked.
+pub type PromptHandler = Arc<dyn Fn(PromptIn) -> BoxFuture<'static, ()> + Send + Sync>;
+
+struct Outgoing {
+    subject: String,
+    msg_id: String,
+    payload: Vec<u8>,
+}
+
+struct Inner {
+    url: String,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+    config: BusConfig,
+    metrics: Arc<Metrics>,
+    out: mpsc::Sender<Outgoing>,
+    /// Set while disconnected and already warned about, so an outage logs once.
+    warned: Arc<AtomicBool>,
+}
+
+/// Handle to the NATS connection; cheap to clone. A disabled bus (no URL)
+/// accepts every call and does nothing.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Option<Arc<Inner>>,
+}
+
+impl Bus {
+    pub fn disabled() -> Self {
+        Self { inner: None }
+    }
+
+    /// Connect in the background to `url`; an empty URL disables the bus.
+    /// Fails only on a malformed URL.
+    pub async fn connect(
+        url: &str,
+        config: &BusConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BusError> {
+        if url.trim().is_empty() {
+            tracing::info!("NATS disabled (empty nats_url): no prompts over NATS, no events");
+            return Ok(Self::disabled());
+        }
+        let warned = Arc::new(AtomicBool::new(false));
+        let w = warned.clone();
+        let shown = redact(url);
+        let shown_cb = shown.clone();
+        let client = async_nats::ConnectOptions::new()
+            .name("voxloop")
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((100 * attempts as u64).min(2000))
+            })
+            .event_callback(move |ev| {
+                let w = w.clone();
+                let shown = shown_cb.clone();
+                async move {
+                    match ev {
+                        async_nats::Event::Connected => {
+                            if w.swap(false, Ordering::Relaxed) {
+                                tracing::info!(url = %shown, "NATS is back: prompts and events resume");
+                            } else {
+                                tracing::info!(url = %shown, "connected to NATS");
+                            }
+                        }
+                        async_nats::Event::Disconnected => {
+                            if !w.swap(true, Ordering::Relaxed) {
+                                tracing::warn!(url = %shown, "lost NATS; voice sessions go on, events are dropped and prompts wait until it is back");
+                            }
+                        }
+                        other => tracing::debug!(event = %other, "NATS event"),
+                    }
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Url {
+                url: shown.clone(),
+                message: e.to_string(),
+            })?;
+        let js = jetstream::new(client.clone());
+        let (tx, rx) = mpsc::channel(config.event_buffer);
+        let inner = Arc::new(Inner {
+            url: shown,
+            client,
+            js,
+            subjects: Subjects::new(&config.prefix),
+            config: config.clone(),
+            metrics,
+            out: tx,
+            warned,
+        });
+        tokio::spawn(publish_loop(inner.clone(), rx));
+        tokio::spawn(warn_if_unreachable(inner.clone()));
+        Ok(Self { inner: Some(inner) })
+    }
+
+    /// `disabled`, `connected`, `connecting` or `disconnected`.
+    pub fn state(&self) -> &'static str {
+        match &self.inner {
+            None => "disabled",
+            Some(i) => match i.client.connection_state() {
+                async_nats::connection::State::Connected => "connected",
+                async_nats::connection::State::Pending => "connecting",
+                async_nats::connection::State::Disconnected => "disconnected",
+            },
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state() == "connected"
+    }
+
+    pub fn subjects(&self) -> Option<&Subjects> {
+        self.inner.as_ref().map(|i| &i.subjects)
+    }
+
+    /// Queue an event for the event stream. Never waits: a full buffer or a
+    /// NATS outage drops it (counted in `bus_events_dropped_total`).
+    pub fn publish_event(&self, kind: &str, msg_id: String, payload: &Value) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        let out = Outgoing {
+            subject: inner.subjects.event(kind),
+            msg_id,
+            payload: payload.to_string().into_bytes(),
+        };
+        if inner.out.try_send(out).is_err() {
+            Metrics::inc(&inner.metrics.bus_events_dropped);
+        }
+    }
+
+    /// Consume prompts from the durable consumer until `cancel`, handing each
+    /// to `handler` and acking it when the handler is done. Survives NATS
+    /// restarts: the consumer is set up again after any error.
+    /// Texts over `max_chars` characters are rejected as `too_large`.
+    pub fn spawn_prompt_consumer(
+        &self,
+        handler: PromptHandler,
+        max_chars: usize,
+        cancel: CancellationToken,
+    ) {
+        let Some(inner) = self.inner.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                if inner.client.connection_state() != async_nats::connection::State::Connected {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    }
+                }
+                let run = consume(inner.clone(), handler.clone(), max_chars, cancel.clone());
+                match run.await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        failures += 1;
+                        if failures == 1 || failures.is_power_of_two() {
+                            tracing::warn!(error = %e, failures, "prompt consumer stopped; setting it up again");
+                        }
+                        tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+async fn warn_if_unreachable(inner: Arc<Inner>) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if inner.client.connection_state() != async_nats::connection::State::Connected
+        && !inner.warned.swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!(
+            url = %inner.url,
+            "NATS is not reachable; serving voice sessions without it (no events, no NATS prompts) and retrying in the background"
+        );
+    }
+}
+
+/// Create (or update) the prompt and event streams.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    config: &BusConfig,
+) -> Result<(), BusError> {
+    let prompts = stream::Config {
+        name: subjects.prompt_stream(),
+        subjects: vec![subjects.prompt_all()],
+        max_age: Duration::from_secs(24 * 3600),
+        max_message_size: MAX_PROMPT_MESSAGE,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    js.get_or_create_stream(prompts)
+        .await
+        .map_err(|e| BusError::JetStream(format!("prompt stream: {e}")))?;
+    let events = stream::Config {
+        name: subjects.event_stream(),
+        subjects: vec![subjects.event_all()],
+        max_age: Duration::from_secs(config.event_retention_hours.max(1) * 3600),
+        max_bytes: 256 * 1024 * 1024,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    js.get_or_create_stream(events)
+        .await
+        .map_err(|e| BusError::JetStream(format!("event stream: {e}")))?;
+    Ok(())
+}
+
+async fn publish_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
+    let mut streams_ready = false;
+    while let Some(ev) = rx.recv().await {
+        if inner.client.connection_state() != async_nats::connection::State::Connected {
+            Metrics::inc(&inner.metrics.bus_events_dropped);
+            streams_ready = false;
+            continue;
+        }
+        if !streams_ready {
+            match ensure_streams(&inner.js, &inner.subjects, &inner.config).await {
+                Ok(()) => streams_ready = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot set up the event stream; event dropped");
+                    Metrics::inc(&inner.metrics.bus_events_dropped);
+                    continue;
+                }
+            }
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", ev.msg_id.as_str());
+        let sent = inner
+            .js
+            .publish_with_headers(ev.subject, headers, ev.payload.into())
+            .await;
+        let ok = match sent {
+            Ok(ack) => matches!(
+                tokio::time::timeout(PUBLISH_ACK_TIMEOUT, ack).await,
+                Ok(Ok(_))
+            ),
+            Err(_) => false,
+        };
+        if ok {
+            Metrics::inc(&inner.metrics.bus_events_published);
+        } else {
+            Metrics::inc(&inner.metrics.bus_events_dropped);
+            streams_ready = false;
+        }
+    }
+}
+
+async fn consume(
+    inner: Arc<Inner>,
+    handler: PromptHandler,
+    max_chars: usize,
+    cancel: CancellationToken,
+) -> Result<(), BusError> {
+    ensure_streams(&inner.js, &inner.subjects, &inner.config).await?;
+    let stream = inner
+        .js
+        .get_stream(inner.subjects.prompt_stream())
+        .await
+        .map_err(|e| BusError::JetStream(e.to_string()))?;
+    let name = inner.config.consumer.clone();
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &name,
+            consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: 1024,
+                filter_subject: inner.subjects.prompt_all(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| BusError::JetStream(format!("consumer {name}: {e}")))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| BusError::JetStream(e.to_string()))?;
+    tracing::info!(consumer = %name, stream = %inner.subjects.prompt_stream(), "consuming prompts");
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            m = messages.next() => m,
+        };
+        let msg = match msg {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Err(BusError::Nats(e.to_string())),
+            None => return Err(BusError::Nats("prompt message stream ended".into())),
+        };
+        let subject = msg.subject.to_string();
+        let input = PromptIn {
+            target: inner.subjects.target(&subject),
+            prompt: parse_prompt(&msg.payload, max_chars),
+            subject,
+        };
+        let fut = handler(input);
+        tokio::spawn(async move {
+            tokio::pin!(fut);
+            loop {
+                tokio::select! {
+                    _ = &mut fut => break,
+                    _ = tokio::time::sleep(PROGRESS_EVERY) => {
+                        let _ = msg.ack_with(jetstream::AckKind::Progress).await;
+                    }
+                }
+            }
+            if let Err(e) = msg.ack().await {
+                tracing::warn!(error = %e, "could not ack a prompt; it may be delivered again (and dropped as a duplicate)");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_prefix() {
+        let s = Subjects::new("voxloop");
+        assert_eq!(
+            s.prompt_session("abcdef123"),
+            "voxloop.prompt.session.abcdef123"
+        );
+        assert_eq!(s.prompt_broadcast(), "voxloop.prompt.broadcast");
+        assert_eq!(s.event("prompt.spoken"), "voxloop.event.prompt.spoken");
+        assert_eq!(s.prompt_stream(), "VOXLOOP_PROMPTS");
+        assert_eq!(
+            Subjects::new("acme.voice-1").event_stream(),
+            "ACME_VOICE_1_EVENTS"
+        );
+    }
+
+    #[test]
+    fn prompt_subjects_name_their_target() {
+        let s = Subjects::new("voxloop");
+        assert_eq!(
+            s.target("voxloop.prompt.broadcast"),
+            Some(Target::Broadcast)
+        );
+        assert_eq!(
+            s.target("voxloop.prompt.session.0123456789abcdef"),
+            Some(Target::Session("0123456789abcdef".into()))
+        );
+        assert_eq!(s.target("voxloop.prompt.session.x"), None);
+        assert_eq!(s.target("voxloop.prompt.other"), None);
+        assert_eq!(s.target("other.prompt.broadcast"), None);
+        assert_eq!(s.target("voxloopx.prompt.broadcast"), None);
+    }
+
+    #[test]
+    fn credentials_are_not_logged() {
+        assert_eq!(
+            redact("nats://u:secret@127.0.0.1:4222"),
+            "nats://***@127.0.0.1:4222"
+        );
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+}

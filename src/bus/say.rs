@@ -1,0 +1,214 @@
+//! `voxloop say`: publish one prompt and report what became of it.
+//!
+//! It subscribes to the prompt outcome events first, then publishes through
+//! JetStream (so the prompt is stored even if no server is consuming yet,
+//! and `Nats-Msg-Id` = prompt id makes a retried publish a no-op), then
+//! waits for `prompt.spoken` / `prompt.dropped` events naming the prompt.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::{BusError, Prompt, Subjects, Target, ensure_streams};
+use crate::config::BusConfig;
+
+/// What `say` should publish and how long to wait.
+#[derive(Debug, Clone)]
+pub struct SayOptions {
+    pub url: String,
+    pub bus: BusConfig,
+    pub target: Target,
+    pub prompt: Prompt,
+    /// Wait this long for outcomes; `None` = publish only.
+    pub wait: Option<Duration>,
+    /// For a broadcast: stop once no new outcome came for this long.
+    pub settle: Duration,
+}
+
+/// One outcome event, as printed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub spoken: bool,
+    pub session_id: Option<String>,
+    pub reason: Option<String>,
+    pub turn: Option<u64>,
+    /// From publish to the event arriving here.
+    pub latency: Duration,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let session = self.session_id.as_deref().unwrap_or("-");
+        if self.spoken {
+            write!(
+                f,
+                "spoken: session={session} turn={} latency_ms={}",
+                self.turn.unwrap_or(0),
+                self.latency.as_millis()
+            )
+        } else {
+            write!(
+                f,
+                "dropped: session={session} reason={} latency_ms={}",
+                self.reason.as_deref().unwrap_or("unknown"),
+                self.latency.as_millis()
+            )
+        }
+    }
+}
+
+/// Parse `30s`, `500ms`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 500ms, 2m or 1h"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The prompt's expiry `after` from now, for `--expires-in`.
+pub fn expires_in(after: Duration) -> OffsetDateTime {
+    OffsetDateTime::now_utc() + after
+}
+
+/// Publish and (unless `wait` is `None`) wait for outcomes, calling
+/// `on_outcome` as each arrives. Returns every outcome seen.
+pub async fn say(
+    opts: &SayOptions,
+    mut on_outcome: impl FnMut(&Outcome),
+) -> Result<Vec<Outcome>, BusError> {
+    let client = async_nats::ConnectOptions::new()
+        .name("voxloop-say")
+        .connection_timeout(Duration::from_secs(3))
+        .connect(&opts.url)
+        .await
+        .map_err(|e| {
+            BusError::Nats(format!(
+                "cannot reach NATS at {}: {e} (is nats-server running? `make run` starts one)",
+                opts.url
+            ))
+        })?;
+    let subjects = Subjects::new(&opts.bus.prefix);
+    let mut events = client
+        .subscribe(subjects.event("prompt.>"))
+        .await
+        .map_err(|e| BusError::Nats(e.to_string()))?;
+    let js = jetstream::new(client.clone());
+    ensure_streams(&js, &subjects, &opts.bus).await?;
+    let subject = match &opts.target {
+        Target::Session(id) => subjects.prompt_session(id),
+        Target::Broadcast => subjects.prompt_broadcast(),
+    };
+    let payload = serde_json::to_vec(&opts.prompt).map_err(|e| BusError::Nats(e.to_string()))?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", opts.prompt.id.as_str());
+    let published = Instant::now();
+    let ack = js
+        .publish_with_headers(subject.clone(), headers, payload.into())
+        .await
+        .map_err(|e| BusError::JetStream(format!("publish to {subject}: {e}")))?;
+    tokio::time::timeout(Duration::from_secs(5), ack)
+        .await
+        .map_err(|_| BusError::JetStream(format!("no ack from the prompt stream for {subject}")))?
+        .map_err(|e| BusError::JetStream(format!("publish to {subject}: {e}")))?;
+    println!("published: prompt={} subject={subject}", opts.prompt.id);
+    let Some(wait) = opts.wait else {
+        return Ok(Vec::new());
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    loop {
+        let until = match (&opts.target, out.is_empty()) {
+            (Target::Broadcast, false) => (tokio::time::Instant::now() + opts.settle).min(deadline),
+            _ => deadline,
+        };
+        let msg = tokio::select! {
+            _ = tokio::time::sleep_until(until) => break,
+            m = events.next() => match m {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        let Ok(v) = serde_json::from_slice::<Value>(&msg.payload) else {
+            continue;
+        };
+        if v.get("prompt_id").and_then(Value::as_str) != Some(opts.prompt.id.as_str()) {
+            continue;
+        }
+        let o = Outcome {
+            spoken: msg.subject.ends_with(".prompt.spoken"),
+            session_id: v
+                .get("session_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            reason: v.get("reason").and_then(Value::as_str).map(str::to_string),
+            turn: v.get("turn").and_then(Value::as_u64),
+            latency: published.elapsed(),
+        };
+        on_outcome(&o);
+        out.push(o);
+        if matches!(opts.target, Target::Session(_)) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn outcome_lines_are_stable() {
+        let o = Outcome {
+            spoken: true,
+            session_id: Some("abc".into()),
+            reason: None,
+            turn: Some(2),
+            latency: Duration::from_millis(812),
+        };
+        assert_eq!(o.to_string(), "spoken: session=abc turn=2 latency_ms=812");
+        let d = Outcome {
+            spoken: false,
+            reason: Some("expired".into()),
+            ..o
+        };
+        assert_eq!(
+            d.to_string(),
+            "dropped: session=abc reason=expired latency_ms=812"
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! The session REST API, for users without NATS:
+//! `GET /sessions` lists live sessions; `POST /sessions/{id}/prompt` queues
+//! a proactive prompt (the same payload as on NATS, `id` optional), and with
+//! `?wait=true` answers only once it was spoken or dropped.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::bus::{DropReason, parse_prompt};
+use crate::metrics::Metrics;
+use crate::pipeline::prompts::PromptOutcome;
+
+pub async fn list_sessions(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    Json(json!({ "sessions": state.hub.list() }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct PromptQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response()
+}
+
+pub async fn post_prompt(
+    State(state): State<Arc<AppState>>,
+    Path(session_id): Path<String>,
+    Query(query): Query<PromptQuery>,
+    body: Bytes,
+) -> Response {
+    // The id is optional over HTTP: give one to a payload that has none.
+    let mut body = body.to_vec();
+    if let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&body)
+        && !obj.contains_key("id")
+    {
+        obj.insert(
+            "id".into(),
+            json!(crate::bus::Prompt::new(String::new()).id),
+        );
+        body = Value::Object(obj).to_string().into_bytes();
+    }
+    let prompt = match parse_prompt(&body, state.config.prompts.max_chars) {
+        Ok(p) => p,
+        Err(r) => {
+            Metrics::inc(&state.metrics.prompts_received);
+            Metrics::inc(&state.metrics.prompts_dropped);
+            tracing::warn!(reason = %r.reason, detail = %r.detail, "bad prompt over HTTP");
+            let status = match r.reason {
+                DropReason::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return error(status, r.reason.as_str(), r.detail);
+        }
+    };
+    let prompt_id = prompt.id.clone();
+    let Some(outcome) = state.hub.offer(&session_id, prompt).await else {
+        return error(
+            StatusCode::NOT_FOUND,
+            DropReason::NoSession.as_str(),
+            format!("no live session {session_id:?}"),
+        );
+    };
+    if !query.wait {
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"prompt_id": prompt_id, "session_id": session_id, "status": "queued"})),
+        )
+            .into_response();
+    }
+    let outcome = outcome
+        .await
+        .unwrap_or(PromptOutcome::Dropped(DropReason::SessionEnded));
+    let body = match outcome {
+        PromptOutcome::Spoken { turn } => {
+            json!({"prompt_id": prompt_id, "session_id": session_id, "status": "spoken", "turn": turn})
+        }
+        PromptOutcome::Dropped(reason) => {
+            json!({"prompt_id": prompt_id, "session_id": session_id, "status": "dropped", "reason": reason.as_str()})
+        }
+    };
+    (StatusCode::OK, Json(body)).into_response()
+}

@@ -1,0 +1,850 @@
+//! Proactive prompts and conversation events over a real `nats-server`
+//! (JetStream, random port, own store) with real WebRTC clients and the
+//! real speech pipeline (fast models).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use common::{Nats, Server, clip48};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use voxloop::audio::{VOICED_THRESHOLD, resample_clip};
+use voxloop::client::{Client, ClientOptions, ReceivedFrame};
+use voxloop::config::Config;
+use voxloop::text::wer;
+use voxloop::{PIPELINE_RATE, WIRE_RATE, engines};
+
+const GRACE_MS: u64 = 1000;
+
+fn serve(nats: &Nats, extra: &[(&str, &str)]) -> Server {
+    let grace = GRACE_MS.to_string();
+    let mut env = vec![
+        ("VOXLOOP_MODELS_PROFILE", "fast"),
+        ("VOXLOOP_NATS_URL", nats.url.as_str()),
+        ("VOXLOOP_PROMPT_GRACE_MS", grace.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(&["--pipeline", "speech"], &env)
+}
+
+fn asr() -> voxloop::pipeline::asr::Asr {
+    let mut c = Config::default();
+    c.models.dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    c.models.profile = "fast".into();
+    c.inference.asr_fit_audio_ctx = false;
+    engines::load_asr(&c).expect("whisper for checking")
+}
+
+/// Every event the server publishes, collected in the background.
+#[derive(Clone)]
+struct Events {
+    log: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Events {
+    async fn subscribe(url: &str) -> Events {
+        let client = async_nats::connect(url).await.expect("nats connect");
+        let mut sub = client
+            .subscribe("voxloop.event.>")
+            .await
+            .expect("subscribe");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        tokio::spawn(async move {
+            let _client = client;
+            while let Some(m) = sub.next().await {
+                let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+                l.lock().unwrap().push((m.subject.to_string(), v));
+            }
+        });
+        Events { log }
+    }
+
+    fn all(&self) -> Vec<(String, Value)> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait for an event on `subject` whose payload satisfies `pred`.
+    async fn wait(&self, subject: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some((_, v)) = self
+                .all()
+                .into_iter()
+                .find(|(s, v)| s == subject && pred(v))
+            {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {subject} event within {secs} s; seen: {:?}",
+                self.all()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn count(&self, subject: &str, pred: impl Fn(&Value) -> bool) -> usize {
+        self.all()
+            .iter()
+            .filter(|(s, v)| s == subject && pred(v))
+            .count()
+    }
+}
+
+async fn js(url: &str) -> jetstream::Context {
+    jetstream::new(async_nats::connect(url).await.expect("nats connect"))
+}
+
+/// Publish raw bytes through JetStream (the prompt stream must exist: the
+/// server creates it; `wait_stream` waits for that).
+async fn publish(js: &jetstream::Context, subject: String, payload: Vec<u8>) {
+    js.publish(subject, payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stream ack");
+}
+
+async fn publish_prompt(js: &jetstream::Context, session: &str, prompt: Value) {
+    publish(
+        js,
+        format!("voxloop.prompt.session.{session}"),
+        prompt.to_string().into_bytes(),
+    )
+    .await;
+}
+
+async fn wait_stream(js: &jetstream::Context) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while js.get_stream("VOXLOOP_PROMPTS").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "server never created the prompt stream"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_nats_state(server: &Server, state: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (_, body) = server.get("/healthz").await;
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if v["nats"] == state {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "healthz nats never became {state}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn connect(server: &Server) -> Client {
+    Client::connect(&server.url, ClientOptions::default())
+        .await
+        .expect("connect")
+}
+
+async fn wait_ev(client: &mut Client, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+    client
+        .wait_event(Duration::from_secs(secs), pred)
+        .await
+        .unwrap_or_else(|| panic!("no matching client event within {secs} s"))
+}
+
+fn voiced(f: &ReceivedFrame) -> bool {
+    f.pcm.iter().any(|x| x.abs() > VOICED_THRESHOLD)
+}
+
+/// Audio received after `from`, at 16 kHz, for transcription.
+fn audio_since(client: &Client, from: Instant) -> Vec<f32> {
+    let pcm: Vec<f32> = client
+        .received()
+        .iter()
+        .filter(|f| f.arrival >= from)
+        .flat_map(|f| f.pcm.iter().copied())
+        .collect();
+    resample_clip(&pcm, WIRE_RATE, PIPELINE_RATE).expect("resample")
+}
+
+fn first_voiced_after(client: &Client, from: Instant) -> Option<Instant> {
+    client
+        .received()
+        .iter()
+        .find(|f| f.arrival >= from && voiced(f))
+        .map(|f| f.arrival)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_prompts_are_heard_with_their_latency() {
+    let nats = Nats::start().await;
+    let server = serve(&nats, &[]);
+    let events = Events::subscribe(&nats.url).await;
+    let js = js(&nats.url).await;
+    wait_stream(&js).await;
+    let mut client = connect(&server).await;
+    let asr = asr();
+    let texts = [
+        "How was your weekend?",
+        "Would you like to hear a joke about computers?",
+        "Do you want to book a table for dinner tonight?",
+        "Have you tried the new coffee shop downtown?",
+        "Shall I remind you about the meeting tomorrow morning?",
+    ];
+    let mut latencies = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        // Let the session be quiet for longer than the grace period, so the
+        // figure is delivery + synthesis, not the deliberate wait.
+        tokio::time::sleep(Duration::from_millis(GRACE_MS + 300)).await;
+        let id = format!("heard-{i}");
+        let t0 = Instant::now();
+        publish_prompt(&js, &client.session_id, json!({"id": id, "text": text})).await;
+        let ev = wait_ev(&mut client, 20, |e| {
+            e["type"] == "prompt" && e["id"] == id.as_str()
+        })
+        .await;
+        assert_eq!(ev["text"], *text);
+        let spoken = events
+            .wait("voxloop.event.prompt.spoken", 20, |v| {
+                v["prompt_id"] == id.as_str()
+            })
+            .await;
+        assert_eq!(spoken["session_id"], client.session_id.as_str());
+        wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+        let first = first_voiced_after(&client, t0).expect("prompt audio");
+        let ms = first.duration_since(t0).as_secs_f64() * 1000.0;
+        latencies.push(ms);
+        let said = asr.transcribe(audio_since(&client, t0)).await.expect("asr");
+        let w = wer(text, &said.text);
+        println!(
+            "prompt {i}: publish -> first audio {ms:.0} ms; heard {:?} (WER {:.0} %)",
+            said.text,
+            w * 100.0
+        );
+        assert!(
+            w <= 0.25,
+            "prompt audio does not say {text:?}: {:?}",
+            said.text
+        );
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "prompt delivery latency (publish -> first audio at the client), {} prompts: p50 {:.0} ms, p95 {:.0} ms",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95)
+    );
+    assert_eq!(
+        server.metric("voxloop_prompts_spoken_total").await,
+        texts.len() as f64
+    );
+    client.bye().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_waits_until_the_user_stops_and_the_grace_passes() {
+    let nats = Nats::start().await;
+    let server = serve(&nats, &[]);
+    let js = js(&nats.url).await;
+    wait_stream(&js).await;
+    let mut client = connect(&server).await;
+    let clip = clip48("q08_name.wav");
+    let last = voxloop::audio::last_voiced(&clip).expect("voiced");
+    let mut with_tail = clip.clone();
+    with_tail.extend(std::iter::repeat_n(0.0, WIRE_RATE as usize * 6));
+    let sid = client.session_id.clone();
+    let (report, ()) = tokio::join!(client.send_pcm(&with_tail, 1.0), async {
+        // Publish while the user is in the middle of the sentence.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        publish_prompt(
+            &js,
+            &sid,
+            json!({"id": "polite", "text": "By the way, do you like music?"}),
+        )
+        .await;
+    });
+    let report = report.expect("send");
+    let speech_end = report.time_of_sample(last).expect("sent");
+    let ev = wait_ev(&mut client, 40, |e| e["type"] == "prompt").await;
+    assert_eq!(ev["id"], "polite");
+    assert!(
+        first_voiced_after(&client, speech_end).is_some(),
+        "no audio after the user's speech"
+    );
+    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+    // Find when the prompt's audio started: the last voiced run's start.
+    let frames = client.received();
+    let mut runs: Vec<(Instant, Instant)> = Vec::new();
+    for f in frames.iter().filter(|f| f.arrival >= speech_end) {
+        if voiced(f) {
+            match runs.last_mut() {
+                Some((_, end)) if f.arrival.duration_since(*end) < Duration::from_millis(400) => {
+                    *end = f.arrival
+                }
+                _ => runs.push((f.arrival, f.arrival)),
+            }
+        }
+    }
+    let (prompt_start, _) = *runs.last().expect("voiced audio after the user");
+    let after_user = prompt_start.duration_since(speech_end);
+    println!(
+        "user stopped; prompt audio began {} ms later ({} voiced runs after the user: reply then prompt)",
+        after_user.as_millis(),
+        runs.len()
+    );
+    assert!(
+        after_user >= Duration::from_millis(GRACE_MS),
+        "prompt started {after_user:?} after the user stopped, inside the {GRACE_MS} ms grace"
+    );
+    // Nothing was sent while the user was speaking.
+    let during: usize = client
+        .received()
+        .iter()
+        .filter(|f| f.arrival < speech_end && voiced(f))
+        .count();
+    assert_eq!(during, 0, "audio was played over the user");
+    client.bye().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_expiry_unknown_sessions_and_duplicates() {
+    let nats = Nats::start().await;
+    let server = serve(&nats, &[("VOXLOOP_PROMPT_RECONNECT_MS", "1000")]);
+    let events = Events::subscribe(&nats.url).await;
+    let js = js(&nats.url).await;
+    wait_stream(&js).await;
+    let mut a = connect(&server).await;
+    let mut b = connect(&server).await;
+
+    // Broadcast: both sessions speak it.
+    publish(
+        &js,
+        "voxloop.prompt.broadcast".into(),
+        json!({"id": "all", "text": "Quick reminder, the office closes early today."})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    for c in [&mut a, &mut b] {
+        wait_ev(c, 20, |e| e["type"] == "prompt" && e["id"] == "all").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events.count("voxloop.event.prompt.spoken", |v| v["prompt_id"] == "all") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "broadcast not spoken twice: {:?}",
+            events.all()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Expired: dropped with reason `expired`, never spoken.
+    publish_prompt(
+        &js,
+        &a.session_id,
+        json!({"id": "old", "text": "Too late.", "expires_at": "2020-01-01T00:00:00Z"}),
+    )
+    .await;
+    let d = events
+        .wait("voxloop.event.prompt.dropped", 10, |v| {
+            v["prompt_id"] == "old"
+        })
+        .await;
+    assert_eq!(d["reason"], "expired");
+
+    // Unknown session: dropped with `no_session` after the reconnect wait.
+    publish_prompt(
+        &js,
+        "nobody-is-here",
+        json!({"id": "lost", "text": "Hello?"}),
+    )
+    .await;
+    let d = events
+        .wait("voxloop.event.prompt.dropped", 10, |v| {
+            v["prompt_id"] == "lost"
+        })
+        .await;
+    assert_eq!(d["reason"], "no_session");
+    assert_eq!(d["session_id"], "nobody-is-here");
+
+    // The same id twice: spoken once, the copy dropped as a duplicate.
+    for _ in 0..2 {
+        publish_prompt(
+            &js,
+            &a.session_id,
+            json!({"id": "twice", "text": "Is everything all right?"}),
+        )
+        .await;
+    }
+    wait_ev(&mut a, 20, |e| e["type"] == "prompt" && e["id"] == "twice").await;
+    let d = events
+        .wait("voxloop.event.prompt.dropped", 20, |v| {
+            v["prompt_id"] == "twice"
+        })
+        .await;
+    assert_eq!(d["reason"], "duplicate");
+    wait_ev(&mut a, 30, |e| e["state"] == "listening").await;
+    tokio::time::sleep(Duration::from_millis(GRACE_MS + 500)).await;
+    assert_eq!(
+        events.count("voxloop.event.prompt.spoken", |v| v["prompt_id"] == "twice"),
+        1
+    );
+    assert!(
+        a.wait_event(Duration::from_millis(300), |e| e["type"] == "prompt"
+            && e["id"] == "twice")
+            .await
+            .is_none(),
+        "the duplicate was spoken"
+    );
+    a.bye().await;
+    b.bye().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_survive_a_nats_restart() {
+    let mut nats = Nats::start().await;
+    let server = serve(&nats, &[]);
+    let js_before = js(&nats.url).await;
+    wait_stream(&js_before).await;
+    let mut client = connect(&server).await;
+    wait_nats_state(&server, "connected", 10).await;
+
+    nats.stop();
+    // While NATS is down, publishing is impossible...
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), async_nats::connect(&nats.url))
+            .await
+            .map(|r| r.is_err())
+            .unwrap_or(true),
+        "connected to a stopped nats-server"
+    );
+    // ...and the server goes on serving the session.
+    wait_nats_state(&server, "disconnected", 10).await;
+    client
+        .send_silence(Duration::from_millis(500))
+        .await
+        .expect("media still flows");
+
+    nats.restart().await;
+    wait_nats_state(&server, "connected", 20).await;
+    let events = Events::subscribe(&nats.url).await;
+    let js = js(&nats.url).await;
+    publish_prompt(
+        &js,
+        &client.session_id,
+        json!({"id": "after-restart", "text": "Welcome back, shall we continue?"}),
+    )
+    .await;
+    wait_ev(&mut client, 30, |e| {
+        e["type"] == "prompt" && e["id"] == "after-restart"
+    })
+    .await;
+    events
+        .wait("voxloop.event.prompt.spoken", 20, |v| {
+            v["prompt_id"] == "after-restart"
+        })
+        .await;
+    client.bye().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_published_while_the_server_is_down_reach_a_resumed_session() {
+    let nats = Nats::start().await;
+    let js = js(&nats.url).await;
+    let server = serve(&nats, &[]);
+    wait_stream(&js).await;
+    drop(server); // the server stops; its durable consumer stays in NATS
+    let events = Events::subscribe(&nats.url).await;
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(60);
+    let expires = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("time");
+    publish_prompt(&js, "resume-me-0001", json!({"id": "while-down", "text": "Sorry we were cut off. Where were we?", "expires_at": expires})).await;
+    publish_prompt(
+        &js,
+        "gone-for-good-1",
+        json!({"id": "nobody", "text": "Anyone there?", "expires_at": expires}),
+    )
+    .await;
+
+    let server = serve(&nats, &[("VOXLOOP_PROMPT_RECONNECT_MS", "8000")]);
+    let opts = ClientOptions {
+        session_id: Some("resume-me-0001".into()),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::connect(&server.url, opts).await.expect("resume");
+    assert_eq!(client.session_id, "resume-me-0001");
+    wait_ev(&mut client, 30, |e| {
+        e["type"] == "prompt" && e["id"] == "while-down"
+    })
+    .await;
+    events
+        .wait("voxloop.event.prompt.spoken", 20, |v| {
+            v["prompt_id"] == "while-down"
+        })
+        .await;
+    let d = events
+        .wait("voxloop.event.prompt.dropped", 20, |v| {
+            v["prompt_id"] == "nobody"
+        })
+        .await;
+    assert_eq!(d["reason"], "no_session");
+    // A second connection cannot take a live session's id.
+    let opts = ClientOptions {
+        session_id: Some("resume-me-0001".into()),
+        ..ClientOptions::default()
+    };
+    match Client::connect(&server.url, opts).await {
+        Err(voxloop::client::ClientError::Server { code, .. }) => {
+            assert_eq!(code, voxloop::rtc::ErrorCode::SessionInUse)
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("took over a live session id"),
+    }
+    client.bye().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_prompt_payloads_are_dropped_with_reasons() {
+    let nats = Nats::start().await;
+    let mut server = serve(&nats, &[]);
+    let events = Events::subscribe(&nats.url).await;
+    let js = js(&nats.url).await;
+    wait_stream(&js).await;
+    let mut client = connect(&server).await;
+    let subject = format!("voxloop.prompt.session.{}", client.session_id);
+    let huge = json!({"id": "huge", "text": "a".repeat(1 << 20)}).to_string();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("", b"this is not json".to_vec(), "bad_payload"),
+        ("notext", br#"{"id":"notext"}"#.to_vec(), "bad_payload"),
+        ("huge", huge.into_bytes(), "too_large"),
+        (
+            "extra",
+            br#"{"id":"extra","text":"Hi","colour":"red"}"#.to_vec(),
+            "bad_payload",
+        ),
+    ];
+    for (_, payload, _) in &cases {
+        publish(&js, subject.clone(), payload.clone()).await;
+    }
+    for (id, _, reason) in &cases {
+        let d = events
+            .wait("voxloop.event.prompt.dropped", 10, |v| {
+                v["prompt_id"] == *id && v["reason"] == *reason
+            })
+            .await;
+        assert!(d["detail"].as_str().is_some_and(|s| !s.is_empty()), "{d}");
+    }
+    // Nothing else was disturbed: the session still speaks a good prompt.
+    publish(
+        &js,
+        subject,
+        json!({"id": "good", "text": "Still here?"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    wait_ev(&mut client, 20, |e| {
+        e["type"] == "prompt" && e["id"] == "good"
+    })
+    .await;
+    assert!(server.alive());
+    assert_eq!(server.metric("voxloop_prompts_dropped_total").await, 4.0);
+    client.bye().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_turn_publishes_ordered_events_and_the_http_api_works() {
+    let nats = Nats::start().await;
+    let server = serve(&nats, &[]);
+    let events = Events::subscribe(&nats.url).await;
+    wait_stream(&js(&nats.url).await).await;
+    let mut client = connect(&server).await;
+    let sid = client.session_id.clone();
+
+    // GET /sessions lists it.
+    let (status, body) = server.get("/sessions").await;
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&body).expect("json");
+    assert!(
+        list["sessions"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|s| s["id"] == sid.as_str()),
+        "{body}"
+    );
+
+    // A spoken turn.
+    let mut pcm = clip48("q01_capital_france.wav");
+    pcm.extend(std::iter::repeat_n(0.0, WIRE_RATE as usize * 2));
+    client.send_pcm(&pcm, 1.0).await.expect("send");
+    let reply = wait_ev(&mut client, 40, |e| e["type"] == "reply").await;
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("paris"),
+        "{reply}"
+    );
+    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+
+    // A typed turn (data channel): answered like a spoken one.
+    assert!(client.send_text("What is the capital of Italy?").await);
+    let t = wait_ev(&mut client, 20, |e| {
+        e["type"] == "transcript" && e["typed"] == true
+    })
+    .await;
+    assert_eq!(t["turn"], 2);
+    let reply = wait_ev(&mut client, 40, |e| e["type"] == "reply" && e["turn"] == 2).await;
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("rome"),
+        "{reply}"
+    );
+    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+
+    // POST /sessions/{id}/prompt, waiting for the outcome.
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/sessions/{sid}/prompt?wait=true", server.url))
+        .body(json!({"text": "Anything else I can help with?"}).to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 200);
+    let out: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
+    assert_eq!(out["status"], "spoken", "{out}");
+    assert_eq!(out["turn"], 3);
+    let resp = http
+        .post(format!("{}/sessions/not-a-live-session/prompt", server.url))
+        .body(json!({"text": "Hello?"}).to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 404);
+    let resp = http
+        .post(format!("{}/sessions/{sid}/prompt", server.url))
+        .body("{\"text\": 5}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 400);
+    let err: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
+    assert_eq!(err["error"]["code"], "bad_payload");
+    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+    client.bye().await;
+    assert!(server.sessions_drained(Duration::from_secs(10)).await);
+
+    // The bus saw the whole conversation, in order, with consistent turns.
+    events
+        .wait("voxloop.event.session.ended", 10, |v| {
+            v["session_id"] == sid.as_str()
+        })
+        .await;
+    let mine: Vec<(String, Value)> = events
+        .all()
+        .into_iter()
+        .filter(|(_, v)| v["session_id"] == sid.as_str())
+        .collect();
+    let kinds: Vec<&str> = mine
+        .iter()
+        .map(|(s, _)| s.trim_start_matches("voxloop.event."))
+        .collect();
+    println!("events: {kinds:?}");
+    // Prompt outcomes are published by the router, beside the session's
+    // own stream of events; everything else is in conversation order.
+    let conversation: Vec<&str> = kinds
+        .iter()
+        .copied()
+        .filter(|k| !k.starts_with("prompt."))
+        .collect();
+    assert_eq!(
+        conversation,
+        [
+            "session.started",
+            "transcript",
+            "reply",
+            "transcript",
+            "reply",
+            "reply",
+            "session.ended"
+        ]
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "prompt.spoken").count(),
+        1,
+        "{kinds:?}"
+    );
+    let seqs: Vec<u64> = mine
+        .iter()
+        .map(|(_, v)| v["seq"].as_u64().expect("seq"))
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "seq gaps: {seqs:?}"
+    );
+    let turn_of = |kind: &str, n: usize| -> u64 {
+        mine.iter()
+            .filter(|(s, _)| s.ends_with(kind))
+            .nth(n)
+            .map(|(_, v)| v["turn"].as_u64().expect("turn"))
+            .unwrap_or_else(|| panic!("no {kind} #{n}"))
+    };
+    assert_eq!(kinds.first(), Some(&"session.started"));
+    assert_eq!(kinds.last(), Some(&"session.ended"));
+    assert_eq!(turn_of(".transcript", 0), 1);
+    assert_eq!(turn_of(".reply", 0), 1);
+    assert_eq!(turn_of(".transcript", 1), 2);
+    assert_eq!(turn_of(".reply", 1), 2);
+    assert_eq!(turn_of(".prompt.spoken", 0), 3);
+    let first_transcript = kinds
+        .iter()
+        .position(|k| *k == "transcript")
+        .expect("transcript");
+    let first_reply = kinds.iter().position(|k| *k == "reply").expect("reply");
+    assert!(first_transcript < first_reply);
+    for (_, v) in &mine {
+        let at = v["at"].as_str().expect("at");
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339 timestamp");
+    }
+    // Events are in the stream too, for consumers that replay.
+    let stream = js(&nats.url)
+        .await
+        .get_stream("VOXLOOP_EVENTS")
+        .await
+        .expect("event stream");
+    let info = stream.get_info().await.expect("info");
+    assert!(info.state.messages >= mine.len() as u64);
+    assert_eq!(server.metric("voxloop_bus_events_dropped_total").await, 0.0);
+}
+
+/// `voxloop intent-worker` as a process: it logs lines we wait for.
+struct Worker {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Worker {
+    fn start(nats: &Nats) -> Worker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_voxloop"))
+            .args(["intent-worker", "--quiet", "3s", "--nats-url", &nats.url])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("VOXLOOP_CONFIG")
+            .env("VOXLOOP_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn intent-worker");
+        let out = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                println!("[worker] {line}");
+                l.lock().unwrap().push(line);
+            }
+        });
+        Worker { child, lines }
+    }
+
+    async fn wait_line(&self, prefix: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.starts_with(prefix))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker printed no {prefix:?} line in {secs} s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intent_worker_follows_up_on_a_quiet_user() {
+    let nats = Nats::start().await;
+    let server = serve(&nats, &[]);
+    let js = js(&nats.url).await;
+    wait_stream(&js).await;
+    let worker = Worker::start(&nats);
+    worker.wait_line("intent-worker: ready", 60).await;
+    let events = Events::subscribe(&nats.url).await;
+    let mut client = connect(&server).await;
+    let mut pcm = clip48("q04_book.wav");
+    pcm.extend(std::iter::repeat_n(0.0, WIRE_RATE as usize * 2));
+    client.send_pcm(&pcm, 1.0).await.expect("send");
+    wait_ev(&mut client, 40, |e| e["type"] == "reply").await;
+    wait_ev(&mut client, 40, |e| e["state"] == "listening").await;
+    let t0 = Instant::now();
+    // The user says nothing more: the worker's follow-up is spoken.
+    let ev = wait_ev(&mut client, 60, |e| {
+        e["type"] == "prompt"
+            && e["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("followup-"))
+    })
+    .await;
+    let question = ev["text"].as_str().expect("text").to_string();
+    println!(
+        "follow-up spoken {} ms after the reply: {question:?}",
+        t0.elapsed().as_millis()
+    );
+    assert!(question.ends_with('?'), "{question}");
+    assert!(question.split_whitespace().count() >= 3, "{question}");
+    let line = worker.wait_line("followup:", 5).await;
+    assert!(line.contains(&client.session_id), "{line}");
+    events
+        .wait("voxloop.event.prompt.spoken", 20, |v| {
+            v["prompt_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("followup-"))
+        })
+        .await;
+    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+    let said = asr()
+        .transcribe(audio_since(&client, t0))
+        .await
+        .expect("asr");
+    let w = wer(&question, &said.text);
+    println!(
+        "follow-up audio heard as {:?} (WER {:.0} %)",
+        said.text,
+        w * 100.0
+    );
+    assert!(w <= 0.35, "follow-up audio does not say the question");
+    client.bye().await;
+}
