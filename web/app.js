@@ -239,7 +239,7 @@ async function refreshStats() {
   }
   // Chromium reports whole milliseconds: 0 on loopback.
   $("info-rtt").textContent = s.rttMs === null ? "–" : s.rttMs < 1 ? "< 1 ms" : `${s.rttMs.toFixed(0)} ms`;
-  $("info-path").textContent = s.local && s.remote ? `${s.local} ⇄ ${s.remote}` : "–";
+  $("info-path").textContent = s.local && s.remote ? `${s.local}\n⇄ ${s.remote}` : "–";
 }
 
 // ---------------------------------------------------------------- transcript
