@@ -219,7 +219,7 @@ fn spoken_question_through_the_page() {
     let _one = lock();
     require_tools();
     let scratch = Scratch::new("conversation");
-    let mic = padded_wav(&scratch.0, "q01_capital_france.wav", 2.0, 40.0);
+    let mic = padded_wav(&scratch.0, "q01_capital_france.wav", 3.0, 40.0);
     let server = speech_server();
     let (ok, r) = run_scenario("conversation.mjs", &server.url, &mic, &scratch.0, no_steps);
     println!("result: {r}");

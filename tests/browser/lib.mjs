@@ -151,7 +151,8 @@ export async function screenshot(page, name) {
   if (!env.artifacts) return null;
   fs.mkdirSync(env.artifacts, { recursive: true });
   const file = path.join(env.artifacts, name);
-  await page.screenshot({ path: file, fullPage: true });
+  // The whole page body, however tall, and nothing below it.
+  await page.locator("body").screenshot({ path: file });
   log(`screenshot: ${file}`);
   return file;
 }
