@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential pkg-config cmake clang libclang-dev   # C/C++ deps: Opus, whisper.cpp, llama.cpp
   espeak-ng espeak-ng-data                                # phonemes for the Piper voice (run as a program)
+  chromium fonts-dejavu-core                              # the browser tests (tests/browser.rs) drive Debian's Chromium
 )
 # Tools checked by command, so an existing install (pyenv, nodesource) is kept.
 declare -A TOOLS=( [python3]=python3 [npm]=npm )

@@ -11,6 +11,13 @@ start=$(date +%s)
 python3 scripts/models.py fetch --profile default
 python3 scripts/models.py fetch --profile fast
 echo "models ready in $(( $(date +%s) - start )) s"
+# The browser tests' driver, pinned in tests/browser/package-lock.json;
+# installed only when the pinned version is not already there.
+want=$(node -p "require('./tests/browser/package.json').dependencies['playwright-core']")
+have=$(node -p "try { require('./tests/browser/node_modules/playwright-core/package.json').version } catch { '' }")
+if [ "$want" != "$have" ]; then
+  npm ci --prefix tests/browser --no-audit --no-fund
+fi
 cargo fmt --all -- --check
 cargo build --locked --all-targets
 cargo clippy --locked --all-targets -- -D warnings

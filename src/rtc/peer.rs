@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
@@ -187,6 +188,16 @@ fn spawn_data_channel(
     });
 }
 
+/// The address of an ICE candidate line if it is an mDNS name (`<uuid>.local`).
+/// A candidate line is `candidate:<foundation> <component> <transport> <priority> <address> <port> typ …`.
+fn mdns_name(candidate: &str) -> Option<&str> {
+    let address = candidate.split_whitespace().nth(4)?;
+    address
+        .to_ascii_lowercase()
+        .ends_with(".local")
+        .then_some(address)
+}
+
 /// Decode the remote Opus track into 48 kHz frames, concealing lost packets.
 async fn receive_audio(track: Arc<dyn TrackRemote>, audio: mpsc::Sender<InboundFrame>) {
     let mut decoder = match OpusDecoder::new() {
@@ -303,8 +314,12 @@ impl Peer {
             .map_err(engine)?;
         let registry =
             register_default_interceptors(Registry::new(), &mut media).map_err(engine)?;
+        // No mDNS: resolving a browser's `<uuid>.local` candidates would send
+        // multicast queries on the network, and every peer would bind port 5353.
+        // Such candidates are skipped (see `add_remote_candidate`).
         let mut se = SettingEngineBuilder::new()
-            .with_ice_connection_attempts(Some(settings.ice_check_interval), None);
+            .with_ice_connection_attempts(Some(settings.ice_check_interval), None)
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled);
         if !settings.public_ips.is_empty() {
             se = se.with_nat_1to1_ips(settings.public_ips.clone(), RTCIceCandidateType::Host);
         }
@@ -478,6 +493,18 @@ impl Peer {
         let Some(c) = c else {
             return Ok(());
         };
+        if let Some(name) = mdns_name(&c.candidate) {
+            // Browsers hide host addresses behind mDNS names by default. The
+            // browser's connectivity checks still reach our candidates, and we
+            // answer them at their source address (a peer-reflexive candidate),
+            // so skipping the name costs nothing on a reachable path.
+            tracing::info!(
+                %name,
+                "ignoring an mDNS ICE candidate (the server does not resolve .local names; \
+                 the browser's own connectivity checks find the path)"
+            );
+            return Ok(());
+        }
         self.pc
             .add_ice_candidate(RTCIceCandidateInit {
                 candidate: c.candidate,
@@ -535,5 +562,35 @@ impl Drop for Peer {
                 let _ = pc.close().await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mdns_name;
+
+    #[test]
+    fn recognizes_mdns_candidates() {
+        assert_eq!(
+            mdns_name(
+                "candidate:1 1 udp 2122194687 2f5a9c3e-7b1d-4a3e-9a51-0d0f6e4b1c2a.local 54321 typ host generation 0"
+            ),
+            Some("2f5a9c3e-7b1d-4a3e-9a51-0d0f6e4b1c2a.local")
+        );
+        assert_eq!(
+            mdns_name("candidate:1 1 UDP 2122194687 ABC.LOCAL 5000 typ host"),
+            Some("ABC.LOCAL")
+        );
+        assert_eq!(
+            mdns_name("candidate:1 1 udp 2122194687 127.0.0.1 5000 typ host"),
+            None
+        );
+        assert_eq!(
+            mdns_name(
+                "candidate:1 1 udp 1685987071 203.0.113.7 5000 typ srflx raddr 0.0.0.0 rport 0"
+            ),
+            None
+        );
+        assert_eq!(mdns_name("garbage"), None);
     }
 }

@@ -16,10 +16,15 @@ pub struct Server {
 impl Server {
     /// Start `voxloop serve` with extra args and env vars; waits for its `listening:` line.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+        Self::start_at("127.0.0.1:0", args, envs)
+    }
+
+    /// Like [`Server::start`] on a given address (to restart a server on its old port).
+    pub fn start_at(bind: &str, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxloop"));
         cmd.arg("serve")
             .arg("--bind")
-            .arg("127.0.0.1:0")
+            .arg(bind)
             .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env_remove("VOXLOOP_CONFIG")

@@ -1,0 +1,45 @@
+// A typed message: the page sends {"type":"text","text":…} on the events
+// channel and the assistant answers by voice. The server side of this comes
+// with issue 5: when no reply arrives and the server also lacks issue 5's
+// prompt endpoint (GET probe answers 404), the result says `skipped`.
+import { launch, snapshot, until, screenshot, scenario, closeInput, promptEndpoint, env } from "./lib.mjs";
+
+closeInput();
+const QUESTION = "What is the capital of France?";
+
+await scenario("typed", 90_000, async (result) => {
+  const { page, close } = await launch();
+  try {
+    await page.goto(env.url);
+    await page.evaluate(() => {
+      window.__assistantPeak = 0;
+      setInterval(() => { window.__assistantPeak = Math.max(window.__assistantPeak, window.voxloop.assistantLevel()); }, 20);
+    });
+    await page.click("#connect");
+    result.connected = await until(page, "connected", () => window.voxloop.connected() && window.voxloop.sessionId(), null, 15_000);
+    const id = await page.evaluate(() => window.voxloop.sessionId());
+    result.endpoint = await promptEndpoint(id);
+    // Type like a person: focus, text, Enter.
+    await page.click("#say-text");
+    await page.keyboard.type(QUESTION);
+    await page.keyboard.press("Enter");
+    result.typedShown = await until(page, "typed message in the transcript", (q) =>
+      window.voxloop.transcript().some((e) => e.role === "user" && e.typed && e.text === q), QUESTION, 2_000);
+    result.inputCleared = (await page.inputValue("#say-text")) === "";
+    result.replied = await until(page, "reply to the typed message", () =>
+      window.voxloop.transcript().some((e) => e.role === "assistant" && e.final && e.text),
+      null, result.endpoint.present ? 40_000 : 8_000);
+    if (!result.replied && !result.endpoint.present) {
+      result.skipped = `no reply to the typed message, and the server lacks issue 5 (${result.endpoint.probe}): ` +
+        "typed turns are added with issue 5; this test runs once that is merged";
+      result.ok = result.connected && result.typedShown && result.inputCleared;
+      return;
+    }
+    result.spoken = await until(page, "reply audio on the assistant meter", () => window.__assistantPeak > 0.02, null, 20_000);
+    result.page = await snapshot(page);
+    await screenshot(page, "typed.png");
+    result.ok = Boolean(result.connected && result.typedShown && result.inputCleared && result.replied && result.spoken);
+  } finally {
+    await close();
+  }
+});
