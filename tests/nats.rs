@@ -848,3 +848,39 @@ async fn the_intent_worker_follows_up_on_a_quiet_user() {
     assert!(w <= 0.35, "follow-up audio does not say the question");
     client.bye().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_starts_without_nats_and_picks_it_up_later() {
+    let mut nats = Nats::start().await;
+    nats.stop();
+    let server = serve(&nats, &[]);
+    let mut client = connect(&server).await;
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&body).expect("json");
+    assert_ne!(health["nats"], "connected", "{body}");
+    assert_eq!(health["status"], "ok");
+    // Voice works without NATS: a spoken question is answered.
+    let mut pcm = clip48("q06_hello.wav");
+    pcm.extend(std::iter::repeat_n(0.0, WIRE_RATE as usize * 2));
+    client.send_pcm(&pcm, 1.0).await.expect("send");
+    wait_ev(&mut client, 40, |e| e["type"] == "reply").await;
+    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+    assert!(server.metric("voxloop_bus_events_dropped_total").await >= 2.0);
+
+    nats.restart().await;
+    wait_nats_state(&server, "connected", 20).await;
+    let js = js(&nats.url).await;
+    wait_stream(&js).await;
+    publish_prompt(
+        &js,
+        &client.session_id,
+        json!({"id": "late-nats", "text": "NATS is here now."}),
+    )
+    .await;
+    wait_ev(&mut client, 30, |e| {
+        e["type"] == "prompt" && e["id"] == "late-nats"
+    })
+    .await;
+    client.bye().await;
+}

@@ -34,12 +34,13 @@ const ERROR_TEXT = {
     `The audio connection could not be set up (${m}). If the server runs on another machine, it must ` +
     "offer an address this browser can reach: set VOXLOOP_RTC_BIND (see Troubleshooting in the README).",
   refused: (m) => `The server refused the call (${m}). Press Try again.`,
-  lost: (m) => `The connection to the server was lost (${m}). Press Try again to start a new conversation.`,
+  lost: (m) => `The connection to the server was lost (${m}). Press Try again to reconnect (the session id is kept, so prompts sent meanwhile still arrive).`,
 };
 const MIC_ERRORS = new Set(["mic_denied", "no_mic", "insecure"]);
 
 const ui = {
   call: null,
+  resumeId: null, // the last session id, reused when reconnecting after a failure
   opening: false, // between the click and the Call's creation (asking for the microphone)
   mic: null,
   audio: null, // AudioContext, made on the first click (autoplay rules)
@@ -138,10 +139,13 @@ async function open(microphone) {
   $("mute").setAttribute("aria-pressed", "false");
   $("mute").textContent = "Mute microphone";
   ui.conversation += 1;
-  const call = new Call(signalingUrl(location), ui.mic);
+  // After a lost connection, ask for the same session id: prompts sent to it
+  // meanwhile are still delivered (the server waits for a reconnect).
+  const call = new Call(signalingUrl(location), ui.mic, ui.resumeId);
   ui.call = call;
   setConnectedControls(true);
   call.addEventListener("session", (ev) => {
+    ui.resumeId = ev.detail.id;
     $("info-session").textContent = ev.detail.id;
     addSystem(`Connected, session ${ev.detail.id.slice(0, 8)}${ui.mic ? "" : " (no microphone)"}`);
   });
@@ -164,6 +168,8 @@ async function open(microphone) {
   call.addEventListener("end", (ev) => {
     if (ui.call !== call) return;
     const err = ev.detail.error;
+    // A hang-up starts the next call fresh; so does an id the server refused.
+    if (!err || err.serverCode === "session_in_use") ui.resumeId = null;
     teardown(err);
     if (err) showError(err.code, err.message);
   });

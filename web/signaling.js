@@ -5,6 +5,7 @@
 // 1. Signaling: a WebSocket to /ws carrying JSON text messages tagged by "type".
 //    client → server
 //      {"type":"offer","sdp":"v=0…"}                      once, first
+//        (+ "session_id":"…" to continue a session after a lost connection)
 //      {"type":"candidate","candidate":{candidate,sdpMid,sdpMLineIndex}}
 //      {"type":"candidate","candidate":null}               end of candidates
 //      {"type":"bye"}                                      hang up
@@ -63,11 +64,14 @@ export class Call extends EventTarget {
   /**
    * @param {string} url the signaling WebSocket URL (see signalingUrl)
    * @param {MediaStream|null} mic the microphone, or null to only listen (and type)
+   * @param {string|null} resumeId a previous session id to continue (after a
+   *   lost connection), so prompts addressed to it still arrive
    */
-  constructor(url, mic) {
+  constructor(url, mic, resumeId = null) {
     super();
     this.url = url;
     this.mic = mic;
+    this.resumeId = resumeId;
     this.sessionId = null;
     this.ws = null;
     this.pc = null;
@@ -88,7 +92,9 @@ export class Call extends EventTarget {
       this.createPeer();
       const offer = await this.pc.createOffer();
       await this.pc.setLocalDescription(offer);
-      this.send({ type: "offer", sdp: this.pc.localDescription.sdp });
+      const msg = { type: "offer", sdp: this.pc.localDescription.sdp };
+      if (this.resumeId) msg.session_id = this.resumeId;
+      this.send(msg);
       this.offerSent = true;
       for (const c of this.pendingCandidates.splice(0)) this.send({ type: "candidate", candidate: c });
       await this.untilConnected();
@@ -230,7 +236,7 @@ export class Call extends EventTarget {
   onServerError(code, message) {
     if (code === "busy") {
       this.finish(new CallError("busy", message, code));
-    } else if (!this.connected && (code === "bad_sdp" || code === "internal")) {
+    } else if (!this.connected && (code === "bad_sdp" || code === "internal" || code === "session_in_use")) {
       this.finish(new CallError("refused", `${code}: ${message}`, code));
     } else {
       // The socket stays open after other errors (a rejected candidate, say).

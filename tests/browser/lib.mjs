@@ -194,18 +194,5 @@ export function closeInput() {
   lines.close();
 }
 
-/**
- * Is the proactive-prompt endpoint of issue 5 (POST /sessions/{id}/prompt)
- * served? Asked with a GET, which has no side effect: a server with the route
- * answers 405 (or anything but 404); without it the request falls through to
- * the static files, which answer 404.
- */
-export async function promptEndpoint(sessionId) {
-  const url = `${env.url}/sessions/${sessionId}/prompt`;
-  const r = await fetch(url);
-  const body = await r.text();
-  return { present: r.status !== 404, probe: `GET ${url} -> ${r.status}`, body: body.slice(0, 200) };
-}
-
 /** Wait `ms` milliseconds. */
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

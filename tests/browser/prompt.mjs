@@ -1,9 +1,7 @@
 // Test 3: a proactive prompt (issue 5). POST /sessions/{id}/prompt with
 // {"text","id"}; the server speaks it and sends {"type":"prompt",id,text,turn}
 // on the events channel; the page shows it in the transcript, marked proactive.
-// If this server has no such endpoint (GET probe answers 404), the result says
-// `skipped` with the reason and nothing is asserted.
-import { launch, snapshot, until, screenshot, scenario, closeInput, promptEndpoint, log, env } from "./lib.mjs";
+import { launch, snapshot, until, screenshot, scenario, closeInput, log, env } from "./lib.mjs";
 
 closeInput();
 const PROMPT = {
@@ -22,13 +20,6 @@ await scenario("prompt", 90_000, async (result) => {
     await page.click("#connect");
     result.connected = await until(page, "connected", () => window.voxloop.connected() && window.voxloop.sessionId(), null, 15_000);
     const id = await page.evaluate(() => window.voxloop.sessionId());
-    result.endpoint = await promptEndpoint(id);
-    if (!result.endpoint.present) {
-      result.skipped = `the server has no POST /sessions/{id}/prompt (${result.endpoint.probe}): ` +
-        "the endpoint comes with issue 5 (NATS prompts); this test runs once that is merged";
-      result.ok = result.connected;
-      return;
-    }
     const r = await fetch(`${env.url}/sessions/${id}/prompt`, {
       method: "POST",
       headers: { "content-type": "application/json" },

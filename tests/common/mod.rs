@@ -32,6 +32,9 @@ impl Server {
                 "VOXLOOP_LOG",
                 std::env::var("VOXLOOP_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // No NATS unless a test starts one: never touch a developer's
+            // server on the default port (its prompts and durable consumer).
+            .env("VOXLOOP_NATS_URL", "")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in envs {
