@@ -190,6 +190,8 @@ struct Loop {
     key: u64,
     next_reply_id: u64,
     prompts: PromptQueue<PromptDone>,
+    /// Prompts whose reply task was cut off before they were heard come back here.
+    requeue_tx: mpsc::UnboundedSender<(Prompt, PromptDone)>,
     /// When the user's turn or the assistant's audio last ended.
     quiet_since: Instant,
 }
@@ -204,6 +206,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let cfg = deps.config.clone();
+    let (requeue_tx, mut requeue_rx) = mpsc::unbounded_channel();
     let mut lp = Loop {
         turns: TurnTaking::new(cfg.turn.clone()),
         vad: VadState::default(),
@@ -222,6 +225,7 @@ pub async fn run(
         key: rand::random::<u64>(),
         next_reply_id: 1,
         prompts: PromptQueue::new(cfg.prompts.max_queued),
+        requeue_tx,
         quiet_since: Instant::now(),
         deps,
         out,
@@ -240,6 +244,10 @@ pub async fn run(
                 None => control_open = false,
             },
             _ = tick.tick() => lp.on_tick().await,
+            Some((prompt, done)) = requeue_rx.recv() => {
+                tracing::info!(prompt = %prompt.id, "prompt cut off before it was heard; queued again");
+                lp.prompts.requeue(prompt, done);
+            }
             f = super::next_input(&mut input, lp.turns.in_turn()) => match f {
                 Some(pcm) => lp.on_audio(&pcm).await,
                 None => break,
@@ -269,6 +277,9 @@ pub async fn run(
         if let Ok(ReplyOutcome::PromptNotStarted(_, done)) = r.task.await {
             let _ = done.send(PromptOutcome::Dropped(DropReason::SessionEnded));
         }
+    }
+    while let Ok((_, done)) = requeue_rx.try_recv() {
+        let _ = done.send(PromptOutcome::Dropped(DropReason::SessionEnded));
     }
     for (done, reason) in lp.prompts.drain() {
         let _ = done.send(PromptOutcome::Dropped(reason));
@@ -396,8 +407,12 @@ impl Loop {
             // Still generating: stop the LLM and TTS; let the task wind down.
             r.cancel.cancel();
             let (id, turn, progress) = (r.id, r.turn, r.progress.clone());
+            let requeue = self.requeue_tx.clone();
             tokio::spawn(async move {
-                let _ = r.task.await;
+                // A prompt cut off before any of it played goes back in line.
+                if let Ok(ReplyOutcome::PromptNotStarted(p, done)) = r.task.await {
+                    let _ = requeue.send((p, done));
+                }
             });
             (id, turn, progress, None)
         } else if let Some(p) = self.playing.take() {
@@ -425,10 +440,11 @@ impl Loop {
                 }
             }
             None => {
+                let answered_someone = user.is_some() || assistant_only;
                 if let Some(user) = user {
                     self.history.push(ChatMessage::new(Role::User, user));
                 }
-                if self.history.last().is_some_and(|m| m.role == Role::User) || assistant_only {
+                if answered_someone {
                     self.history
                         .push(ChatMessage::new(Role::Assistant, cut_off(&heard)));
                 }
@@ -473,12 +489,12 @@ impl Loop {
 
     /// Expire prompts, and speak the next one if this is a natural moment.
     async fn on_tick(&mut self) {
-        if self.prompts.is_empty() {
-            return;
-        }
         let replying = self.replying();
         if replying {
             self.quiet_since = Instant::now();
+        }
+        if self.prompts.is_empty() {
+            return;
         }
         for (done, reason) in self.prompts.expire(time::OffsetDateTime::now_utc()) {
             let _ = done.send(PromptOutcome::Dropped(reason));
