@@ -884,3 +884,106 @@ async fn the_server_starts_without_nats_and_picks_it_up_later() {
     .await;
     client.bye().await;
 }
+
+/// Run `voxloop say ARGS --nats-url URL`: (exit code, stdout, stderr).
+fn say_cli(url: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_voxloop"))
+        .arg("say")
+        .args(args)
+        .args(["--nats-url", url])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("VOXLOOP_CONFIG")
+        .env("VOXLOOP_LOG", "warn")
+        .output()
+        .expect("run voxloop say");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    println!(
+        "voxloop say {args:?} -> {:?}\n{stdout}{stderr}",
+        out.status.code()
+    );
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+async fn say_async(url: &str, args: &[&str]) -> (i32, String, String) {
+    let url = url.to_string();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        say_cli(&url, &a)
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voxloop_say_prints_the_outcome() {
+    let mut nats = Nats::start().await;
+    let server = serve(&nats, &[]);
+    wait_stream(&js(&nats.url).await).await;
+    let mut client = connect(&server).await;
+    let sid = client.session_id.clone();
+
+    let (code, out, _) = say_async(
+        &nats.url,
+        &["--session", &sid, "--id", "cli-one", "Did you sleep well?"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("published: prompt=cli-one subject=voxloop.prompt.session."),
+        "{out}"
+    );
+    let spoken = out
+        .lines()
+        .find(|l| l.starts_with("spoken: "))
+        .unwrap_or_else(|| panic!("no spoken line: {out}"));
+    assert!(spoken.contains(&format!("session={sid}")), "{spoken}");
+    assert!(spoken.contains("latency_ms="), "{spoken}");
+    wait_ev(&mut client, 10, |e| {
+        e["type"] == "prompt" && e["id"] == "cli-one"
+    })
+    .await;
+    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+
+    let (code, out, _) = say_async(
+        &nats.url,
+        &["--session", &sid, "--expires-in", "0s", "Too late now."],
+    )
+    .await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("dropped: ") && l.contains("reason=expired")),
+        "{out}"
+    );
+
+    let (code, out, _) = say_async(
+        &nats.url,
+        &[
+            "--broadcast",
+            "--id",
+            "cli-all",
+            "--priority",
+            "3",
+            "Hello everyone.",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("spoken: ")).count(),
+        1,
+        "{out}"
+    );
+
+    let (code, _, err) = say_async(&nats.url, &["--session", "not a session id", "Hi"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a session id"), "{err}");
+
+    nats.stop();
+    let (code, _, err) = say_async(&nats.url, &["--session", &sid, "Anyone?"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach NATS"), "{err}");
+    client.bye().await;
+}
