@@ -122,7 +122,7 @@ pub async fn converse_file(
         if report.transcript.is_none()
             && fed >= input.len()
             && started.elapsed()
-                > Duration::from_secs_f64(input.len() as f64 / f64::from(PIPELINE_RATE) + 5.0)
+                > Duration::from_secs_f64(input.len() as f64 / f64::from(PIPELINE_RATE) + 10.0)
         {
             break;
         }
