@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod converse;
 pub mod engines;
+pub mod loadtest;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;

@@ -34,6 +34,8 @@ enum Command {
     Transcribe(TranscribeArgs),
     /// Speak text with the TTS voice into a WAV file.
     SayText(SayTextArgs),
+    /// Load a running server with virtual users (real WebRTC clients) and report latency.
+    Loadtest(voxloop::loadtest::LoadtestArgs),
     /// Fetch, list and verify the local models (models/manifest.toml).
     Models {
         #[command(subcommand)]
@@ -194,6 +196,19 @@ fn main() -> anyhow::Result<()> {
             args.models.apply(&mut config);
             init_tracing(&config.log);
             let code = runtime()?.block_on(transcribe(&config, &args.files))?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::Loadtest(args) => {
+            // The clients' own logs are noise next to the progress line (the
+            // engine warns about checks that arrive before the answer).
+            init_tracing(if std::env::var_os("VOXLOOP_LOG").is_some() {
+                &config.log
+            } else {
+                "warn,rtc::peer_connection=error"
+            });
+            let code = runtime()?.block_on(voxloop::loadtest::main(args))?;
             if code != 0 {
                 std::process::exit(code);
             }
