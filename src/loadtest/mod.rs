@@ -142,6 +142,10 @@ pub struct LoadtestArgs {
     /// Failed (or busy-line) turns a capacity step may have, percent.
     #[arg(long, default_value_t = 1.0)]
     pub max_failure_pct: f64,
+    /// Late received frames (percent) a capacity step may have: 0.5 finds
+    /// how many sessions the media path holds (with --mode media).
+    #[arg(long, default_value_t = 100.0)]
+    pub max_late_pct: f64,
     /// Largest session count --find-capacity tries.
     #[arg(long, default_value_t = 32)]
     pub max_sessions: usize,
@@ -610,10 +614,19 @@ pub fn steady_summary(run: &RunRecord) -> Summary {
     Summary::of(turns, &run.session_records)
 }
 
+/// What a capacity step must stay within.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bounds {
+    pub p95_ms: f64,
+    pub failure_pct: f64,
+    pub late_pct: f64,
+}
+
 /// Did a capacity step hold?
-pub fn step_held(s: &Summary, p95_bound_ms: f64, max_failure_pct: f64) -> bool {
-    s.voice_to_voice_ms.p95.is_some_and(|p| p <= p95_bound_ms)
-        && s.unanswered_pct <= max_failure_pct
+pub fn step_held(s: &Summary, b: &Bounds) -> bool {
+    s.voice_to_voice_ms.p95.is_some_and(|p| p <= b.p95_ms)
+        && s.unanswered_pct <= b.failure_pct
+        && s.late_pct <= b.late_pct
 }
 
 /// Next session count to try: double until a step fails, then bisect.
@@ -761,10 +774,13 @@ pub async fn main(args: LoadtestArgs) -> Result<i32, LoadtestError> {
         return Ok(if run.interrupted { 130 } else { 0 });
     }
 
-    let bound_ms = args.p95_bound.as_secs_f64() * 1000.0;
+    let bounds = Bounds {
+        p95_ms: args.p95_bound.as_secs_f64() * 1000.0,
+        failure_pct: args.max_failure_pct,
+        late_pct: args.max_late_pct,
+    };
     let mut cap = CapacityRecord {
-        p95_bound_ms: bound_ms,
-        max_failure_pct: args.max_failure_pct,
+        bounds,
         ..CapacityRecord::default()
     };
     let mut failed_min: Option<usize> = None;
@@ -777,15 +793,16 @@ pub async fn main(args: LoadtestArgs) -> Result<i32, LoadtestError> {
         };
         let run = run_load(&step_settings, corpus.clone(), abort.clone()).await;
         let steady = steady_summary(&run);
-        let held = !run.interrupted && step_held(&steady, bound_ms, args.max_failure_pct);
+        let held = !run.interrupted && step_held(&steady, &bounds);
         println!(
-            "step: sessions={n} held={} turns={} v2v_p50_ms={:.0} v2v_p95_ms={:.0} failure_pct={:.1} unanswered_pct={:.1}",
+            "step: sessions={n} held={} turns={} v2v_p50_ms={:.0} v2v_p95_ms={:.0} failure_pct={:.1} unanswered_pct={:.1} late_pct={:.2}",
             if held { "yes" } else { "no" },
             steady.turns,
             steady.voice_to_voice_ms.p50.unwrap_or(f64::NAN),
             steady.voice_to_voice_ms.p95.unwrap_or(f64::NAN),
             steady.failure_pct,
             steady.unanswered_pct,
+            steady.late_pct,
         );
         cap.steps.push(CapacityStep {
             sessions: n,
@@ -824,9 +841,11 @@ pub async fn main(args: LoadtestArgs) -> Result<i32, LoadtestError> {
     let md = out.join("report.md");
     write_file(&md, &report::capacity_markdown(&cap, &plots))?;
     println!(
-        "capacity: sessions={} p95_bound_ms={bound_ms:.0} max_failure_pct={:.1} steps={}",
+        "capacity: sessions={} p95_bound_ms={:.0} max_failure_pct={:.1} max_late_pct={:.1} steps={}",
         cap.capacity,
-        args.max_failure_pct,
+        bounds.p95_ms,
+        bounds.failure_pct,
+        bounds.late_pct,
         cap.steps.len()
     );
     println!("json: {}", json.display());
@@ -910,20 +929,25 @@ mod tests {
     }
 
     #[test]
-    fn a_step_holds_on_latency_and_failures() {
+    fn a_step_holds_on_latency_failures_and_late_frames() {
+        let b = Bounds {
+            p95_ms: 2000.0,
+            failure_pct: 1.0,
+            late_pct: 0.5,
+        };
         let mut s = Summary {
             voice_to_voice_ms: stats::Dist::of(&[1000.0, 1500.0, 1900.0]),
             ..Summary::default()
         };
-        assert!(step_held(&s, 2000.0, 1.0));
+        assert!(step_held(&s, &b));
         s.unanswered_pct = 2.0;
-        assert!(!step_held(&s, 2000.0, 1.0));
+        assert!(!step_held(&s, &b));
         s.unanswered_pct = 0.0;
+        s.late_pct = 0.6;
+        assert!(!step_held(&s, &b));
+        s.late_pct = 0.0;
         s.voice_to_voice_ms = stats::Dist::of(&[1000.0, 3000.0]);
-        assert!(!step_held(&s, 2000.0, 1.0));
-        assert!(
-            !step_held(&Summary::default(), 2000.0, 1.0),
-            "no turns, no capacity"
-        );
+        assert!(!step_held(&s, &b));
+        assert!(!step_held(&Summary::default(), &b), "no turns, no capacity");
     }
 }

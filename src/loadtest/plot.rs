@@ -279,7 +279,7 @@ fn draw_capacity(c: &CapacityRecord, path: &Path) -> Result<(), String> {
     let y_max = steps
         .iter()
         .filter_map(|s| s.2)
-        .fold(c.p95_bound_ms, f64::max)
+        .fold(c.bounds.p95_ms, f64::max)
         * 1.15
         / 1000.0;
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
@@ -304,7 +304,7 @@ fn draw_capacity(c: &CapacityRecord, path: &Path) -> Result<(), String> {
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(|e| e.to_string())?;
-    let bound = c.p95_bound_ms / 1000.0;
+    let bound = c.bounds.p95_ms / 1000.0;
     chart
         .draw_series(LineSeries::new(
             vec![(0.0, bound), (x_max, bound)],

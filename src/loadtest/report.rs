@@ -495,8 +495,7 @@ pub struct CapacityStep {
 /// The result of `--find-capacity`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapacityRecord {
-    pub p95_bound_ms: f64,
-    pub max_failure_pct: f64,
+    pub bounds: super::Bounds,
     /// The largest session count that held (0 if none did).
     pub capacity: usize,
     pub steps: Vec<CapacityStep>,
@@ -680,14 +679,24 @@ pub fn capacity_markdown(c: &CapacityRecord, plots: &[String]) -> String {
     let mut out = String::from("# voxloop capacity\n\n");
     let _ = writeln!(
         out,
-        "A step holds when p95 voice-to-voice of the turns started after its ramp is at most {:.0} ms and failures are at most {:.1} % (busy-line turns count as failures here). Sessions double until a step fails, then bisect.\n\n**Capacity: {} sessions.**\n\n| sessions | held | turns | p50 ms | p95 ms | p99 ms | failure % | unanswered % | server CPU % | server late % |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        c.p95_bound_ms, c.max_failure_pct, c.capacity
+        "A step holds when p95 voice-to-voice of the turns started after its ramp is at most {:.0} ms and failures are at most {:.1} % (busy-line turns count as failures here){}. Sessions double until a step fails, then bisect.\n\n**Capacity: {} sessions.**\n\n| sessions | held | turns | p50 ms | p95 ms | p99 ms | failure % | unanswered % | late frames % | server CPU % | server late % |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        c.bounds.p95_ms,
+        c.bounds.failure_pct,
+        if c.bounds.late_pct < 100.0 {
+            format!(
+                ", and late received frames at most {:.2} %",
+                c.bounds.late_pct
+            )
+        } else {
+            String::new()
+        },
+        c.capacity
     );
     for s in &c.steps {
         let v = &s.steady.voice_to_voice_ms;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {} | {} |",
             s.sessions,
             if s.held { "yes" } else { "no" },
             s.steady.turns,
@@ -696,6 +705,7 @@ pub fn capacity_markdown(c: &CapacityRecord, plots: &[String]) -> String {
             ms(v.p99),
             s.steady.failure_pct,
             s.steady.unanswered_pct,
+            s.steady.late_pct,
             s.server
                 .and_then(|x| x.cpu_pct)
                 .map_or_else(|| "-".into(), |x| format!("{x:.0}")),
