@@ -396,7 +396,12 @@ impl User<'_> {
                 && st.speak_done
             {
                 let quiet_since = st.last_voiced_rx.map_or(t, |v| v.max(t));
-                if st.listening_after_terminal || now.duration_since(quiet_since) >= QUIET_END {
+                // A reply still playing a whole timeout after it was complete
+                // is cut short: its latency is known, the run must go on.
+                if st.listening_after_terminal
+                    || now.duration_since(quiet_since) >= QUIET_END
+                    || now.duration_since(t) > self.cfg.turn_timeout
+                {
                     // Frames still in flight when `listening` came.
                     let frames = self.client.drain_received();
                     self.take_frames(st, &frames);
@@ -408,17 +413,13 @@ impl User<'_> {
                     return Some((outcome, None));
                 }
             }
+            // The timeout is for the reply to come, not for it to finish playing.
             let waited_from = st.last_voiced_sent.unwrap_or(started);
-            if now.duration_since(waited_from) > self.cfg.turn_timeout {
-                let kind = if st.terminal.is_some() {
-                    ErrorKind::NoAudio
-                } else {
-                    ErrorKind::Timeout
-                };
+            if st.terminal.is_none() && now.duration_since(waited_from) > self.cfg.turn_timeout {
                 return Some((
                     Outcome::Failed,
                     Some(Failure::new(
-                        kind,
+                        ErrorKind::Timeout,
                         format!("no reply within {:?}", self.cfg.turn_timeout),
                     )),
                 ));
