@@ -117,8 +117,9 @@ pub struct LoadtestArgs {
     /// Pause after a reply before the next utterance: MIN..MAX or one value.
     #[arg(long, default_value = "1s..3s", value_parser = parse_think)]
     pub think: (Duration, Duration),
-    /// A turn with no reply this long after the user stopped fails (a reply
-    /// still playing this long after it was complete is cut short).
+    /// A turn whose reply has not begun this long after the user stopped
+    /// fails, as does a reply that stalls this long; one still playing twice
+    /// this long after it began is cut short.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub turn_timeout: Duration,
     /// Jitter a received frame may have before it counts late (the depth of
@@ -513,9 +514,9 @@ pub async fn run_load(
     let client_cpu_end = crate::metrics::process_cpu_seconds("self");
     let window_end = Instant::now();
     stop.cancel();
-    // Turns in progress may finish (a reply may take a timeout to come and
-    // another to play out); then they are cut.
-    let grace = tokio::time::Instant::now() + settings.turn_timeout * 2 + Duration::from_secs(5);
+    // Turns in progress may finish (a reply may take a timeout to begin and
+    // two to play out); then they are cut.
+    let grace = tokio::time::Instant::now() + settings.turn_timeout * 3 + Duration::from_secs(5);
     let mut grace_over = false;
     loop {
         tokio::select! {

@@ -232,6 +232,8 @@ struct TurnState {
     empty: bool,
     voiced_arrivals: Vec<Instant>,
     last_voiced_rx: Option<Instant>,
+    /// The first voiced frame after our last voiced sample: the reply began.
+    reply_audio: Option<Instant>,
 }
 
 impl User<'_> {
@@ -392,15 +394,21 @@ impl User<'_> {
                     Some(Failure::new(ErrorKind::NoReply, "the server heard nothing")),
                 ));
             }
+            let timeout = self.cfg.turn_timeout;
+            // The reply began when its audio or its final event came.
+            let began = match (st.reply_audio, st.terminal) {
+                (Some(a), Some(t)) => Some(a.min(t)),
+                (a, t) => a.or(t),
+            };
             if let Some(t) = st.terminal
                 && st.speak_done
             {
                 let quiet_since = st.last_voiced_rx.map_or(t, |v| v.max(t));
-                // A reply still playing a whole timeout after it was complete
-                // is cut short: its latency is known, the run must go on.
+                // A reply still playing long after it began is cut short: its
+                // latency is known, and the run must go on.
                 if st.listening_after_terminal
                     || now.duration_since(quiet_since) >= QUIET_END
-                    || now.duration_since(t) > self.cfg.turn_timeout
+                    || began.is_some_and(|b| now.duration_since(b) > timeout * 2)
                 {
                     // Frames still in flight when `listening` came.
                     let frames = self.client.drain_received();
@@ -413,14 +421,27 @@ impl User<'_> {
                     return Some((outcome, None));
                 }
             }
-            // The timeout is for the reply to come, not for it to finish playing.
+            // The timeout is for the reply to begin (and, once it has, for
+            // it not to stall), not for it to finish playing.
             let waited_from = st.last_voiced_sent.unwrap_or(started);
-            if st.terminal.is_none() && now.duration_since(waited_from) > self.cfg.turn_timeout {
+            let stalled = match began {
+                None => now.duration_since(waited_from) > timeout,
+                Some(b) => {
+                    st.terminal.is_none()
+                        && now.duration_since(st.last_voiced_rx.map_or(b, |v| v.max(b))) > timeout
+                }
+            };
+            if stalled {
+                let what = if began.is_some() {
+                    "the reply stalled for"
+                } else {
+                    "no reply within"
+                };
                 return Some((
                     Outcome::Failed,
                     Some(Failure::new(
                         ErrorKind::Timeout,
-                        format!("no reply within {:?}", self.cfg.turn_timeout),
+                        format!("{what} {timeout:?}"),
                     )),
                 ));
             }
@@ -433,6 +454,9 @@ impl User<'_> {
             if f.pcm.iter().any(|x| x.abs() > VOICED_THRESHOLD) {
                 st.voiced_arrivals.push(f.arrival);
                 st.last_voiced_rx = Some(f.arrival);
+                if st.reply_audio.is_none() && st.last_voiced_sent.is_some_and(|s| f.arrival > s) {
+                    st.reply_audio = Some(f.arrival);
+                }
             }
         }
     }
