@@ -36,10 +36,19 @@ pub fn parse_tsv(tsv: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Load every utterance of `dir` that has a voiced sample (a silent clip has
-/// no "last voiced sample" to measure latency from).
-pub fn load(dir: &Path) -> Result<Vec<Utterance>, LoadtestError> {
-    let tsv_path = dir.join("transcripts.tsv");
+/// Load every utterance of `path` that has a voiced sample (a silent clip
+/// has no "last voiced sample" to measure latency from). `path` is a
+/// directory holding `transcripts.tsv`, or a `.tsv` file; audio file names are
+/// relative to the directory the list is in.
+pub fn load(path: &Path) -> Result<Vec<Utterance>, LoadtestError> {
+    let (dir, tsv_path) = if path.is_file() {
+        (
+            path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            path.to_path_buf(),
+        )
+    } else {
+        (path.to_path_buf(), path.join("transcripts.tsv"))
+    };
     let tsv = std::fs::read_to_string(&tsv_path).map_err(|e| LoadtestError::Corpus {
         path: tsv_path.clone(),
         message: e.to_string(),
@@ -88,6 +97,18 @@ mod tests {
                 ("b.wav".into(), "Hello there.".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_directory_or_a_list_file() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let all = load(&data).unwrap();
+        let questions = load(&data.join("questions.tsv")).unwrap();
+        assert_eq!(all.len(), 12);
+        assert_eq!(questions.len(), 10);
+        assert!(questions.iter().all(|u| u.name.starts_with('q')));
+        assert_eq!(questions[0].text, "What is the capital of France?");
+        assert!(!questions[0].pcm.is_empty());
     }
 
     #[test]

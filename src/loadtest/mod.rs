@@ -108,7 +108,8 @@ pub struct LoadtestArgs {
     /// Turns per user before it hangs up; 0 = until the duration ends.
     #[arg(long, default_value_t = 0)]
     pub turns: u32,
-    /// Directory with transcripts.tsv (file<TAB>[voice<TAB>]text) and the audio.
+    /// Directory with transcripts.tsv (file<TAB>[voice<TAB>]text) and the
+    /// audio, or such a .tsv file (audio names relative to its directory).
     #[arg(long, default_value = "tests/data")]
     pub audio: PathBuf,
     /// conversation (speech pipeline) or media (echo pipeline).
