@@ -279,6 +279,12 @@ pub struct InferenceConfig {
     pub tts_queue: usize,
     /// Speaking rate of the voice: > 1 slower, < 1 faster (default: the voice's own).
     pub tts_length_scale: Option<f32>,
+    /// A turn whose reply has not started (transcript and first LLM token)
+    /// this long after the end of the turn gets the busy line instead of
+    /// more silence; 0 = wait as long as the queues allow
+    /// (`VOXLOOP_START_DEADLINE_MS`). Queues bound how much work waits, not
+    /// how long: a full set of LLM slots can hold a turn for seconds.
+    pub start_deadline_ms: u64,
 }
 
 impl Default for InferenceConfig {
@@ -297,6 +303,7 @@ impl Default for InferenceConfig {
             tts_workers: 1,
             tts_queue: 16,
             tts_length_scale: None,
+            start_deadline_ms: 3000,
         }
     }
 }
@@ -502,6 +509,9 @@ impl Config {
                     Ok(())
                 }
                 "VOXLOOP_LLM_SLOTS" => parse_one(&value).map(|v| self.inference.llm_slots = v),
+                "VOXLOOP_START_DEADLINE_MS" => {
+                    parse_one(&value).map(|v| self.inference.start_deadline_ms = v)
+                }
                 "VOXLOOP_OPUS_BITRATE" => parse_one(&value).map(|v| self.audio.opus_bitrate = v),
                 "VOXLOOP_NATS_PREFIX" => {
                     self.bus.prefix = value.clone();

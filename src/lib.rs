@@ -12,6 +12,7 @@ pub mod converse;
 pub mod engines;
 pub mod hub;
 pub mod intent;
+pub mod loadtest;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;

@@ -38,6 +38,8 @@ enum Command {
     Say(SayArgs),
     /// Follow conversations on NATS and publish follow-up questions as prompts.
     IntentWorker(IntentArgs),
+    /// Load a running server with virtual users (real WebRTC clients) and report latency.
+    Loadtest(voxloop::loadtest::LoadtestArgs),
     /// Fetch, list and verify the local models (models/manifest.toml).
     Models {
         #[command(subcommand)]
@@ -277,6 +279,19 @@ fn main() -> anyhow::Result<()> {
                 });
                 voxloop::intent::run(config, cancel).await
             })?;
+        }
+        Command::Loadtest(args) => {
+            // The clients' own logs are noise next to the progress line (the
+            // engine warns about checks that arrive before the answer).
+            init_tracing(if std::env::var_os("VOXLOOP_LOG").is_some() {
+                &config.log
+            } else {
+                "warn,rtc::peer_connection=error"
+            });
+            let code = runtime()?.block_on(voxloop::loadtest::main(args))?;
+            if code != 0 {
+                std::process::exit(code);
+            }
         }
         Command::SayText(args) => {
             args.models.apply(&mut config);

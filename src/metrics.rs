@@ -148,8 +148,58 @@ impl Metrics {
                 let _ = writeln!(out, "voxloop_signaling_errors_total{{kind=\"{kind}\"}} {v}");
             }
         }
+        // The standard process metrics, so a load tester on another machine
+        // (or one without this pid) can still work out CPU per session.
+        if let Some(cpu) = process_cpu_seconds("self") {
+            let _ = writeln!(
+                out,
+                "# HELP process_cpu_seconds_total User and system CPU time of this process.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu:.2}"
+            );
+        }
+        if let Some(rss) = process_rss_bytes("self") {
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident set size of this process.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+            );
+        }
         out
     }
+}
+
+/// Linux reports process times in USER_HZ, which is 100 on every
+/// architecture Linux supports for user space (it is part of the ABI).
+const USER_HZ: f64 = 100.0;
+
+/// User + system CPU seconds of process `pid` (`"self"` for this one), from
+/// `/proc/PID/stat`; `None` where there is no procfs.
+pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_proc_stat_cpu(&stat)
+}
+
+/// Resident set size of process `pid` in bytes, from `/proc/PID/status`.
+pub fn process_rss_bytes(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line, in seconds.
+/// The command name (field 2) may hold spaces and parentheses, so fields are
+/// counted from its closing parenthesis.
+fn parse_proc_stat_cpu(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11); // field 3 is the first after ')'
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
 }
 
 /// Read one sample from Prometheus text (used by tests and the load tester).
@@ -182,5 +232,16 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(m.signaling_errors(ErrorCode::BadJson), 2);
+        assert!(parse_sample(&text, "process_cpu_seconds_total").is_some());
+        assert!(parse_sample(&text, "process_resident_memory_bytes").unwrap_or(0.0) > 0.0);
+    }
+
+    #[test]
+    fn proc_stat_cpu_fields() {
+        // pid (comm with spaces and a paren) state ppid ... utime=250 stime=50
+        let line = "42 (tokio rt (1)) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
+        assert_eq!(parse_proc_stat_cpu(line), Some(3.0));
+        assert_eq!(parse_proc_stat_cpu("garbage"), None);
+        assert!(process_cpu_seconds("self").is_some());
     }
 }

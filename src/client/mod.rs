@@ -376,6 +376,35 @@ impl Client {
         self.received().into_iter().flat_map(|f| f.pcm).collect()
     }
 
+    /// Take everything received so far, leaving the buffer empty: a long
+    /// session (the load tester) reads its audio as it comes instead of
+    /// holding minutes of PCM.
+    pub fn drain_received(&self) -> Vec<ReceivedFrame> {
+        self.shared
+            .received
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
+
+    /// The next data-channel event if one is waiting, without waiting.
+    pub fn try_next_event(&mut self) -> Option<serde_json::Value> {
+        self.events.try_recv().ok()
+    }
+
+    /// A sender for this session's audio track that another task can own,
+    /// with its own encoder and no pacing: the caller sends one 20 ms frame
+    /// per call on its own clock (a microphone that never stops, while this
+    /// `Client` waits for events).
+    pub fn audio_sender(&self, opus_bitrate: i32) -> Result<AudioSender, ClientError> {
+        Ok(AudioSender {
+            peer: self.peer.clone(),
+            encoder: OpusEncoder::new(opus_bitrate)
+                .map_err(|e| ClientError::Audio(e.to_string()))?,
+            shared: self.shared.clone(),
+        })
+    }
+
     /// Forget what was received so far.
     pub fn clear_received(&self) {
         if let Ok(mut r) = self.shared.received.lock() {
@@ -426,6 +455,31 @@ impl Client {
             t.abort();
         }
         self.peer.close().await;
+    }
+}
+
+/// Sends 20 ms frames on a [`Client`]'s track; see [`Client::audio_sender`].
+pub struct AudioSender {
+    peer: Arc<Peer>,
+    encoder: OpusEncoder,
+    shared: Arc<Shared>,
+}
+
+impl AudioSender {
+    /// Encode and send one frame ([`WIRE_FRAME`] samples at 48 kHz; shorter is
+    /// padded with silence, longer is cut).
+    pub async fn send_frame(&mut self, frame: &[f32]) -> Result<(), ClientError> {
+        if let Some(why) = self.shared.ended.lock().ok().and_then(|e| e.clone()) {
+            return Err(ClientError::Ended(why));
+        }
+        let mut pcm = frame[..frame.len().min(WIRE_FRAME)].to_vec();
+        pcm.resize(WIRE_FRAME, 0.0);
+        let packet = self
+            .encoder
+            .encode(&pcm)
+            .map_err(|e| ClientError::Audio(e.to_string()))?;
+        self.peer.send_opus(packet).await?;
+        Ok(())
     }
 }
 

@@ -160,9 +160,12 @@ fn decode(
     if let Some(ctx) = audio_ctx {
         fp.set_audio_ctx(ctx);
     }
-    state
-        .full(fp, pcm)
-        .map_err(|e| AsrError::Whisper(e.to_string()))?;
+    {
+        let _turn = super::gate::ggml().enter();
+        state
+            .full(fp, pcm)
+            .map_err(|e| AsrError::Whisper(e.to_string()))?;
+    }
     let mut text = String::new();
     for seg in state.as_iter() {
         // Whisper's own verdict that a segment holds no speech (noise it

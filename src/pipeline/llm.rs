@@ -629,7 +629,11 @@ impl Engine {
                 }
                 pos += 1;
             }
-            if let Err(e) = self.ctx.decode(&mut self.batch) {
+            let decoded = {
+                let _turn = super::gate::ggml().enter();
+                self.ctx.decode(&mut self.batch)
+            };
+            if let Err(e) = decoded {
                 return self.fail_start(i, req, &format!("prefill decode: {e}"), pending);
             }
             self.slots[i].cached.extend_from_slice(chunk);
@@ -739,7 +743,11 @@ impl Engine {
         if in_batch.is_empty() {
             return;
         }
-        if let Err(e) = self.ctx.decode(&mut self.batch) {
+        let decoded = {
+            let _turn = super::gate::ggml().enter();
+            self.ctx.decode(&mut self.batch)
+        };
+        if let Err(e) = decoded {
             let why = format!("decode: {e}");
             for (i, _) in in_batch {
                 if let Some(a) = self.slots[i].active.take() {

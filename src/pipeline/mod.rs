@@ -9,6 +9,7 @@
 
 pub mod asr;
 pub mod echo;
+pub mod gate;
 pub mod llm;
 pub mod llm_http;
 pub mod mel;

@@ -74,6 +74,13 @@ impl<W: 'static> WorkerPool<W> {
         let (tx, rx) = oneshot::channel();
         let pending = self.pending.clone();
         let job: Job<W> = Box::new(move |w| {
+            // A caller that gave up while the job waited (a turn past its start
+            // deadline, a hung-up session) gets nothing: skip the work so the
+            // queue drains faster under overload.
+            if tx.is_closed() {
+                pending.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
             let r = f(w);
             // Count the job done before its result is visible to the caller.
             pending.fetch_sub(1, Ordering::SeqCst);
@@ -154,6 +161,25 @@ mod tests {
         gate_tx.send(()).unwrap();
         blocker.await.unwrap();
         assert_eq!(queued.await.unwrap(), 1);
+        assert_eq!(pool.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn abandoned_jobs_are_skipped() {
+        let pool: WorkerPool<u32> = WorkerPool::new("skip", 1, 4, |_| Ok::<u32, ()>(0)).unwrap();
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = pool
+            .try_run(move |_| {
+                let _ = gate_rx.recv_timeout(Duration::from_secs(5));
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Queued behind the blocker, then abandoned by its caller.
+        let abandoned = pool.try_run(|w| *w += 1).unwrap();
+        drop(abandoned);
+        gate_tx.send(()).unwrap();
+        blocker.await.unwrap();
+        assert_eq!(pool.run(|w| *w).await.unwrap(), 0, "the abandoned job ran");
         assert_eq!(pool.pending(), 0);
     }
 

@@ -663,14 +663,41 @@ impl ReplyCtx {
         let _ = self.events.try_send(ev);
     }
 
-    fn play_busy_line(&self) -> ReplyOutcome {
+    /// `reason`: `queue_full` (an inference queue refused the job) or
+    /// `deadline` (the reply had not started by `inference.start_deadline_ms`).
+    fn play_busy_line(&self, reason: &'static str) -> ReplyOutcome {
+        tracing::info!(turn = self.turn, reason, "busy line");
         Metrics::inc(&self.deps.metrics.busy_replies);
         if let Ok(mut q) = self.out.lock() {
             q.push_reply(self.id, self.deps.busy_line.to_vec());
         }
-        self.emit(json!({"type": "busy", "turn": self.turn, "text": self.deps.config.conversation.busy_line}));
+        self.emit(json!({"type": "busy", "turn": self.turn, "text": self.deps.config.conversation.busy_line, "reason": reason}));
         self.emit(json!({"type": "state", "state": "speaking"}));
         ReplyOutcome::Busy
+    }
+
+    /// When the reply must have started (transcript and first LLM token).
+    fn start_deadline(&self) -> Option<tokio::time::Instant> {
+        let ms = self.deps.config.inference.start_deadline_ms;
+        (ms > 0).then(|| tokio::time::Instant::from_std(self.ended_at + Duration::from_millis(ms)))
+    }
+}
+
+/// `f`'s output, or `None` if `deadline` passed first.
+async fn within<F: std::future::Future>(
+    deadline: Option<tokio::time::Instant>,
+    f: F,
+) -> Option<F::Output> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, f).await.ok(),
+        None => Some(f.await),
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -690,19 +717,35 @@ async fn respond(ctx: ReplyCtx, input: ReplyInput) -> ReplyOutcome {
         }
         ReplyInput::Speech { audio, spec } => {
             let engines = ctx.deps.engines.clone();
+            // Queues bound how much work waits, not how long: past this
+            // deadline the user hears the busy line instead of silence.
+            let deadline = ctx.start_deadline();
             // The speculative transcript if it is there, else decode now.
-            let transcript = match spec {
-                Some(h) => match h.await {
-                    Ok(Some(t)) => Ok(t),
-                    _ => engines.asr.transcribe(audio).await,
-                },
-                None => engines.asr.transcribe(audio).await,
-            };
+            let mut spec = spec;
+            let transcript = within(deadline, async {
+                if let Some(h) = spec.as_mut()
+                    && let Ok(Some(t)) = h.await
+                {
+                    return Ok(t);
+                }
+                engines.asr.transcribe(audio).await
+            })
+            .await;
             let transcript = match transcript {
-                Ok(t) => t,
-                Err(super::asr::AsrError::Busy(_)) => return ctx.play_busy_line(),
-                Err(e) => return ReplyOutcome::Failed(e.to_string()),
+                Some(Ok(t)) => t,
+                Some(Err(super::asr::AsrError::Busy(_))) => {
+                    return ctx.play_busy_line("queue_full");
+                }
+                Some(Err(e)) => return ReplyOutcome::Failed(e.to_string()),
+                None => {
+                    // Nobody waits for the speculative decode any more: drop its job.
+                    if let Some(h) = spec {
+                        h.abort();
+                    }
+                    return ctx.play_busy_line("deadline");
+                }
             };
+            let asr_done = ctx.ended_at.elapsed();
             let user = transcript.text.trim().to_string();
             if user.is_empty() {
                 return ReplyOutcome::Empty;
@@ -714,7 +757,6 @@ async fn respond(ctx: ReplyCtx, input: ReplyInput) -> ReplyOutcome {
             if ctx.cancel.is_cancelled() {
                 return ReplyOutcome::Cancelled;
             }
-            let asr_done = ctx.ended_at.elapsed();
             answer(ctx, user, asr_done, transcript.elapsed).await
         }
     }
@@ -819,12 +861,15 @@ async fn answer(
     asr_decode: Duration,
 ) -> ReplyOutcome {
     let engines = ctx.deps.engines.clone();
+    // The first token must come by the start deadline (counted from the end
+    // of the turn), or the user hears the busy line.
+    let deadline = ctx.start_deadline();
     let mut messages = ctx.history.clone();
     messages.push(ChatMessage::new(Role::User, user.clone()));
     let llm_start = Instant::now();
     let mut generation = match engines.llm.generate(ctx.key, messages, None) {
         Ok(g) => g,
-        Err(_) => return ctx.play_busy_line(),
+        Err(_) => return ctx.play_busy_line("queue_full"),
     };
     let mut chunker = SentenceChunker::new(ctx.deps.config.conversation.min_clause_words);
     let mut first_token: Option<Duration> = None;
@@ -838,6 +883,12 @@ async fn answer(
                 generation.cancel();
                 cancelled = true;
                 break;
+            }
+            _ = sleep_until_opt(deadline), if first_token.is_none() => {
+                // Still waiting for an LLM slot: give it up (a queued request
+                // is dropped before it decodes) and say we are busy.
+                generation.cancel();
+                return ctx.play_busy_line("deadline");
             }
             ev = generation.events.recv() => ev,
         };
