@@ -496,9 +496,14 @@ impl ReplyCtx {
         let _ = self.events.try_send(ev);
     }
 
+    /// An inference queue refused the job.
+    fn play_busy_line(&self) -> ReplyOutcome {
+        self.busy_line_because("queue_full")
+    }
+
     /// `reason`: `queue_full` (an inference queue refused the job) or
     /// `deadline` (the reply had not started by `inference.start_deadline_ms`).
-    fn play_busy_line(&self, reason: &'static str) -> ReplyOutcome {
+    fn busy_line_because(&self, reason: &'static str) -> ReplyOutcome {
         tracing::info!(turn = self.turn, reason, "busy line");
         Metrics::inc(&self.deps.metrics.busy_replies);
         if let Ok(mut q) = self.out.lock() {
@@ -560,14 +565,14 @@ async fn respond(
     .await;
     let transcript = match transcript {
         Some(Ok(t)) => t,
-        Some(Err(super::asr::AsrError::Busy(_))) => return ctx.play_busy_line("queue_full"),
+        Some(Err(super::asr::AsrError::Busy(_))) => return ctx.play_busy_line(),
         Some(Err(e)) => return ReplyOutcome::Failed(e.to_string()),
         None => {
             // Nobody waits for the speculative decode any more: drop its job.
             if let Some(h) = spec {
                 h.abort();
             }
-            return ctx.play_busy_line("deadline");
+            return ctx.busy_line_because("deadline");
         }
     };
     let asr_done = ctx.ended_at.elapsed();
@@ -589,7 +594,7 @@ async fn respond(
     let llm_start = Instant::now();
     let mut generation = match engines.llm.generate(ctx.key, messages, None) {
         Ok(g) => g,
-        Err(_) => return ctx.play_busy_line("queue_full"),
+        Err(_) => return ctx.play_busy_line(),
     };
     let mut chunker = SentenceChunker::new(ctx.deps.config.conversation.min_clause_words);
     let mut first_token: Option<Duration> = None;
@@ -609,7 +614,7 @@ async fn respond(
                 // Still waiting for an LLM slot: give it up (a queued request
                 // is dropped before it decodes) and say we are busy.
                 generation.cancel();
-                return ctx.play_busy_line("deadline");
+                return ctx.busy_line_because("deadline");
             }
             ev = generation.events.recv() => ev,
         };
