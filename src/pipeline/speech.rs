@@ -496,14 +496,9 @@ impl ReplyCtx {
         let _ = self.events.try_send(ev);
     }
 
-    /// An inference queue refused the job.
-    fn play_busy_line(&self) -> ReplyOutcome {
-        self.busy_line_because("queue_full")
-    }
-
     /// `reason`: `queue_full` (an inference queue refused the job) or
     /// `deadline` (the reply had not started by `inference.start_deadline_ms`).
-    fn busy_line_because(&self, reason: &'static str) -> ReplyOutcome {
+    fn play_busy_line(&self, reason: &'static str) -> ReplyOutcome {
         tracing::info!(turn = self.turn, reason, "busy line");
         Metrics::inc(&self.deps.metrics.busy_replies);
         if let Ok(mut q) = self.out.lock() {
@@ -565,14 +560,14 @@ async fn respond(
     .await;
     let transcript = match transcript {
         Some(Ok(t)) => t,
-        Some(Err(super::asr::AsrError::Busy(_))) => return ctx.play_busy_line(),
+        Some(Err(super::asr::AsrError::Busy(_))) => return ctx.play_busy_line("queue_full"),
         Some(Err(e)) => return ReplyOutcome::Failed(e.to_string()),
         None => {
             // Nobody waits for the speculative decode any more: drop its job.
             if let Some(h) = spec {
                 h.abort();
             }
-            return ctx.busy_line_because("deadline");
+            return ctx.play_busy_line("deadline");
         }
     };
     let asr_done = ctx.ended_at.elapsed();
@@ -594,7 +589,7 @@ async fn respond(
     let llm_start = Instant::now();
     let mut generation = match engines.llm.generate(ctx.key, messages, None) {
         Ok(g) => g,
-        Err(_) => return ctx.play_busy_line(),
+        Err(_) => return ctx.play_busy_line("queue_full"),
     };
     let mut chunker = SentenceChunker::new(ctx.deps.config.conversation.min_clause_words);
     let mut first_token: Option<Duration> = None;
@@ -614,7 +609,7 @@ async fn respond(
                 // Still waiting for an LLM slot: give it up (a queued request
                 // is dropped before it decodes) and say we are busy.
                 generation.cancel();
-                return ctx.busy_line_because("deadline");
+                return ctx.play_busy_line("deadline");
             }
             ev = generation.events.recv() => ev,
         };
