@@ -39,6 +39,8 @@ use crate::{PIPELINE_FRAME, PIPELINE_RATE, WIRE_FRAME, WIRE_RATE};
 
 /// Events held while the data channel is not open yet.
 const MAX_PENDING_EVENTS: usize = 64;
+/// Longest typed message, in characters: a turn, not a document.
+const MAX_TYPED_CHARS: usize = 2000;
 /// 16 kHz chunks the pipeline may lag behind the network (4 s).
 const PIPELINE_QUEUE: usize = 200;
 
@@ -306,6 +308,10 @@ fn parse_data_message(text: &str, max_len: usize) -> Result<String, (&'static st
         serde_json::from_str(text).map_err(|e| ("bad_json", format!("not valid JSON: {e}")))?;
     match v.get("type").and_then(Value::as_str) {
         Some("text") => match v.get("text").and_then(Value::as_str) {
+            Some(t) if t.chars().count() > MAX_TYPED_CHARS => Err((
+                "too_large",
+                format!("typed text is over {MAX_TYPED_CHARS} characters"),
+            )),
             Some(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
             _ => Err((
                 "bad_message",
@@ -465,6 +471,8 @@ mod tests {
             code(r#"{"type":"text","text":"hello"}"#, 10),
             Err("too_large")
         );
+        let long = serde_json::json!({"type": "text", "text": "a".repeat(MAX_TYPED_CHARS + 1)});
+        assert_eq!(code(&long.to_string(), 1 << 20), Err("too_large"));
     }
 
     #[test]
