@@ -109,7 +109,7 @@ struct SayArgs {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i32,
     /// Drop the prompt if not spoken within this time (e.g. 30s, 2m).
-    #[arg(long, value_parser = voxloop::bus::say::parse_duration)]
+    #[arg(long, value_parser = voxloop::config::parse_duration)]
     expires_in: Option<std::time::Duration>,
     /// A newer prompt with the same key replaces this one while it waits.
     #[arg(long)]
@@ -124,7 +124,7 @@ struct SayArgs {
     #[arg(long)]
     nats_url: Option<String>,
     /// How long to wait for the outcome (0 = publish only).
-    #[arg(long, default_value = "60s", value_parser = voxloop::bus::say::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = voxloop::config::parse_duration)]
     timeout: std::time::Duration,
 }
 
@@ -134,7 +134,7 @@ struct IntentArgs {
     #[arg(long)]
     nats_url: Option<String>,
     /// Silence before a follow-up, e.g. 20s (VOXLOOP_INTENT_QUIET_MS).
-    #[arg(long, value_parser = voxloop::bus::say::parse_duration)]
+    #[arg(long, value_parser = voxloop::config::parse_duration)]
     quiet: Option<std::time::Duration>,
     #[command(flatten)]
     models: ModelsArgs,

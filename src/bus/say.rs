@@ -60,33 +60,6 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-/// Parse `30s`, `500ms`, `2m`, `1h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 500ms, 2m or 1h"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 /// The prompt's expiry `after` from now, for `--expires-in`.
 pub fn expires_in(after: Duration) -> OffsetDateTime {
     OffsetDateTime::now_utc() + after
@@ -178,6 +151,7 @@ pub async fn say(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_duration;
 
     #[test]
     fn durations() {

@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::parse_duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -174,26 +176,6 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
         return Err(format!("rate must be positive: {s:?}"));
     }
     Ok(n / per)
-}
-
-/// Parse `500ms`, `60s`, `2m`, `1h`, `1.5s` or bare seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?} (expected e.g. 60s, 2m, 500ms)"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        u => return Err(format!("unknown duration unit {u:?} in {s:?}")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
 }
 
 /// `1s..3s` or a single duration.
