@@ -18,7 +18,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{BusError, Prompt, Subjects, ensure_streams};
+use crate::bus::{BusError, Prompt, Subjects, durable_messages};
 use crate::config::{Config, IntentConfig};
 use crate::pipeline::llm::{ChatMessage, LlmBackend, LlmEvent, Role};
 
@@ -263,33 +263,25 @@ async fn consume(
     tracker: &mut Tracker,
     cancel: &CancellationToken,
 ) -> Result<(), BusError> {
-    ensure_streams(js, subjects, &config.bus).await?;
-    let stream = js
-        .get_stream(subjects.event_stream())
-        .await
-        .map_err(|e| BusError::JetStream(e.to_string()))?;
     let name = config.intent.consumer.clone();
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                deliver_policy: consumer::DeliverPolicy::New,
-                ack_policy: consumer::AckPolicy::Explicit,
-                filter_subjects: vec![
-                    subjects.event("transcript"),
-                    subjects.event("reply"),
-                    subjects.event("session.>"),
-                ],
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| BusError::JetStream(format!("consumer {name}: {e}")))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| BusError::JetStream(e.to_string()))?;
+    let mut messages = durable_messages(
+        js,
+        subjects,
+        &config.bus,
+        subjects.event_stream(),
+        consumer::pull::Config {
+            durable_name: Some(name),
+            deliver_policy: consumer::DeliverPolicy::New,
+            ack_policy: consumer::AckPolicy::Explicit,
+            filter_subjects: vec![
+                subjects.event("transcript"),
+                subjects.event("reply"),
+                subjects.event("session.>"),
+            ],
+            ..Default::default()
+        },
+    )
+    .await?;
     let prefix = format!("{}.event.", config.bus.prefix);
     let mut tick = tokio::time::interval(Duration::from_millis(config.intent.tick_ms.max(50)));
     loop {

@@ -361,6 +361,31 @@ pub async fn ensure_streams(
     Ok(())
 }
 
+/// Open the message stream of the durable pull consumer `config` on
+/// `stream` (a stream of [`ensure_streams`]), creating both if missing.
+/// Used by the server's prompt consumer and the intent worker's event consumer.
+pub async fn durable_messages(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    bus: &BusConfig,
+    stream: String,
+    config: consumer::pull::Config,
+) -> Result<consumer::pull::Stream, BusError> {
+    ensure_streams(js, subjects, bus).await?;
+    let name = config.durable_name.clone().unwrap_or_default();
+    let consumer: consumer::PullConsumer = js
+        .get_stream(&stream)
+        .await
+        .map_err(|e| BusError::JetStream(format!("stream {stream}: {e}")))?
+        .get_or_create_consumer(&name, config)
+        .await
+        .map_err(|e| BusError::JetStream(format!("consumer {name}: {e}")))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|e| BusError::JetStream(e.to_string()))
+}
+
 async fn publish_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
     let mut streams_ready = false;
     while let Some(ev) = rx.recv().await {
@@ -407,31 +432,22 @@ async fn consume(
     max_chars: usize,
     cancel: CancellationToken,
 ) -> Result<(), BusError> {
-    ensure_streams(&inner.js, &inner.subjects, &inner.config).await?;
-    let stream = inner
-        .js
-        .get_stream(inner.subjects.prompt_stream())
-        .await
-        .map_err(|e| BusError::JetStream(e.to_string()))?;
     let name = inner.config.consumer.clone();
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
-                max_ack_pending: 1024,
-                filter_subject: inner.subjects.prompt_all(),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| BusError::JetStream(format!("consumer {name}: {e}")))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| BusError::JetStream(e.to_string()))?;
+    let mut messages = durable_messages(
+        &inner.js,
+        &inner.subjects,
+        &inner.config,
+        inner.subjects.prompt_stream(),
+        consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: 1024,
+            filter_subject: inner.subjects.prompt_all(),
+            ..Default::default()
+        },
+    )
+    .await?;
     tracing::info!(consumer = %name, stream = %inner.subjects.prompt_stream(), "consuming prompts");
     loop {
         let msg = tokio::select! {
