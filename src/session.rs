@@ -161,8 +161,10 @@ impl Session {
                 )
                 .instrument(span),
             ),
-            (PipelineKind::Speech, None) => {
-                tracing::error!("speech pipeline without engines; falling back to echo");
+            (kind, _) => {
+                if *kind == PipelineKind::Speech {
+                    tracing::error!("speech pipeline without engines; falling back to echo");
+                }
                 tokio::spawn(
                     echo_loop(
                         pcm_rx,
@@ -175,17 +177,6 @@ impl Session {
                     .instrument(span),
                 )
             }
-            (PipelineKind::Echo, _) => tokio::spawn(
-                echo_loop(
-                    pcm_rx,
-                    control_rx,
-                    queue,
-                    ev_tx,
-                    ctx.clone(),
-                    cancel.clone(),
-                )
-                .instrument(span),
-            ),
         };
         tasks.push(pipeline);
         Self {
