@@ -6,7 +6,7 @@
 # same files with the full 30 s window and with voxloop's fitted audio_ctx,
 # and prints: file, window, C ms, voxloop ms, ratio voxloop/C.
 #
-# Env: VOXLOOP (binary; default the debug build in /root/.cache/voxloop/target),
+# Env: VOXLOOP (binary; default the release build in ${CARGO_TARGET_DIR:-target}),
 #      BUILD_DIR (default /tmp/whisper-bench-build), BUILD_TYPE (default Release),
 #      THREADS (default 2, voxloop's asr_threads), FLASH_ATTN (C side, default 0
 #      like whisper-rs), RUNS (voxloop runs timed after one warm-up; default 3).
@@ -15,13 +15,13 @@
 # Caveat when reading the ratio: the voxloop binary also links llama.cpp
 # (llama-cpp-sys-2), whose static ggml libraries have the same symbol names as
 # whisper.cpp's, and the linker takes ggml from llama.cpp. So voxloop runs
-# whisper.cpp 1.8.3 on llama.cpp's ggml (GGML_LLAMAFILE=ON), and a debug cargo
-# build compiles both as RelWithDebInfo (-O2). The C side here uses whisper.cpp's
+# whisper.cpp 1.8.3 on llama.cpp's ggml (GGML_LLAMAFILE=ON); a release cargo
+# build compiles both as CMake Release (a debug one as RelWithDebInfo). The C side here uses whisper.cpp's
 # own ggml as vendored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VOXLOOP=${VOXLOOP:-/root/.cache/voxloop/target/debug/voxloop}
+VOXLOOP=${VOXLOOP:-${CARGO_TARGET_DIR:-target}/release/voxloop}
 BUILD_DIR=${BUILD_DIR:-/tmp/whisper-bench-build}
 BUILD_TYPE=${BUILD_TYPE:-Release}
 THREADS=${THREADS:-2}

@@ -19,9 +19,13 @@ if [ "$want" != "$have" ]; then
   npm ci --prefix tests/browser --no-audit --no-fund
 fi
 cargo fmt --all -- --check
-cargo build --locked --all-targets
-cargo clippy --locked --all-targets -- -D warnings
+# The release profile, as `make run` builds: after it, only voxloop's own
+# test targets compile here, never whisper.cpp, llama.cpp or opus again.
+cargo build --release --locked --all-targets
+cargo clippy --release --locked --all-targets -- -D warnings
 # One test at a time: the speech tests measure latency and must not
-# compete with each other for the 2 cores.
-cargo test --locked --all-targets -- --nocapture --test-threads=1
+# compete with each other for the 2 cores. --no-fail-fast runs every test
+# binary even after one fails (cargo still exits non-zero), so one failure
+# does not hide the others.
+cargo test --release --locked --no-fail-fast --all-targets -- --nocapture --test-threads=1
 echo "tests finished in $(( $(date +%s) - start )) s"
