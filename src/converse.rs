@@ -59,7 +59,7 @@ pub async fn converse_file(
         rx,
         control_rx,
         out.clone(),
-        ev_tx,
+        crate::session::typed_events(ev_tx),
         deps.clone(),
         cancel.clone(),
     ));

@@ -155,7 +155,7 @@ impl Session {
                     pcm_rx,
                     control_rx,
                     queue,
-                    ev_tx,
+                    typed_events(ev_tx),
                     deps.clone(),
                     cancel.clone(),
                 )
@@ -438,6 +438,22 @@ async fn outbound_loop(
             }
         }
     }
+}
+
+/// Typed speech events onto the JSON event channel (until the session's
+/// channel carries `Event` itself).
+pub(crate) fn typed_events(tx: mpsc::Sender<Value>) -> mpsc::Sender<crate::events::Event> {
+    let (etx, mut erx) = mpsc::channel::<crate::events::Event>(256);
+    tokio::spawn(async move {
+        while let Some(ev) = erx.recv().await {
+            if let Ok(v) = serde_json::to_value(&ev)
+                && tx.send(v).await.is_err()
+            {
+                break;
+            }
+        }
+    });
+    etx
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! (`crate::session`) drives the stages and owns all IO.
 
 pub mod asr;
+pub mod conversation;
+pub mod deps;
 pub mod echo;
 pub mod gate;
 pub mod llm;

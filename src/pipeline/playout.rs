@@ -70,6 +70,11 @@ impl OutQueue {
         }
     }
 
+    /// The reply that played last and how many of its samples played.
+    pub fn progress(&self) -> (u64, usize) {
+        self.played
+    }
+
     /// Drop everything queued (barge-in); returns the samples dropped.
     pub fn clear(&mut self) -> usize {
         let dropped = self.queued();

@@ -1,199 +1,69 @@
-//! The speech pipeline of one conversation: VAD → end of turn → ASR → LLM
-//! (streamed) → sentence chunks → TTS → playout, with barge-in.
+//! The speech pipeline of one session: the tokio shell around the sans-IO
+//! [`Conversation`].
 //!
-//! [`run`] is one task per session. It reads 16 kHz audio, drives the
-//! IO-free [`TurnTaking`] state machine with Silero's verdicts, and starts a
-//! reply task at the end of each turn. The reply task streams LLM tokens into
-//! the [`SentenceChunker`], synthesizes each piece as soon as it is complete
-//! and queues the audio, so the first sentence plays while the LLM is still
-//! writing. User speech of `barge_in_ms` during a reply cancels it: the LLM
-//! stops before its next token, queued audio is dropped at once, and the
-//! history records the reply as cut off where the user stopped hearing it.
-//!
-//! Proactive prompts and typed messages arrive as [`Control`] commands. A
-//! prompt waits in a [`PromptQueue`] until the user has not been in a turn
-//! and the assistant has been silent for `prompts.grace_ms`
-//! ([`prompts::moment`]); it is then spoken like a reply whose text is
-//! given, and enters the history as an assistant turn.
+//! [`run`] is one task per session. It cuts the 16 kHz input into 32 ms
+//! windows, asks Silero for their speech probabilities and feeds them to the
+//! conversation with everything else that happens (Smart Turn answers,
+//! transcripts, LLM tokens, synthesized pieces, playout progress, prompts,
+//! typed text, timeouts). It carries out the [`Action`]s that come back:
+//! inference jobs go to the engines' own threads (ASR and Smart Turn one
+//! task each, one forwarding task per LLM generation, one TTS task per
+//! session that synthesizes pieces in order), audio goes to the
+//! [`OutQueue`], events to the session. Results come back on one channel
+//! and are fed in as inputs, so all decisions stay in the state machine.
 //!
 //! Nothing here touches the network: the session feeds audio in and drains
 //! the [`OutQueue`]; `voxloop converse` does the same with files.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::asr::Transcript;
-use super::llm::{ChatMessage, LlmEvent, Role};
+use super::asr::AsrError;
+use super::conversation::{Action, Conversation, Count, Failure, Heard, Input, Playout, Settings};
+use super::llm::LlmEvent;
 use super::playout::OutQueue;
-use super::prompts::{self, Activity, Control, Moment, PromptOutcome, PromptQueue};
-use super::turn::TurnPrediction;
-use super::turn_taking::{EndReason, TurnEvent, TurnTaking};
+use super::prompts::{Control, PromptOutcome};
 use super::vad::{VadState, WINDOW};
+use crate::WIRE_RATE;
 use crate::audio::resample_clip;
-use crate::bus::{DropReason, Prompt};
-use crate::config::Config;
-use crate::engines::Engines;
+use crate::bus::DropReason;
+use crate::events::Event;
 use crate::metrics::Metrics;
-use crate::text::SentenceChunker;
-use crate::{PIPELINE_RATE, WIRE_RATE};
 
-/// Audio kept from before the turn started (VAD needs a few windows to be sure).
-const PREROLL_MS: usize = 400;
-/// How often queued prompts are checked against the clock.
-const PROMPT_TICK: Duration = Duration::from_millis(50);
+pub use super::deps::{LoadError, SpeechDeps};
 
-type PromptDone = tokio::sync::oneshot::Sender<PromptOutcome>;
-
-/// Shared, long-lived things a speech session needs.
-#[derive(Clone)]
-pub struct SpeechDeps {
-    pub engines: Arc<Engines>,
-    pub config: Arc<Config>,
-    pub metrics: Arc<Metrics>,
-    /// "One moment, please", synthesized once at start-up (48 kHz).
-    pub busy_line: Arc<Vec<f32>>,
-}
-
-/// The speech pipeline's engines could not be made ready.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("loading models: {0}")]
-    Engines(#[from] crate::engines::EngineError),
-    #[error("preparing the busy line: {0}")]
-    BusyLine(#[from] super::tts::TtsError),
-    #[error("model loading thread failed: {0}")]
-    Join(String),
-}
-
-impl SpeechDeps {
-    /// Load every engine of `config`'s profile (off the async workers) and
-    /// synthesize the busy line.
-    pub async fn load(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Self, LoadError> {
-        let cfg = config.clone();
-        let engines = tokio::task::spawn_blocking(move || Engines::load(&cfg))
-            .await
-            .map_err(|e| LoadError::Join(e.to_string()))??;
-        Self::new(Arc::new(engines), config, metrics).await
-    }
-
-    async fn new(
-        engines: Arc<Engines>,
-        config: Arc<Config>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, LoadError> {
-        let speech = engines
-            .tts
-            .synthesize(config.conversation.busy_line.clone())
-            .await?;
-        let pcm = resample_clip(&speech.pcm, speech.sample_rate, WIRE_RATE).unwrap_or_default();
-        Ok(Self {
-            engines,
-            config,
-            metrics,
-            busy_line: Arc::new(pcm),
-        })
-    }
-}
-
-/// What a reply task has done so far; read by the session on barge-in.
-#[derive(Debug, Default)]
-struct Progress {
-    user_text: Option<String>,
-    /// A proactive prompt: no user message goes into the history.
-    assistant_only: bool,
-    /// Text of each synthesized piece and its length in 48 kHz samples, in play order.
-    pieces: Vec<(String, usize)>,
-    reply_text: String,
-}
-
-/// A reply whose text is complete but whose audio is (maybe) still queued.
-struct Playing {
-    id: u64,
-    turn: u64,
-    progress: Arc<Mutex<Progress>>,
-    /// Index of its assistant message in the history.
-    history_idx: usize,
-}
-
-struct Reply {
-    id: u64,
-    turn: u64,
+/// One piece for the session's TTS task.
+struct TtsJob {
+    reply: u64,
+    piece: usize,
+    text: String,
     cancel: CancellationToken,
-    progress: Arc<Mutex<Progress>>,
-    task: JoinHandle<ReplyOutcome>,
 }
 
-#[derive(Debug)]
-enum ReplyOutcome {
-    /// Nothing was understood: no reply.
-    Empty,
-    /// Inference was overloaded; the busy line was played.
-    Busy,
-    /// `user` is `None` for a proactive prompt (an assistant-only turn).
-    Done {
-        user: Option<String>,
-        reply: String,
-    },
-    Cancelled,
-    /// A prompt cut off before any of it was queued: it goes back in line.
-    PromptNotStarted(Prompt, PromptDone),
-    Failed(String),
-}
-
-/// What starts a reply.
-enum ReplyInput {
-    /// The user's utterance, with the speculative transcript if one is running.
-    Speech {
-        audio: Vec<f32>,
-        spec: Option<JoinHandle<Option<Transcript>>>,
-    },
-    /// A typed message.
-    Text(String),
-    /// A proactive prompt: its text is the reply.
-    Prompt(Prompt, PromptDone),
-}
-
-async fn opt_join<T>(h: &mut Option<JoinHandle<T>>) -> Option<T> {
-    match h {
-        Some(j) => {
-            let r = j.await.ok();
-            *h = None;
-            r
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// State of one conversation's speech loop.
-struct Loop {
+/// The IO side of one conversation: running jobs and where results go.
+struct Shell {
     deps: SpeechDeps,
     out: Arc<Mutex<OutQueue>>,
-    events: mpsc::Sender<Value>,
-    turns: TurnTaking,
+    events: mpsc::Sender<Event>,
+    results: mpsc::UnboundedSender<Input>,
+    /// The LLM engine keeps this conversation's KV cells under this key.
+    key: u64,
     vad: VadState,
     vad_buf: Vec<f32>,
-    preroll: std::collections::VecDeque<f32>,
-    utterance: Vec<f32>,
-    /// Speculative transcript started at the last pause: (samples covered, task).
-    spec_asr: Option<(usize, JoinHandle<Option<Transcript>>)>,
-    prediction: Option<JoinHandle<(u64, Option<TurnPrediction>)>>,
-    reply: Option<Reply>,
-    /// A finished reply whose audio may still be playing.
-    playing: Option<Playing>,
-    history: Vec<ChatMessage>,
-    turn: u64,
-    key: u64,
-    next_reply_id: u64,
-    prompts: PromptQueue<PromptDone>,
-    /// Prompts whose reply task was cut off before they were heard come back here.
-    requeue_tx: mpsc::UnboundedSender<(Prompt, PromptDone)>,
-    /// When the user's turn or the assistant's audio last ended.
-    quiet_since: Instant,
+    asr: HashMap<u64, JoinHandle<()>>,
+    prediction: Option<JoinHandle<()>>,
+    llm: HashMap<u64, (Arc<AtomicBool>, JoinHandle<()>)>,
+    tts: mpsc::UnboundedSender<TtsJob>,
+    tts_cancel: HashMap<u64, CancellationToken>,
+    tickets: HashMap<u64, oneshot::Sender<PromptOutcome>>,
+    next_ticket: u64,
+    last_playout: Option<Playout>,
 }
 
 /// Run the speech loop until `cancel` fires or the input ends.
@@ -201,89 +71,58 @@ pub async fn run(
     mut input: mpsc::Receiver<Vec<f32>>,
     mut control: mpsc::Receiver<Control>,
     out: Arc<Mutex<OutQueue>>,
-    events: mpsc::Sender<Value>,
+    events: mpsc::Sender<Event>,
     deps: SpeechDeps,
     cancel: CancellationToken,
 ) {
-    let cfg = deps.config.clone();
-    let (requeue_tx, mut requeue_rx) = mpsc::unbounded_channel();
-    let mut lp = Loop {
-        turns: TurnTaking::new(cfg.turn.clone()),
-        vad: VadState::default(),
-        vad_buf: Vec::with_capacity(WINDOW * 2),
-        preroll: std::collections::VecDeque::new(),
-        utterance: Vec::new(),
-        spec_asr: None,
-        prediction: None,
-        reply: None,
-        playing: None,
-        history: vec![ChatMessage::new(
-            Role::System,
-            cfg.conversation.system_prompt.clone(),
-        )],
-        turn: 0,
-        key: rand::random::<u64>(),
-        next_reply_id: 1,
-        prompts: PromptQueue::new(cfg.prompts.max_queued),
-        requeue_tx,
-        quiet_since: Instant::now(),
+    let (results, mut results_rx) = mpsc::unbounded_channel();
+    let (tts, tts_rx) = mpsc::unbounded_channel();
+    let tts_task = tokio::spawn(tts_worker(deps.clone(), tts_rx, results.clone()));
+    let settings = Settings::from_config(&deps.config);
+    let mut conv = Conversation::new(settings, Instant::now(), time::OffsetDateTime::now_utc());
+    let mut sh = Shell {
         deps,
         out,
         events,
+        results,
+        key: rand::random::<u64>(),
+        vad: VadState::default(),
+        vad_buf: Vec::with_capacity(WINDOW * 2),
+        asr: HashMap::new(),
+        prediction: None,
+        llm: HashMap::new(),
+        tts,
+        tts_cancel: HashMap::new(),
+        tickets: HashMap::new(),
+        next_ticket: 1,
+        last_playout: None,
     };
-    lp.emit(json!({"type": "state", "state": "listening"}))
-        .await;
-    let mut tick = tokio::time::interval(PROMPT_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    sh.feed(&mut conv, Input::Tick);
     let mut control_open = true;
     loop {
+        let timeout = conv.poll_timeout();
         tokio::select! {
             _ = cancel.cancelled() => break,
             c = control.recv(), if control_open => match c {
-                Some(c) => lp.on_control(c).await,
+                Some(Control::Prompt(d)) => {
+                    let ticket = sh.next_ticket;
+                    sh.next_ticket += 1;
+                    sh.tickets.insert(ticket, d.done);
+                    sh.feed(&mut conv, Input::Prompt { prompt: d.prompt, ticket });
+                }
+                Some(Control::Text(text)) => sh.feed(&mut conv, Input::Text(text)),
                 None => control_open = false,
             },
-            _ = tick.tick() => lp.on_tick().await,
-            Some((prompt, done)) = requeue_rx.recv() => {
-                tracing::info!(prompt = %prompt.id, "prompt cut off before it was heard; queued again");
-                lp.prompts.requeue(prompt, done);
-            }
-            f = super::next_input(&mut input, lp.turns.in_turn()) => match f {
-                Some(pcm) => lp.on_audio(&pcm).await,
+            Some(result) = results_rx.recv() => sh.feed(&mut conv, result),
+            f = super::next_input(&mut input, conv.in_turn()) => match f {
+                Some(pcm) => sh.on_audio(&mut conv, &pcm).await,
                 None => break,
             },
-            p = opt_join(&mut lp.prediction) => {
-                if let Some((id, Some(pred))) = p {
-                    tracing::debug!(probability = pred.probability, "smart turn");
-                    if let Some(ev) = lp.turns.on_prediction(id, pred.complete()) {
-                        lp.on_turn_event(ev).await;
-                    }
-                }
-            },
-            outcome = async {
-                match lp.reply.as_mut() {
-                    Some(r) => (&mut r.task).await.ok(),
-                    None => std::future::pending().await,
-                }
-            } => {
-                if let Some(r) = lp.reply.take() {
-                    lp.finish_reply(r, outcome.unwrap_or(ReplyOutcome::Failed("reply task died".into()))).await;
-                }
-            },
+            _ = sleep_until_opt(timeout) => sh.feed(&mut conv, Input::Tick),
         }
     }
-    if let Some(r) = lp.reply.take() {
-        r.cancel.cancel();
-        if let Ok(ReplyOutcome::PromptNotStarted(_, done)) = r.task.await {
-            let _ = done.send(PromptOutcome::Dropped(DropReason::SessionEnded));
-        }
-    }
-    while let Ok((_, done)) = requeue_rx.try_recv() {
-        let _ = done.send(PromptOutcome::Dropped(DropReason::SessionEnded));
-    }
-    for (done, reason) in lp.prompts.drain() {
-        let _ = done.send(PromptOutcome::Dropped(reason));
-    }
+    let actions = conv.close();
+    sh.execute(actions);
     control.close();
     while let Ok(c) = control.try_recv() {
         if let Control::Prompt(d) = c {
@@ -292,26 +131,69 @@ pub async fn run(
                 .send(PromptOutcome::Dropped(DropReason::SessionEnded));
         }
     }
-    lp.deps.engines.llm.forget(lp.key);
+    for (_, h) in sh.asr.drain() {
+        h.abort();
+    }
+    for (_, (stop, h)) in sh.llm.drain() {
+        stop.store(true, Ordering::SeqCst);
+        h.abort();
+    }
+    if let Some(h) = sh.prediction.take() {
+        h.abort();
+    }
+    tts_task.abort();
+    sh.deps.engines.llm.forget(sh.key);
 }
 
-impl Loop {
-    async fn emit(&self, ev: Value) {
-        // Events are best-effort: a slow reader must not stall the audio loop.
-        let _ = self.events.try_send(ev);
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Shell {
+    /// Feed one input (after the playout progress, if it changed) and carry
+    /// out what the conversation decides.
+    fn feed(&mut self, conv: &mut Conversation, input: Input) {
+        match &input {
+            Input::Transcript { job, .. } => {
+                self.asr.remove(job);
+            }
+            Input::LlmDone { reply } | Input::LlmFailed { reply, .. } => {
+                self.llm.remove(reply);
+            }
+            _ => {}
+        }
+        let now = Instant::now();
+        let playout = self.playout();
+        if self.last_playout != Some(playout) {
+            self.last_playout = Some(playout);
+            let actions = conv.handle(Input::Playout(playout), now);
+            self.execute(actions);
+        }
+        let actions = conv.handle(input, now);
+        self.execute(actions);
     }
 
-    async fn on_audio(&mut self, pcm: &[f32]) {
+    fn playout(&self) -> Playout {
+        self.out
+            .lock()
+            .map(|q| {
+                let (reply, played) = q.progress();
+                Playout {
+                    reply,
+                    played,
+                    idle: q.is_empty(),
+                }
+            })
+            .unwrap_or_default()
+    }
+
+    /// Cut the input into VAD windows, score them (on the VAD's thread) and
+    /// feed each one.
+    async fn on_audio(&mut self, conv: &mut Conversation, pcm: &[f32]) {
         self.vad_buf.extend_from_slice(pcm);
-        self.preroll.extend(pcm.iter().copied());
-        let keep = PREROLL_MS * PIPELINE_RATE as usize / 1000;
-        while self.preroll.len() > keep {
-            self.preroll.pop_front();
-        }
-        if self.turns.in_turn() {
-            self.utterance.extend_from_slice(pcm);
-            self.quiet_since = Instant::now();
-        }
         if self.vad_buf.len() < WINDOW {
             return;
         }
@@ -324,7 +206,13 @@ impl Loop {
             .map(<[f32]>::to_vec)
             .collect();
         let state = std::mem::take(&mut self.vad);
-        let probs = match self.deps.engines.vad.probs(state.clone(), windows).await {
+        let probs = match self
+            .deps
+            .engines
+            .vad
+            .probs(state.clone(), windows.clone())
+            .await
+        {
             Ok((probs, st)) => {
                 self.vad = st;
                 probs
@@ -335,634 +223,187 @@ impl Loop {
                 vec![0.0; n]
             }
         };
-        for p in probs {
-            for ev in self.turns.on_window(p) {
-                self.on_turn_event(ev).await;
-            }
+        for (pcm, prob) in windows.into_iter().zip(probs) {
+            self.feed(conv, Input::Window { pcm, prob });
         }
     }
 
-    async fn on_turn_event(&mut self, ev: TurnEvent) {
-        match ev {
-            TurnEvent::SpeechStarted => {
-                self.utterance = self.preroll.iter().copied().collect();
-                self.spec_asr = None;
-                self.emit(json!({"type": "state", "state": "user_speaking"}))
-                    .await;
+    fn execute(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            self.act(a);
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        let engines = &self.deps.engines;
+        match action {
+            Action::Emit(ev) => {
+                // Events are best-effort: a slow reader must not stall the audio loop.
+                let _ = self.events.try_send(ev);
             }
-            TurnEvent::SustainedSpeech => self.barge_in().await,
-            TurnEvent::Paused => {
-                let audio = self.utterance.clone();
-                let covered = audio.len();
-                if self.deps.config.turn.smart_turn {
-                    let id = self.turns.pause_id();
-                    let turn = self.deps.engines.turn.clone();
-                    let a = audio.clone();
-                    self.prediction =
-                        Some(tokio::spawn(
-                            async move { (id, turn.predict(a).await.ok()) },
-                        ));
-                }
-                // Start decoding now, so the transcript is ready when the turn ends.
-                let asr = self.deps.engines.asr.clone();
-                self.spec_asr = Some((
-                    covered,
-                    tokio::spawn(async move { asr.transcribe(audio).await.ok() }),
-                ));
+            Action::StartAsr { job, audio } => {
+                let asr = engines.asr.clone();
+                let results = self.results.clone();
+                let h = tokio::spawn(async move {
+                    let result = match asr.transcribe(audio).await {
+                        Ok(t) => Ok(Heard {
+                            text: t.text,
+                            decode: t.elapsed,
+                        }),
+                        Err(AsrError::Busy(_)) => Err(Failure::Busy),
+                        Err(e) => Err(Failure::Failed(e.to_string())),
+                    };
+                    let _ = results.send(Input::Transcript { job, result });
+                });
+                self.asr.insert(job, h);
             }
-            TurnEvent::Resumed => {
-                if let Some((_, h)) = self.spec_asr.take() {
+            Action::CancelAsr { job } => {
+                // Dropping the job's future tells its pool to skip it.
+                if let Some(h) = self.asr.remove(&job) {
                     h.abort();
                 }
+            }
+            Action::PredictTurn { pause, audio } => {
+                let turn = engines.turn.clone();
+                let results = self.results.clone();
+                if let Some(h) = self.prediction.replace(tokio::spawn(async move {
+                    match turn.predict(audio).await {
+                        Ok(p) => {
+                            tracing::debug!(probability = p.probability, "smart turn");
+                            let complete = p.complete();
+                            let _ = results.send(Input::TurnPredicted { pause, complete });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Smart Turn failed; waiting for silence")
+                        }
+                    }
+                })) {
+                    h.abort();
+                }
+            }
+            Action::CancelTurnPrediction => {
                 if let Some(h) = self.prediction.take() {
                     h.abort();
                 }
             }
-            TurnEvent::EndOfTurn { silence_ms, reason } => {
-                self.end_turn(silence_ms, reason).await;
-            }
-        }
-    }
-
-    /// Is the assistant thinking or still talking?
-    fn replying(&self) -> bool {
-        self.reply.is_some()
-            || (self.playing.is_some() && self.out.lock().map(|q| !q.is_empty()).unwrap_or(false))
-    }
-
-    async fn barge_in(&mut self) {
-        if self.cut_reply().await {
-            Metrics::inc(&self.deps.metrics.barge_ins);
-        }
-    }
-
-    /// Stop the assistant's reply at once (the user spoke, or an `interrupt`
-    /// prompt takes its place). Returns whether there was one to stop.
-    async fn cut_reply(&mut self) -> bool {
-        if !self.replying() {
-            return false;
-        }
-        let dropped = self.out.lock().map(|mut q| q.clear()).unwrap_or(0);
-        let (id, turn, progress, history_idx) = if let Some(r) = self.reply.take() {
-            // Still generating: stop the LLM and TTS; let the task wind down.
-            r.cancel.cancel();
-            let (id, turn, progress) = (r.id, r.turn, r.progress.clone());
-            let requeue = self.requeue_tx.clone();
-            tokio::spawn(async move {
-                // A prompt cut off before any of it played goes back in line.
-                if let Ok(ReplyOutcome::PromptNotStarted(p, done)) = r.task.await {
-                    let _ = requeue.send((p, done));
-                }
-            });
-            (id, turn, progress, None)
-        } else if let Some(p) = self.playing.take() {
-            // Text complete, audio still playing.
-            (p.id, p.turn, p.progress, Some(p.history_idx))
-        } else {
-            return false;
-        };
-        let played = self.out.lock().map(|q| q.played(id)).unwrap_or(0);
-        let (user, assistant_only, heard) = progress
-            .lock()
-            .map(|p| {
-                (
-                    p.user_text.clone(),
-                    p.assistant_only,
-                    heard_text(&p.pieces, played),
-                )
-            })
-            .unwrap_or((None, false, String::new()));
-        // History keeps what the user actually heard, marked as cut off.
-        match history_idx {
-            Some(idx) => {
-                if let Some(m) = self.history.get_mut(idx) {
-                    m.content = cut_off(&heard);
+            Action::StartLlm { reply, messages } => {
+                match engines.llm.generate(self.key, messages, None) {
+                    Ok(mut g) => {
+                        let results = self.results.clone();
+                        let stop = g.canceller();
+                        let h = tokio::spawn(async move {
+                            while let Some(ev) = g.events.recv().await {
+                                let input = match ev {
+                                    LlmEvent::Token(text) => Input::LlmToken { reply, text },
+                                    LlmEvent::Done(c) => {
+                                        tracing::debug!(finish = ?c.finish, prompt = c.prompt_tokens, reused = c.reused_tokens, generated = c.generated, "llm done");
+                                        break;
+                                    }
+                                };
+                                if results.send(input).is_err() {
+                                    return;
+                                }
+                            }
+                            let _ = results.send(Input::LlmDone { reply });
+                        });
+                        self.llm.insert(reply, (stop, h));
+                    }
+                    Err(_) => {
+                        let _ = self.results.send(Input::LlmFailed {
+                            reply,
+                            failure: Failure::Busy,
+                        });
+                    }
                 }
             }
-            None => {
-                let answered_someone = user.is_some() || assistant_only;
-                if let Some(user) = user {
-                    self.history.push(ChatMessage::new(Role::User, user));
-                }
-                if answered_someone {
-                    self.history
-                        .push(ChatMessage::new(Role::Assistant, cut_off(&heard)));
+            Action::CancelLlm { reply } => {
+                if let Some((stop, h)) = self.llm.remove(&reply) {
+                    // The engine ends it before decoding another token.
+                    stop.store(true, Ordering::SeqCst);
+                    h.abort();
                 }
             }
-        }
-        tracing::info!(
-            turn,
-            played_ms = played / 48,
-            dropped_ms = dropped / 48,
-            "reply cut off"
-        );
-        self.emit(json!({"type": "reply", "turn": turn, "text": heard, "interrupted": true}))
-            .await;
-        true
-    }
-
-    async fn on_control(&mut self, c: Control) {
-        match c {
-            Control::Prompt(d) => {
-                tracing::info!(prompt = %d.prompt.id, priority = d.prompt.priority, "prompt queued");
-                let now = time::OffsetDateTime::now_utc();
-                for (done, reason) in self.prompts.push(d.prompt, d.done, now) {
-                    let _ = done.send(PromptOutcome::Dropped(reason));
-                }
-                self.on_tick().await;
-            }
-            Control::Text(text) => {
-                let text = text.trim().to_string();
-                if text.is_empty() {
-                    return;
-                }
-                if self.replying() {
-                    self.cut_reply().await;
-                }
-                self.playing = None;
-                self.emit(json!({"type": "state", "state": "thinking"}))
-                    .await;
-                self.start_reply(ReplyInput::Text(text), Instant::now(), 0);
-            }
-        }
-    }
-
-    /// Expire prompts, and speak the next one if this is a natural moment.
-    async fn on_tick(&mut self) {
-        let replying = self.replying();
-        if replying {
-            self.quiet_since = Instant::now();
-        }
-        if self.prompts.is_empty() {
-            return;
-        }
-        for (done, reason) in self.prompts.expire(time::OffsetDateTime::now_utc()) {
-            let _ = done.send(PromptOutcome::Dropped(reason));
-        }
-        let Some(interrupt) = self.prompts.head().map(|p| p.interrupt) else {
-            return;
-        };
-        let activity = Activity {
-            user_in_turn: self.turns.in_turn(),
-            assistant_busy: replying,
-            quiet_for: self.quiet_since.elapsed(),
-        };
-        let grace = Duration::from_millis(self.deps.config.prompts.grace_ms);
-        match prompts::moment(activity, grace, interrupt) {
-            Moment::Wait => {}
-            Moment::SpeakOverAssistant => {
-                self.cut_reply().await;
-                self.speak_next_prompt().await;
-            }
-            Moment::Speak => self.speak_next_prompt().await,
-        }
-    }
-
-    async fn speak_next_prompt(&mut self) {
-        let Some((prompt, done)) = self.prompts.pop() else {
-            return;
-        };
-        self.playing = None;
-        self.start_reply(ReplyInput::Prompt(prompt, done), Instant::now(), 0);
-    }
-
-    async fn end_turn(&mut self, silence_ms: u32, reason: EndReason) {
-        let turn = self.turn + 1;
-        let audio = std::mem::take(&mut self.utterance);
-        let ended_at = Instant::now();
-        Metrics::inc(&self.deps.metrics.utterances);
-        tracing::info!(
-            turn,
-            silence_ms,
-            ?reason,
-            audio_ms = audio.len() / 16,
-            "end of turn"
-        );
-        self.emit(json!({"type": "state", "state": "thinking"}))
-            .await;
-        if let Some(h) = self.prediction.take() {
-            h.abort();
-        }
-        // A speculative transcript is valid if only silence came after it.
-        let spec = self.spec_asr.take().map(|(_, h)| h);
-        if self.reply.is_some() || self.playing.is_some() {
-            // The user spoke again while the assistant was replying, without
-            // reaching the barge-in threshold: treat the new turn as one.
-            self.barge_in().await;
-        }
-        self.playing = None;
-        self.start_reply(ReplyInput::Speech { audio, spec }, ended_at, silence_ms);
-    }
-
-    /// Number a new turn and start its reply task.
-    fn start_reply(&mut self, input: ReplyInput, ended_at: Instant, silence_ms: u32) {
-        self.turn += 1;
-        let turn = self.turn;
-        let id = self.next_reply_id;
-        self.next_reply_id += 1;
-        let cancel = CancellationToken::new();
-        let progress = Arc::new(Mutex::new(Progress::default()));
-        let ctx = ReplyCtx {
-            deps: self.deps.clone(),
-            out: self.out.clone(),
-            events: self.events.clone(),
-            history: self.history.clone(),
-            key: self.key,
-            id,
-            turn,
-            cancel: cancel.clone(),
-            progress: progress.clone(),
-            ended_at,
-            silence_ms,
-        };
-        let task = tokio::spawn(respond(ctx, input));
-        self.reply = Some(Reply {
-            id,
-            turn,
-            cancel,
-            progress,
-            task,
-        });
-    }
-
-    async fn finish_reply(&mut self, r: Reply, outcome: ReplyOutcome) {
-        match outcome {
-            ReplyOutcome::Done { user, reply } => {
-                if let Some(user) = user {
-                    self.history.push(ChatMessage::new(Role::User, user));
-                }
-                self.history.push(ChatMessage::new(Role::Assistant, reply));
-                self.playing = Some(Playing {
-                    id: r.id,
-                    turn: r.turn,
-                    progress: r.progress,
-                    history_idx: self.history.len() - 1,
+            Action::Synthesize { reply, piece, text } => {
+                // One reply synthesizes at a time: older ones are done or cancelled.
+                self.tts_cancel.retain(|r, _| *r == reply);
+                let cancel = self.tts_cancel.entry(reply).or_default().clone();
+                let _ = self.tts.send(TtsJob {
+                    reply,
+                    piece,
+                    text,
+                    cancel,
                 });
             }
-            ReplyOutcome::Empty => {
-                self.emit(json!({"type": "state", "state": "listening"}))
-                    .await;
+            Action::CancelSynthesis { reply } => {
+                if let Some(c) = self.tts_cancel.remove(&reply) {
+                    c.cancel();
+                }
             }
-            ReplyOutcome::Busy | ReplyOutcome::Cancelled => {}
-            ReplyOutcome::PromptNotStarted(prompt, done) => {
-                tracing::info!(prompt = %prompt.id, "prompt cut off before it started; queued again");
-                self.prompts.requeue(prompt, done);
+            Action::Play { reply, pcm } => {
+                if let Ok(mut q) = self.out.lock() {
+                    q.push_reply(reply, pcm);
+                }
             }
-            ReplyOutcome::Failed(e) => {
-                tracing::warn!(turn = r.turn, error = %e, "reply failed");
-                self.emit(json!({"type": "error", "turn": r.turn, "message": e}))
-                    .await;
+            Action::PlayBusyLine { reply } => {
+                if let Ok(mut q) = self.out.lock() {
+                    q.push_reply(reply, self.deps.busy_line.to_vec());
+                }
+            }
+            Action::Flush => {
+                let dropped = self.out.lock().map(|mut q| q.clear()).unwrap_or(0);
+                tracing::debug!(dropped_ms = dropped / 48, "playout flushed");
+            }
+            Action::AnswerPrompt { ticket, outcome } => {
+                if let Some(done) = self.tickets.remove(&ticket) {
+                    let _ = done.send(outcome);
+                }
+            }
+            Action::Count(c) => {
+                let m = &self.deps.metrics;
+                Metrics::inc(match c {
+                    Count::Utterance => &m.utterances,
+                    Count::BargeIn => &m.barge_ins,
+                    Count::BusyLine => &m.busy_replies,
+                });
             }
         }
     }
 }
 
-/// How an interrupted reply is remembered: what was heard, marked as cut off.
-fn cut_off(heard: &str) -> String {
-    if heard.is_empty() {
-        "…".to_string()
-    } else {
-        format!("{heard}…")
-    }
-}
-
-/// The words of the pieces the user heard, the last one cut proportionally.
-fn heard_text(pieces: &[(String, usize)], played: usize) -> String {
-    let mut left = played;
-    let mut words: Vec<&str> = Vec::new();
-    for (text, samples) in pieces {
-        if left >= *samples {
-            words.extend(text.split_whitespace());
-            left -= samples;
-        } else {
-            let w: Vec<&str> = text.split_whitespace().collect();
-            let n = w.len() * left / (*samples).max(1);
-            words.extend(&w[..n]);
-            break;
-        }
-    }
-    words.join(" ")
-}
-
-struct ReplyCtx {
+/// Synthesizes a session's pieces one at a time, in order, resampled to the
+/// wire rate; a cancelled reply's pieces are skipped.
+async fn tts_worker(
     deps: SpeechDeps,
-    out: Arc<Mutex<OutQueue>>,
-    events: mpsc::Sender<Value>,
-    history: Vec<ChatMessage>,
-    key: u64,
-    id: u64,
-    turn: u64,
-    cancel: CancellationToken,
-    progress: Arc<Mutex<Progress>>,
-    ended_at: Instant,
-    silence_ms: u32,
-}
-
-impl ReplyCtx {
-    fn emit(&self, ev: Value) {
-        let _ = self.events.try_send(ev);
-    }
-
-    /// `reason`: `queue_full` (an inference queue refused the job) or
-    /// `deadline` (the reply had not started by `inference.start_deadline_ms`).
-    fn play_busy_line(&self, reason: &'static str) -> ReplyOutcome {
-        tracing::info!(turn = self.turn, reason, "busy line");
-        Metrics::inc(&self.deps.metrics.busy_replies);
-        if let Ok(mut q) = self.out.lock() {
-            q.push_reply(self.id, self.deps.busy_line.to_vec());
+    mut jobs: mpsc::UnboundedReceiver<TtsJob>,
+    results: mpsc::UnboundedSender<Input>,
+) {
+    while let Some(job) = jobs.recv().await {
+        if job.cancel.is_cancelled() {
+            continue;
         }
-        self.emit(json!({"type": "busy", "turn": self.turn, "text": self.deps.config.conversation.busy_line, "reason": reason}));
-        self.emit(json!({"type": "state", "state": "speaking"}));
-        ReplyOutcome::Busy
-    }
-
-    /// When the reply must have started (transcript and first LLM token).
-    fn start_deadline(&self) -> Option<tokio::time::Instant> {
-        let ms = self.deps.config.inference.start_deadline_ms;
-        (ms > 0).then(|| tokio::time::Instant::from_std(self.ended_at + Duration::from_millis(ms)))
-    }
-}
-
-/// `f`'s output, or `None` if `deadline` passed first.
-async fn within<F: std::future::Future>(
-    deadline: Option<tokio::time::Instant>,
-    f: F,
-) -> Option<F::Output> {
-    match deadline {
-        Some(d) => tokio::time::timeout_at(d, f).await.ok(),
-        None => Some(f.await),
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
-}
-
-async fn respond(ctx: ReplyCtx, input: ReplyInput) -> ReplyOutcome {
-    match input {
-        ReplyInput::Prompt(prompt, done) => speak_prompt(ctx, prompt, done).await,
-        ReplyInput::Text(text) => {
-            if let Ok(mut p) = ctx.progress.lock() {
-                p.user_text = Some(text.clone());
-            }
-            ctx.emit(json!({"type": "transcript", "turn": ctx.turn, "text": text, "final": true, "typed": true}));
-            answer(ctx, text, Duration::ZERO, Duration::ZERO).await
-        }
-        ReplyInput::Speech { audio, spec } => {
-            let engines = ctx.deps.engines.clone();
-            // Queues bound how much work waits, not how long: past this
-            // deadline the user hears the busy line instead of silence.
-            let deadline = ctx.start_deadline();
-            // The speculative transcript if it is there, else decode now.
-            let mut spec = spec;
-            let transcript = within(deadline, async {
-                if let Some(h) = spec.as_mut()
-                    && let Ok(Some(t)) = h.await
-                {
-                    return Ok(t);
-                }
-                engines.asr.transcribe(audio).await
-            })
-            .await;
-            let transcript = match transcript {
-                Some(Ok(t)) => t,
-                Some(Err(super::asr::AsrError::Busy(_))) => {
-                    return ctx.play_busy_line("queue_full");
-                }
-                Some(Err(e)) => return ReplyOutcome::Failed(e.to_string()),
-                None => {
-                    // Nobody waits for the speculative decode any more: drop its job.
-                    if let Some(h) = spec {
-                        h.abort();
-                    }
-                    return ctx.play_busy_line("deadline");
-                }
-            };
-            let asr_done = ctx.ended_at.elapsed();
-            let user = transcript.text.trim().to_string();
-            if user.is_empty() {
-                return ReplyOutcome::Empty;
-            }
-            if let Ok(mut p) = ctx.progress.lock() {
-                p.user_text = Some(user.clone());
-            }
-            ctx.emit(json!({"type": "transcript", "turn": ctx.turn, "text": user, "final": true}));
-            if ctx.cancel.is_cancelled() {
-                return ReplyOutcome::Cancelled;
-            }
-            answer(ctx, user, asr_done, transcript.elapsed).await
-        }
-    }
-}
-
-/// Synthesizes reply pieces in order and queues their audio, noting when
-/// the first one was ready.
-struct Speaker<'a> {
-    ctx: &'a ReplyCtx,
-    first_audio: Option<Duration>,
-    tts_first: Option<Duration>,
-}
-
-/// The reply was cancelled (barge-in) while a piece was being synthesized.
-struct Cancelled;
-
-impl<'a> Speaker<'a> {
-    fn new(ctx: &'a ReplyCtx) -> Self {
-        Self {
-            ctx,
-            first_audio: None,
-            tts_first: None,
-        }
-    }
-
-    /// Synthesize `piece` and queue it. `Ok(false)` if synthesis failed (the
-    /// piece is skipped, the reply goes on).
-    async fn say(&mut self, piece: String) -> Result<bool, Cancelled> {
-        let ctx = self.ctx;
-        let tts_start = Instant::now();
         let speech = tokio::select! {
-            _ = ctx.cancel.cancelled() => return Err(Cancelled),
-            s = ctx.deps.engines.tts.synthesize(piece.clone()) => s,
+            _ = job.cancel.cancelled() => continue,
+            s = deps.engines.tts.synthesize(job.text) => s,
         };
-        let speech = match speech {
-            Ok(s) => s,
+        let pcm = match speech {
+            Ok(s) => resample_clip(&s.pcm, s.sample_rate, WIRE_RATE)
+                .map_err(|e| tracing::warn!(error = %e, "cannot resample speech"))
+                .ok(),
             Err(e) => {
-                tracing::warn!(error = %e, "TTS failed for a piece; skipping it");
-                return Ok(false);
+                tracing::warn!(error = %e, "TTS failed for a piece");
+                None
             }
         };
-        let pcm = resample_clip(&speech.pcm, speech.sample_rate, WIRE_RATE).unwrap_or_default();
-        if ctx.cancel.is_cancelled() {
-            return Err(Cancelled);
+        if job.cancel.is_cancelled() {
+            continue;
         }
-        if let Ok(mut p) = ctx.progress.lock() {
-            p.pieces.push((piece, pcm.len()));
-        }
-        if let Ok(mut q) = ctx.out.lock() {
-            q.push_reply(ctx.id, pcm);
-        }
-        if self.first_audio.is_none() {
-            self.first_audio = Some(ctx.ended_at.elapsed());
-            self.tts_first = Some(tts_start.elapsed());
-            ctx.emit(json!({"type": "state", "state": "speaking"}));
-        }
-        Ok(true)
-    }
-}
-
-/// Speak a proactive prompt: its text, sentence by sentence.
-async fn speak_prompt(ctx: ReplyCtx, prompt: Prompt, done: PromptDone) -> ReplyOutcome {
-    if let Ok(mut p) = ctx.progress.lock() {
-        p.assistant_only = true;
-    }
-    ctx.emit(json!({"type": "prompt", "id": prompt.id, "text": prompt.text, "turn": ctx.turn}));
-    let mut chunker = SentenceChunker::new(ctx.deps.config.conversation.min_clause_words);
-    let mut pieces = chunker.push(&prompt.text);
-    pieces.extend(chunker.finish());
-    let mut speaker = Speaker::new(&ctx);
-    let mut queued = 0;
-    for piece in pieces {
-        match speaker.say(piece).await {
-            Ok(true) => queued += 1,
-            Ok(false) => {}
-            Err(Cancelled) if queued == 0 => return ReplyOutcome::PromptNotStarted(prompt, done),
-            Err(Cancelled) => {
-                let _ = done.send(PromptOutcome::Spoken { turn: ctx.turn });
-                return ReplyOutcome::Cancelled;
-            }
-        }
-    }
-    if queued == 0 {
-        let _ = done.send(PromptOutcome::Dropped(DropReason::TtsFailed));
-        return ReplyOutcome::Failed(format!("could not synthesize prompt {}", prompt.id));
-    }
-    let _ = done.send(PromptOutcome::Spoken { turn: ctx.turn });
-    let text = prompt.text.trim().to_string();
-    ctx.emit(json!({"type": "reply", "turn": ctx.turn, "text": text, "interrupted": false, "prompt_id": prompt.id}));
-    ReplyOutcome::Done {
-        user: None,
-        reply: text,
-    }
-}
-
-/// Answer `user` with the LLM, streamed into speech. `asr_done` and
-/// `asr_decode` feed the timings event.
-async fn answer(
-    ctx: ReplyCtx,
-    user: String,
-    asr_done: Duration,
-    asr_decode: Duration,
-) -> ReplyOutcome {
-    let engines = ctx.deps.engines.clone();
-    // The first token must come by the start deadline (counted from the end
-    // of the turn), or the user hears the busy line.
-    let deadline = ctx.start_deadline();
-    let mut messages = ctx.history.clone();
-    messages.push(ChatMessage::new(Role::User, user.clone()));
-    let llm_start = Instant::now();
-    let mut generation = match engines.llm.generate(ctx.key, messages, None) {
-        Ok(g) => g,
-        Err(_) => return ctx.play_busy_line("queue_full"),
-    };
-    let mut chunker = SentenceChunker::new(ctx.deps.config.conversation.min_clause_words);
-    let mut first_token: Option<Duration> = None;
-    let mut first_piece: Option<Duration> = None;
-    let mut speaker = Speaker::new(&ctx);
-    let mut reply = String::new();
-    let mut cancelled = false;
-    loop {
-        let ev = tokio::select! {
-            _ = ctx.cancel.cancelled() => {
-                generation.cancel();
-                cancelled = true;
-                break;
-            }
-            _ = sleep_until_opt(deadline), if first_token.is_none() => {
-                // Still waiting for an LLM slot: give it up (a queued request
-                // is dropped before it decodes) and say we are busy.
-                generation.cancel();
-                return ctx.play_busy_line("deadline");
-            }
-            ev = generation.events.recv() => ev,
+        let input = Input::Synthesized {
+            reply: job.reply,
+            piece: job.piece,
+            pcm,
         };
-        let (pieces, done) = match ev {
-            Some(LlmEvent::Token(t)) => {
-                first_token.get_or_insert(llm_start.elapsed());
-                reply.push_str(&t);
-                ctx.emit(json!({"type": "reply_delta", "turn": ctx.turn, "text": t}));
-                (chunker.push(&t), false)
-            }
-            Some(LlmEvent::Done(c)) => {
-                tracing::debug!(finish = ?c.finish, prompt = c.prompt_tokens, reused = c.reused_tokens, generated = c.generated, "llm done");
-                (chunker.finish().into_iter().collect(), true)
-            }
-            None => (chunker.finish().into_iter().collect(), true),
-        };
-        for piece in pieces {
-            first_piece.get_or_insert(llm_start.elapsed());
-            if speaker.say(piece).await.is_err() {
-                cancelled = true;
-                break;
-            }
+        if results.send(input).is_err() {
+            return;
         }
-        if cancelled || done {
-            break;
-        }
-    }
-    if let Ok(mut p) = ctx.progress.lock() {
-        p.reply_text = reply.clone();
-    }
-    if cancelled {
-        return ReplyOutcome::Cancelled;
-    }
-    let reply = reply.trim().to_string();
-    ctx.emit(json!({"type": "reply", "turn": ctx.turn, "text": reply, "interrupted": false}));
-    let total = speaker
-        .first_audio
-        .map(|d| u64::from(ctx.silence_ms) + ms(d));
-    ctx.emit(json!({
-        "type": "timings",
-        "turn": ctx.turn,
-        "endpoint_ms": ctx.silence_ms,
-        "asr_ms": ms(asr_done),
-        "asr_decode_ms": ms(asr_decode),
-        "llm_first_token_ms": first_token.map(ms),
-        "first_sentence_ms": first_piece.map(ms),
-        "tts_first_audio_ms": speaker.tts_first.map(ms),
-        "total_ms": total,
-    }));
-    ReplyOutcome::Done {
-        user: Some(user),
-        reply,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heard_text_cuts_where_playback_stopped() {
-        let pieces = vec![
-            ("The capital of France is Paris,".to_string(), 1000),
-            ("a city of light.".to_string(), 400),
-        ];
-        assert_eq!(heard_text(&pieces, 0), "");
-        assert_eq!(heard_text(&pieces, 1000), "The capital of France is Paris,");
-        assert_eq!(
-            heard_text(&pieces, 1200),
-            "The capital of France is Paris, a city"
-        );
-        assert_eq!(
-            heard_text(&pieces, 5000),
-            "The capital of France is Paris, a city of light."
-        );
     }
 }

@@ -1,0 +1,453 @@
+//! One reply of the conversation, from the end of a turn (or a typed
+//! message, or a prompt) to its last piece queued: transcript, LLM tokens,
+//! clauses, synthesis, the start deadline, the busy line and barge-in.
+
+use std::time::{Duration, Instant};
+
+use super::{Action, Conversation, Count, Failure, Heard, Playing};
+use crate::bus::{DropReason, Prompt};
+use crate::events::{BusyReason, Event, State, Timings};
+use crate::pipeline::llm::{ChatMessage, Role};
+use crate::pipeline::prompts::PromptOutcome;
+use crate::text::SentenceChunker;
+
+#[derive(Debug)]
+pub(super) enum ReplyKind {
+    /// An answer to the user's speech.
+    Speech,
+    /// An answer to a typed message.
+    Text,
+    /// A proactive prompt: its text is the reply.
+    Prompt { prompt: Prompt, ticket: u64 },
+}
+
+#[derive(Debug)]
+pub(super) enum Stage {
+    /// Waiting for ASR job `job`; `audio` is the whole turn when `job` is
+    /// the speculative decode (decoded again if that one fails).
+    Transcribing { job: u64, audio: Vec<f32> },
+    /// Text is coming (`llm`: from a running LLM generation) and being spoken.
+    Generating { llm: bool },
+}
+
+/// Who stopped a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cause {
+    /// The user spoke over it (a barge-in).
+    User,
+    /// The user typed a new message.
+    Typed,
+    /// An `interrupt` prompt takes its place.
+    Prompt,
+}
+
+#[derive(Debug)]
+pub(super) struct Reply {
+    pub id: u64,
+    pub turn: u64,
+    pub kind: ReplyKind,
+    pub stage: Stage,
+    /// When the turn ended (or the text came): the origin of its timings.
+    ended_at: Instant,
+    silence_ms: u32,
+    /// The transcript and first LLM token must be here by then.
+    deadline: Option<Instant>,
+    user: Option<String>,
+    chunker: SentenceChunker,
+    /// The reply text so far.
+    pub text: String,
+    /// Pieces sent to synthesis, with when.
+    asked: Vec<(String, Instant)>,
+    /// Pieces whose synthesis came back (in order).
+    answered: usize,
+    /// Pieces queued for playout: text and 48 kHz samples.
+    pieces: Vec<(String, usize)>,
+    /// Pieces queued for playout.
+    pub queued: usize,
+    pub llm_done: bool,
+    asr_done: Duration,
+    asr_decode: Duration,
+    llm_start: Option<Instant>,
+    first_token: Option<Duration>,
+    first_piece: Option<Duration>,
+    tts_first: Option<Duration>,
+    first_audio: Option<Duration>,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl Reply {
+    pub fn new(
+        id: u64,
+        turn: u64,
+        kind: ReplyKind,
+        now: Instant,
+        silence_ms: u32,
+        deadline: Option<Instant>,
+        min_clause_words: usize,
+    ) -> Self {
+        Self {
+            id,
+            turn,
+            kind,
+            stage: Stage::Generating { llm: false },
+            ended_at: now,
+            silence_ms,
+            deadline,
+            user: None,
+            chunker: SentenceChunker::new(min_clause_words),
+            text: String::new(),
+            asked: Vec::new(),
+            answered: 0,
+            pieces: Vec::new(),
+            queued: 0,
+            llm_done: false,
+            asr_done: Duration::ZERO,
+            asr_decode: Duration::ZERO,
+            llm_start: None,
+            first_token: None,
+            first_piece: None,
+            tts_first: None,
+            first_audio: None,
+        }
+    }
+
+    /// When the busy line takes over if the reply has not started.
+    pub fn start_deadline(&self) -> Option<Instant> {
+        self.first_token
+            .is_none()
+            .then_some(self.deadline)
+            .flatten()
+    }
+
+    /// Clauses ready to speak from `text` (and the rest, if `last`).
+    pub fn chunk(&mut self, text: &str, last: bool) -> Vec<String> {
+        let mut pieces = self.chunker.push(text);
+        if last {
+            pieces.extend(self.chunker.finish());
+        }
+        pieces
+    }
+
+    fn timings(&self) -> Timings {
+        Timings {
+            turn: self.turn,
+            endpoint_ms: self.silence_ms,
+            asr_ms: ms(self.asr_done),
+            asr_decode_ms: ms(self.asr_decode),
+            llm_first_token_ms: self.first_token.map(ms),
+            first_sentence_ms: self.first_piece.map(ms),
+            tts_first_audio_ms: self.tts_first.map(ms),
+            total_ms: self.first_audio.map(|d| u64::from(self.silence_ms) + ms(d)),
+        }
+    }
+}
+
+/// How an interrupted reply is remembered: what was heard, marked as cut off.
+fn cut_off(heard: &str) -> String {
+    if heard.is_empty() {
+        "…".to_string()
+    } else {
+        format!("{heard}…")
+    }
+}
+
+/// The words of the pieces the user heard, the last one cut proportionally.
+pub fn heard_text(pieces: &[(String, usize)], played: usize) -> String {
+    let mut left = played;
+    let mut words: Vec<&str> = Vec::new();
+    for (text, samples) in pieces {
+        if left >= *samples {
+            words.extend(text.split_whitespace());
+            left -= samples;
+        } else {
+            let w: Vec<&str> = text.split_whitespace().collect();
+            let n = w.len() * left / (*samples).max(1);
+            words.extend(&w[..n]);
+            break;
+        }
+    }
+    words.join(" ")
+}
+
+impl Conversation {
+    /// The transcript of a speech turn is here.
+    pub(super) fn on_heard(&mut self, mut r: Reply, heard: Heard) -> Option<Reply> {
+        r.asr_done = self.now.saturating_duration_since(r.ended_at);
+        r.asr_decode = heard.decode;
+        let user = heard.text.trim().to_string();
+        if user.is_empty() {
+            // Nothing was understood: no reply.
+            self.emit(Event::state(State::Listening));
+            return None;
+        }
+        self.emit(Event::Transcript {
+            turn: r.turn,
+            text: user.clone(),
+            is_final: true,
+            typed: false,
+        });
+        Some(self.start_llm(r, user))
+    }
+
+    pub(super) fn start_llm(&mut self, mut r: Reply, user: String) -> Reply {
+        let mut messages = self.history.clone();
+        messages.push(ChatMessage::new(Role::User, user.clone()));
+        r.user = Some(user);
+        r.stage = Stage::Generating { llm: true };
+        r.llm_start = Some(self.now);
+        self.out.push(Action::StartLlm {
+            reply: r.id,
+            messages,
+        });
+        r
+    }
+
+    pub(super) fn on_token(&mut self, mut r: Reply, token: String) -> Option<Reply> {
+        let since = r.llm_start.map(|t| self.now.saturating_duration_since(t));
+        if r.first_token.is_none() {
+            r.first_token = Some(since.unwrap_or_default());
+        }
+        r.text.push_str(&token);
+        self.emit(Event::ReplyDelta {
+            turn: r.turn,
+            text: token.clone(),
+        });
+        for piece in r.chunk(&token, false) {
+            self.synthesize(&mut r, piece);
+        }
+        Some(r)
+    }
+
+    pub(super) fn on_llm_done(&mut self, mut r: Reply) -> Option<Reply> {
+        for piece in r.chunk("", true) {
+            self.synthesize(&mut r, piece);
+        }
+        r.llm_done = true;
+        r.stage = Stage::Generating { llm: false };
+        self.maybe_finish(r)
+    }
+
+    pub(super) fn synthesize(&mut self, r: &mut Reply, text: String) {
+        if r.first_piece.is_none() {
+            r.first_piece = r.llm_start.map(|t| self.now.saturating_duration_since(t));
+        }
+        let piece = r.asked.len();
+        r.asked.push((text.clone(), self.now));
+        self.out.push(Action::Synthesize {
+            reply: r.id,
+            piece,
+            text,
+        });
+    }
+
+    pub(super) fn on_synthesized(
+        &mut self,
+        mut r: Reply,
+        piece: usize,
+        pcm: Option<Vec<f32>>,
+    ) -> Option<Reply> {
+        if piece != r.answered || piece >= r.asked.len() {
+            tracing::warn!(
+                piece,
+                expected = r.answered,
+                "synthesized piece out of order; ignored"
+            );
+            return Some(r);
+        }
+        r.answered += 1;
+        match pcm {
+            Some(pcm) if !pcm.is_empty() => {
+                let (text, asked_at) = r.asked[piece].clone();
+                r.pieces.push((text, pcm.len()));
+                r.queued += 1;
+                self.out.push(Action::Play { reply: r.id, pcm });
+                self.playout.idle = false;
+                if r.first_audio.is_none() {
+                    r.first_audio = Some(self.now.saturating_duration_since(r.ended_at));
+                    r.tts_first = Some(self.now.saturating_duration_since(asked_at));
+                    self.emit(Event::state(State::Speaking));
+                }
+            }
+            _ => tracing::warn!(turn = r.turn, piece, "TTS failed for a piece; skipping it"),
+        }
+        self.maybe_finish(r)
+    }
+
+    /// Finish `r` if its text is complete and every piece came back.
+    pub(super) fn maybe_finish(&mut self, r: Reply) -> Option<Reply> {
+        if !r.llm_done || r.answered < r.asked.len() {
+            return Some(r);
+        }
+        let text = r.text.trim().to_string();
+        match &r.kind {
+            ReplyKind::Prompt { prompt, ticket } => {
+                if r.queued == 0 {
+                    self.answer(*ticket, PromptOutcome::Dropped(DropReason::TtsFailed));
+                    self.emit(Event::Error {
+                        code: None,
+                        turn: Some(r.turn),
+                        message: format!("could not synthesize prompt {}", prompt.id),
+                    });
+                    self.emit(Event::state(State::Listening));
+                    return None;
+                }
+                self.answer(*ticket, PromptOutcome::Spoken { turn: r.turn });
+                self.emit(Event::Reply {
+                    turn: r.turn,
+                    text: text.clone(),
+                    interrupted: false,
+                    prompt_id: Some(prompt.id.clone()),
+                });
+            }
+            ReplyKind::Speech | ReplyKind::Text => {
+                self.emit(Event::Reply {
+                    turn: r.turn,
+                    text: text.clone(),
+                    interrupted: false,
+                    prompt_id: None,
+                });
+                self.emit(Event::Timings(r.timings()));
+                if let Some(user) = &r.user {
+                    self.history
+                        .push(ChatMessage::new(Role::User, user.clone()));
+                }
+                if r.queued == 0 {
+                    // Nothing to hear (an empty or unspeakable reply): the
+                    // playout will never say `listening`, so say it here.
+                    self.emit(Event::state(State::Listening));
+                }
+            }
+        }
+        self.history.push(ChatMessage::new(Role::Assistant, text));
+        self.playing = Some(Playing {
+            id: r.id,
+            turn: r.turn,
+            pieces: r.pieces,
+            history_idx: self.history.len() - 1,
+        });
+        None
+    }
+
+    /// The reply could not start: the busy line if a queue refused it.
+    pub(super) fn fail_start(&mut self, r: Reply, failure: Failure) -> Option<Reply> {
+        match failure {
+            Failure::Busy => self.busy_line(r, BusyReason::QueueFull),
+            Failure::Failed(message) => {
+                tracing::warn!(turn = r.turn, error = %message, "reply failed");
+                self.cancel_work(&r);
+                self.emit(Event::Error {
+                    code: None,
+                    turn: Some(r.turn),
+                    message,
+                });
+                self.emit(Event::state(State::Listening));
+                None
+            }
+        }
+    }
+
+    fn busy_line(&mut self, r: Reply, reason: BusyReason) -> Option<Reply> {
+        tracing::info!(turn = r.turn, reason = reason.as_str(), "busy line");
+        self.cancel_work(&r);
+        self.out.push(Action::Count(Count::BusyLine));
+        self.out.push(Action::PlayBusyLine { reply: r.id });
+        self.playout.idle = false;
+        self.emit(Event::Busy {
+            turn: r.turn,
+            text: self.cfg.busy_line.clone(),
+            reason,
+        });
+        self.emit(Event::state(State::Speaking));
+        None
+    }
+
+    /// Queues bound how much work waits, not how long: a reply that has not
+    /// started by its deadline becomes the busy line instead of silence.
+    pub(super) fn check_deadline(&mut self) {
+        if self
+            .reply
+            .as_ref()
+            .and_then(Reply::start_deadline)
+            .is_some_and(|d| self.now >= d)
+        {
+            self.with_current(|c, r| c.busy_line(r, BusyReason::Deadline));
+        }
+    }
+
+    /// Stop the jobs `r` still has running or queued.
+    pub(super) fn cancel_work(&mut self, r: &Reply) {
+        match r.stage {
+            Stage::Transcribing { job, .. } => self.out.push(Action::CancelAsr { job }),
+            Stage::Generating { llm: true } => self.out.push(Action::CancelLlm { reply: r.id }),
+            Stage::Generating { llm: false } => {}
+        }
+        if r.answered < r.asked.len() {
+            self.out.push(Action::CancelSynthesis { reply: r.id });
+        }
+    }
+
+    /// Stop the assistant's reply at once. Returns whether there was one.
+    pub(super) fn cut_reply(&mut self, cause: Cause) -> bool {
+        if !self.replying() {
+            return false;
+        }
+        self.out.push(Action::Flush);
+        let played_of = |c: &Self, id: u64| {
+            if c.playout.reply == id {
+                c.playout.played
+            } else {
+                0
+            }
+        };
+        let (turn, heard) = if let Some(r) = self.reply.take() {
+            // Still working: stop the LLM and TTS.
+            self.cancel_work(&r);
+            let heard = heard_text(&r.pieces, played_of(self, r.id));
+            match r.kind {
+                ReplyKind::Prompt { prompt, ticket } if r.queued == 0 => {
+                    // Cut off before any of it was queued: it goes back in line.
+                    tracing::info!(prompt = %prompt.id, "prompt cut off before it was heard; queued again");
+                    self.prompts.requeue(prompt, ticket);
+                }
+                ReplyKind::Prompt { ticket, .. } => {
+                    self.answer(ticket, PromptOutcome::Spoken { turn: r.turn });
+                    self.history
+                        .push(ChatMessage::new(Role::Assistant, cut_off(&heard)));
+                }
+                ReplyKind::Speech | ReplyKind::Text => {
+                    // History keeps what the user actually heard, marked as cut off.
+                    if let Some(user) = r.user {
+                        self.history.push(ChatMessage::new(Role::User, user));
+                        self.history
+                            .push(ChatMessage::new(Role::Assistant, cut_off(&heard)));
+                    }
+                }
+            }
+            (r.turn, heard)
+        } else if let Some(p) = self.playing.take() {
+            // Text complete, audio still playing.
+            let heard = heard_text(&p.pieces, played_of(self, p.id));
+            if let Some(m) = self.history.get_mut(p.history_idx) {
+                m.content = cut_off(&heard);
+            }
+            (p.turn, heard)
+        } else {
+            return false;
+        };
+        self.playout.idle = true;
+        tracing::info!(turn, ?cause, "reply cut off");
+        if cause == Cause::User {
+            self.emit(Event::BargeIn { turn });
+        }
+        self.emit(Event::Reply {
+            turn,
+            text: heard,
+            interrupted: true,
+            prompt_id: None,
+        });
+        true
+    }
+}
