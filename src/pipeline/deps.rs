@@ -4,16 +4,88 @@
 
 use std::sync::Arc;
 
+use super::asr::AsrError;
+use super::conversation::{Failure, Heard};
+use super::llm::{ChatMessage, Generation};
+use super::vad::VadState;
 use crate::WIRE_RATE;
 use crate::audio::resample_clip;
 use crate::config::Config;
 use crate::engines::Engines;
 use crate::metrics::Metrics;
 
+/// The inference a speech session asks for, as one small trait: the
+/// models in production ([`Engines`]), fakes in the shell's tests. Every
+/// method runs its work off the async runtime (the engines' own threads).
+#[async_trait::async_trait]
+pub trait Inference: Send + Sync {
+    /// Silero's speech probability for each window, carrying `state` through.
+    async fn vad(
+        &self,
+        state: VadState,
+        windows: Vec<Vec<f32>>,
+    ) -> Result<(Vec<f32>, VadState), String>;
+    /// Smart Turn: is the turn so far complete?
+    async fn turn_complete(&self, audio: Vec<f32>) -> Result<bool, String>;
+    async fn transcribe(&self, audio: Vec<f32>) -> Result<Heard, Failure>;
+    /// Start a reply for conversation `key`; `Failure::Busy` when its queue is full.
+    fn generate(&self, key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure>;
+    /// The conversation `key` is over (release its KV cells).
+    fn forget(&self, key: u64);
+    /// Speech for `text`, at the wire rate (48 kHz).
+    async fn synthesize(&self, text: String) -> Result<Vec<f32>, String>;
+}
+
+#[async_trait::async_trait]
+impl Inference for Engines {
+    async fn vad(
+        &self,
+        state: VadState,
+        windows: Vec<Vec<f32>>,
+    ) -> Result<(Vec<f32>, VadState), String> {
+        self.vad
+            .probs(state, windows)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn turn_complete(&self, audio: Vec<f32>) -> Result<bool, String> {
+        let p = self.turn.predict(audio).await.map_err(|e| e.to_string())?;
+        tracing::debug!(probability = p.probability, "smart turn");
+        Ok(p.complete())
+    }
+
+    async fn transcribe(&self, audio: Vec<f32>) -> Result<Heard, Failure> {
+        match self.asr.transcribe(audio).await {
+            Ok(t) => Ok(Heard {
+                text: t.text,
+                decode: t.elapsed,
+            }),
+            Err(AsrError::Busy(_)) => Err(Failure::Busy),
+            Err(e) => Err(Failure::Failed(e.to_string())),
+        }
+    }
+
+    fn generate(&self, key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure> {
+        self.llm
+            .generate(key, messages, None)
+            .map_err(|_| Failure::Busy)
+    }
+
+    fn forget(&self, key: u64) {
+        self.llm.forget(key);
+    }
+
+    async fn synthesize(&self, text: String) -> Result<Vec<f32>, String> {
+        let speech = self.tts.synthesize(text).await.map_err(|e| e.to_string())?;
+        resample_clip(&speech.pcm, speech.sample_rate, WIRE_RATE).map_err(|e| e.to_string())
+    }
+}
+
 /// Shared, long-lived things a speech session needs.
 #[derive(Clone)]
 pub struct SpeechDeps {
-    pub engines: Arc<Engines>,
+    pub engines: Arc<dyn Inference>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     /// "One moment, please", synthesized once at start-up (48 kHz).
@@ -39,21 +111,13 @@ impl SpeechDeps {
         let engines = tokio::task::spawn_blocking(move || Engines::load(&cfg))
             .await
             .map_err(|e| LoadError::Join(e.to_string()))??;
-        Self::new(Arc::new(engines), config, metrics).await
-    }
-
-    async fn new(
-        engines: Arc<Engines>,
-        config: Arc<Config>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, LoadError> {
         let speech = engines
             .tts
             .synthesize(config.conversation.busy_line.clone())
             .await?;
         let pcm = resample_clip(&speech.pcm, speech.sample_rate, WIRE_RATE).unwrap_or_default();
         Ok(Self {
-            engines,
+            engines: Arc::new(engines),
             config,
             metrics,
             busy_line: Arc::new(pcm),

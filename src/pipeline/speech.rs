@@ -24,19 +24,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::asr::AsrError;
-use super::conversation::{Action, Conversation, Count, Failure, Heard, Input, Playout, Settings};
+use super::conversation::{Action, Conversation, Count, Input, Playout, Settings};
 use super::llm::LlmEvent;
 use super::playout::OutQueue;
 use super::prompts::{Control, PromptOutcome};
 use super::vad::{VadState, WINDOW};
-use crate::WIRE_RATE;
-use crate::audio::resample_clip;
 use crate::bus::DropReason;
 use crate::events::Event;
 use crate::metrics::Metrics;
 
-pub use super::deps::{LoadError, SpeechDeps};
+pub use super::deps::{Inference, LoadError, SpeechDeps};
 
 /// One piece for the session's TTS task.
 struct TtsJob {
@@ -142,7 +139,7 @@ pub async fn run(
         h.abort();
     }
     tts_task.abort();
-    sh.deps.engines.llm.forget(sh.key);
+    sh.deps.engines.forget(sh.key);
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -206,13 +203,7 @@ impl Shell {
             .map(<[f32]>::to_vec)
             .collect();
         let state = std::mem::take(&mut self.vad);
-        let probs = match self
-            .deps
-            .engines
-            .vad
-            .probs(state.clone(), windows.clone())
-            .await
-        {
+        let probs = match self.deps.engines.vad(state.clone(), windows.clone()).await {
             Ok((probs, st)) => {
                 self.vad = st;
                 probs
@@ -242,17 +233,10 @@ impl Shell {
                 let _ = self.events.try_send(ev);
             }
             Action::StartAsr { job, audio } => {
-                let asr = engines.asr.clone();
+                let engines = engines.clone();
                 let results = self.results.clone();
                 let h = tokio::spawn(async move {
-                    let result = match asr.transcribe(audio).await {
-                        Ok(t) => Ok(Heard {
-                            text: t.text,
-                            decode: t.elapsed,
-                        }),
-                        Err(AsrError::Busy(_)) => Err(Failure::Busy),
-                        Err(e) => Err(Failure::Failed(e.to_string())),
-                    };
+                    let result = engines.transcribe(audio).await;
                     let _ = results.send(Input::Transcript { job, result });
                 });
                 self.asr.insert(job, h);
@@ -264,20 +248,19 @@ impl Shell {
                 }
             }
             Action::PredictTurn { pause, audio } => {
-                let turn = engines.turn.clone();
+                let engines = engines.clone();
                 let results = self.results.clone();
-                if let Some(h) = self.prediction.replace(tokio::spawn(async move {
-                    match turn.predict(audio).await {
-                        Ok(p) => {
-                            tracing::debug!(probability = p.probability, "smart turn");
-                            let complete = p.complete();
+                let task = tokio::spawn(async move {
+                    match engines.turn_complete(audio).await {
+                        Ok(complete) => {
                             let _ = results.send(Input::TurnPredicted { pause, complete });
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "Smart Turn failed; waiting for silence")
                         }
                     }
-                })) {
+                });
+                if let Some(h) = self.prediction.replace(task) {
                     h.abort();
                 }
             }
@@ -286,36 +269,31 @@ impl Shell {
                     h.abort();
                 }
             }
-            Action::StartLlm { reply, messages } => {
-                match engines.llm.generate(self.key, messages, None) {
-                    Ok(mut g) => {
-                        let results = self.results.clone();
-                        let stop = g.canceller();
-                        let h = tokio::spawn(async move {
-                            while let Some(ev) = g.events.recv().await {
-                                let input = match ev {
-                                    LlmEvent::Token(text) => Input::LlmToken { reply, text },
-                                    LlmEvent::Done(c) => {
-                                        tracing::debug!(finish = ?c.finish, prompt = c.prompt_tokens, reused = c.reused_tokens, generated = c.generated, "llm done");
-                                        break;
-                                    }
-                                };
-                                if results.send(input).is_err() {
-                                    return;
+            Action::StartLlm { reply, messages } => match engines.generate(self.key, messages) {
+                Ok(mut g) => {
+                    let results = self.results.clone();
+                    let stop = g.canceller();
+                    let h = tokio::spawn(async move {
+                        while let Some(ev) = g.events.recv().await {
+                            let input = match ev {
+                                LlmEvent::Token(text) => Input::LlmToken { reply, text },
+                                LlmEvent::Done(c) => {
+                                    tracing::debug!(finish = ?c.finish, prompt = c.prompt_tokens, reused = c.reused_tokens, generated = c.generated, "llm done");
+                                    break;
                                 }
+                            };
+                            if results.send(input).is_err() {
+                                return;
                             }
-                            let _ = results.send(Input::LlmDone { reply });
-                        });
-                        self.llm.insert(reply, (stop, h));
-                    }
-                    Err(_) => {
-                        let _ = self.results.send(Input::LlmFailed {
-                            reply,
-                            failure: Failure::Busy,
-                        });
-                    }
+                        }
+                        let _ = results.send(Input::LlmDone { reply });
+                    });
+                    self.llm.insert(reply, (stop, h));
                 }
-            }
+                Err(failure) => {
+                    let _ = self.results.send(Input::LlmFailed { reply, failure });
+                }
+            },
             Action::CancelLlm { reply } => {
                 if let Some((stop, h)) = self.llm.remove(&reply) {
                     // The engine ends it before decoding another token.
@@ -381,19 +359,13 @@ async fn tts_worker(
         if job.cancel.is_cancelled() {
             continue;
         }
-        let speech = tokio::select! {
+        let pcm = tokio::select! {
             _ = job.cancel.cancelled() => continue,
-            s = deps.engines.tts.synthesize(job.text) => s,
+            s = deps.engines.synthesize(job.text) => s,
         };
-        let pcm = match speech {
-            Ok(s) => resample_clip(&s.pcm, s.sample_rate, WIRE_RATE)
-                .map_err(|e| tracing::warn!(error = %e, "cannot resample speech"))
-                .ok(),
-            Err(e) => {
-                tracing::warn!(error = %e, "TTS failed for a piece");
-                None
-            }
-        };
+        let pcm = pcm
+            .map_err(|e| tracing::warn!(error = %e, "TTS failed for a piece"))
+            .ok();
         if job.cancel.is_cancelled() {
             continue;
         }
@@ -407,3 +379,7 @@ async fn tts_worker(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "speech_tests.rs"]
+mod tests;
