@@ -55,13 +55,18 @@ async fn asr_and_default_llm_in_one_process() {
     let jfk = clip16(&cfg.models.dir.join("testdata/jfk.wav"));
     let t = asr.transcribe(jfk.clone()).await.unwrap();
     let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
-    println!("jfk: {:?} in {:?} (audio {:?})", t.text, t.elapsed, t.audio);
-    assert_eq!(
-        wer(reference, &t.text),
-        0.0,
-        "jfk.wav not word for word: {}",
-        t.text
+    // Word for word on this machine; the bound allows two of its 22 words to
+    // differ on another CPU, while a ggml broken by the two copies gives garbage.
+    let w = wer(reference, &t.text);
+    println!(
+        "jfk: {:?} in {:?} (audio {:?}); WER {:.1} % (bound 10 %, margin {:.1} points)",
+        t.text,
+        t.elapsed,
+        t.audio,
+        w * 100.0,
+        10.0 - w * 100.0
     );
+    assert!(w <= 0.10, "jfk.wav misheard: {}", t.text);
 
     let c = llm
         .generate(1, question("What is the capital of France?"), None)
@@ -115,8 +120,9 @@ async fn asr_accuracy_on_the_shared_set_and_audio_ctx_gain() {
     }
     let total = errors / words;
     println!(
-        "ASR WER over the set: {:.2} %; time with audio_ctx fitted {:?} vs full window {:?} ({:.2}x faster)",
+        "ASR WER over the set: {:.2} % (bound 10 %, margin {:.1} points); time with audio_ctx fitted {:?} vs full window {:?} ({:.2}x faster)",
         total * 100.0,
+        10.0 - total * 100.0,
         t_fit,
         t_full,
         t_full.as_secs_f64() / t_fit.as_secs_f64()
@@ -250,8 +256,13 @@ async fn tts_is_intelligible() {
         voxloop::audio::resample_clip(&speech.pcm, speech.sample_rate, PIPELINE_RATE).unwrap();
     let heard = asr.transcribe(pcm16).await.unwrap();
     let w = wer(text, &heard.text);
-    println!("TTS round trip: {:?} (WER {:.1} %)", heard.text, w * 100.0);
-    assert!(w <= 0.20);
+    println!(
+        "TTS round trip: {:?} (WER {:.1} %, bound 20 %, margin {:.1} points)",
+        heard.text,
+        w * 100.0,
+        20.0 - w * 100.0
+    );
+    assert!(w <= 0.20, "TTS audio misheard: {:?}", heard.text);
     // Nothing to say is no audio, not an error.
     assert!(tts.synthesize("   ".into()).await.unwrap().pcm.is_empty());
 }
@@ -304,50 +315,129 @@ async fn vad_separates_speech_from_silence() {
         total += labels.len();
     }
     let acc = agree as f64 / total as f64;
-    println!("VAD frame accuracy vs energy labels: {:.1} %", acc * 100.0);
+    println!(
+        "VAD frame accuracy vs energy labels: {:.1} % (bound 95 %, margin {:.1} points)",
+        acc * 100.0,
+        acc * 100.0 - 95.0
+    );
     assert!(acc >= 0.95, "accuracy {:.1} %", acc * 100.0);
 }
 
+/// Rows of a reference TSV in tests/data (comment lines start with `#`, one header).
+fn reference_rows(file: &str) -> Vec<Vec<String>> {
+    let tsv = std::fs::read_to_string(common::data(file)).unwrap();
+    tsv.lines()
+        .filter(|l| !l.starts_with('#'))
+        .skip(1)
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// The reference's digest of Smart Turn's input: each band's mean over the
+/// 800 frames, then the last 100 frames' means over the 80 bands.
+fn mel_digest(feats: &[f32]) -> Vec<f64> {
+    use voxloop::pipeline::mel::N_MELS;
+    let frames = feats.len() / N_MELS;
+    let band = |m: usize| &feats[m * frames..(m + 1) * frames];
+    let mut d: Vec<f64> = (0..N_MELS)
+        .map(|m| band(m).iter().map(|&x| f64::from(x)).sum::<f64>() / frames as f64)
+        .collect();
+    d.extend(
+        (frames - 100..frames)
+            .map(|t| (0..N_MELS).map(|m| f64::from(band(m)[t])).sum::<f64>() / N_MELS as f64),
+    );
+    d
+}
+
+/// Smart Turn against Pipecat 1.14's own code on the same clips
+/// (tests/data/smart_turn_reference*.tsv, from scripts/smart_turn_reference.py):
+/// each question whole + 200 ms of zeros, and cut at 55 % of its voiced span.
+///
+/// Two checks, because the int8-quantized model is chaotic at rounding level:
+/// feature differences of 1e-5 (f32 here vs the reference's f64 FFT) move
+/// single probabilities by up to 0.5 (q03 complete: 0.976 here, 0.938 in
+/// Pipecat). So the features, which our code computes, are compared tightly
+/// (a digest, within 1e-4: rounding gives < 1e-5, the subtlest broken
+/// pipeline tried, one filter shifted by one FFT bin, 5e-3), and the
+/// probabilities loosely, as a mean over the 20 clips (rounding-level noise
+/// gave at most 0.08 in simulation; a skipped log 0.33).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smart_turn_tells_finished_from_cut_off() {
+async fn smart_turn_matches_the_pipecat_reference() {
+    const FEATURE_TOL: f64 = 1e-4;
+    const MEAN_PROB_TOL: f64 = 0.15;
     let cfg = config("fast");
     let turn = engines::load_turn(&cfg).unwrap();
-    let (mut complete_ok, mut cut_ok, mut n) = (0, 0, 0);
-    for (file, text) in transcripts() {
-        if !file.starts_with('q') {
-            continue;
-        }
-        let pcm = clip16(&common::data(&file));
-        let (Some(s0), Some(s1)) = (
-            voxloop::audio::first_voiced(&pcm),
-            voxloop::audio::last_voiced(&pcm),
-        ) else {
-            continue;
-        };
-        // Whole utterance plus 200 ms of pause, and the same cut at 55 % of its speech.
+    let mel = voxloop::pipeline::mel::MelExtractor::new();
+    let digests = reference_rows("smart_turn_reference_features.tsv");
+    let (mut worst_feat, mut sum_dp, mut n) = (0.0f64, 0.0f64, 0usize);
+    let (mut complete_ok, mut cut_ok, mut clips) = (0, 0, 0);
+    for row in reference_rows("smart_turn_reference.tsv") {
+        let file = &row[0];
+        let pcm = clip16(&common::data(file));
+        let (s0, s1) = (
+            voxloop::audio::first_voiced(&pcm).expect("voiced"),
+            voxloop::audio::last_voiced(&pcm).expect("voiced"),
+        );
         let mut whole = pcm[..=s1].to_vec();
         whole.extend(std::iter::repeat_n(0.0, 3200));
-        let cut_at = s0 + (s1 - s0) * 55 / 100;
-        let mut cut = pcm[..cut_at].to_vec();
+        let mut cut = pcm[..s0 + (s1 - s0) * 55 / 100].to_vec();
         cut.extend(std::iter::repeat_n(0.0, 3200));
-        let p_whole = turn.predict(whole).await.unwrap();
-        let p_cut = turn.predict(cut).await.unwrap();
-        println!(
-            "{file}: complete {:.3}, cut {:.3} ({:?}) {text:?}",
-            p_whole.probability, p_cut.probability, p_whole.elapsed
-        );
-        complete_ok += usize::from(p_whole.complete());
-        cut_ok += usize::from(!p_cut.complete());
-        n += 1;
+        clips += 1;
+        for (kind, audio, reference) in [("complete", whole, &row[1]), ("cut", cut, &row[2])] {
+            let reference: f64 = reference.parse().unwrap();
+            let want = digests
+                .iter()
+                .find(|d| &d[0] == file && d[1] == kind)
+                .expect("reference features for the clip");
+            assert_eq!(
+                want[2].parse::<usize>().unwrap(),
+                audio.len(),
+                "{file} {kind}: clip cut differently from the reference"
+            );
+            let want: Vec<f64> = want[3].split(' ').map(|x| x.parse().unwrap()).collect();
+            let got = mel_digest(&voxloop::pipeline::turn::features(&mel, &audio));
+            let feat_diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            let p = turn.predict(audio).await.unwrap();
+            let dp = f64::from(p.probability) - reference;
+            println!(
+                "{file} {kind}: {:.3} (reference {reference:.3}, difference {dp:+.3}); features differ by {feat_diff:.1e}",
+                p.probability
+            );
+            worst_feat = worst_feat.max(feat_diff);
+            sum_dp += dp.abs();
+            n += 1;
+            if kind == "complete" {
+                complete_ok += usize::from(p.complete());
+            } else {
+                cut_ok += usize::from(!p.complete());
+            }
+        }
     }
+    let mean_dp = sum_dp / n as f64;
     println!(
-        "Smart Turn: {complete_ok}/{n} complete judged complete, {cut_ok}/{n} cut judged incomplete"
+        "Smart Turn: {complete_ok}/{clips} complete judged complete, {cut_ok}/{clips} cut judged incomplete (the reference: 8/10, 5/10)"
+    );
+    println!(
+        "Smart Turn features vs Pipecat: largest digest difference {worst_feat:.1e} (bound {FEATURE_TOL:.0e}, {:.0}x below it)",
+        FEATURE_TOL / worst_feat.max(1e-12)
+    );
+    println!(
+        "Smart Turn probabilities vs Pipecat: mean |difference| {mean_dp:.3} over {n} clips (bound {MEAN_PROB_TOL}, margin {:.3})",
+        MEAN_PROB_TOL - mean_dp
+    );
+    assert_eq!(n, 20, "ten clips, whole and cut");
+    assert!(
+        worst_feat <= FEATURE_TOL,
+        "Smart Turn features differ from Pipecat's by {worst_feat:.1e}"
     );
     assert!(
-        complete_ok * 2 > n,
-        "most finished questions should score complete"
+        mean_dp <= MEAN_PROB_TOL,
+        "Smart Turn probabilities differ from Pipecat's by {mean_dp:.3} on average"
     );
-    assert!(cut_ok * 2 > n, "most cut-off clips should score incomplete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,9 +602,10 @@ async fn end_of_turn_on_shared_audio() {
     let ended = simulate(&vad, &turn, cfg.turn.clone(), &paused).await;
     let (at, _) = ended.expect("the turn ends");
     println!(
-        "mid-sentence pause at {} ms; turn ended at {} ms",
+        "mid-sentence pause at {} ms (600 ms long); turn ended at {} ms, {} ms after the pause",
         cut / 16,
-        at / 16
+        at / 16,
+        (at as i64 - (cut + 9600) as i64) / 16
     );
     assert!(at > cut + 9600, "the mid-sentence pause ended the turn");
 
@@ -536,9 +627,10 @@ async fn end_of_turn_on_shared_audio() {
         n += 1;
     }
     println!(
-        "mean end-of-turn wait: Smart Turn {} ms vs plain silence {} ms",
+        "mean end-of-turn wait: Smart Turn {} ms vs plain silence {} ms (margin {} ms)",
         smart_ms / n,
-        plain_ms / n
+        plain_ms / n,
+        (plain_ms as i64 - smart_ms as i64) / i64::from(n)
     );
-    assert!(smart_ms < plain_ms);
+    assert!(smart_ms < plain_ms, "Smart Turn ended turns no sooner");
 }
