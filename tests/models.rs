@@ -422,8 +422,12 @@ async fn smart_turn_matches_the_pipecat_reference() {
         "Smart Turn: {complete_ok}/{clips} complete judged complete, {cut_ok}/{clips} cut judged incomplete (the reference: 8/10, 5/10)"
     );
     println!(
-        "Smart Turn features vs Pipecat: largest digest difference {worst_feat:.1e} (bound {FEATURE_TOL:.0e}, {:.0}x below it)",
-        FEATURE_TOL / worst_feat.max(1e-12)
+        "Smart Turn features vs Pipecat: largest digest difference {worst_feat:.1e} (bound {FEATURE_TOL:.0e}, {})",
+        if worst_feat <= FEATURE_TOL {
+            format!("{:.0}x below it", FEATURE_TOL / worst_feat.max(1e-12))
+        } else {
+            format!("{:.0}x above it", worst_feat / FEATURE_TOL)
+        }
     );
     println!(
         "Smart Turn probabilities vs Pipecat: mean |difference| {mean_dp:.3} over {n} clips (bound {MEAN_PROB_TOL}, margin {:.3})",
