@@ -34,6 +34,8 @@ pub trait Inference: Send + Sync {
     fn forget(&self, key: u64);
     /// Speech for `text`, at the wire rate (48 kHz).
     async fn synthesize(&self, text: String) -> Result<Vec<f32>, String>;
+    /// ASR and LLM jobs queued or running, for every session.
+    fn pending(&self) -> usize;
 }
 
 #[async_trait::async_trait]
@@ -79,6 +81,10 @@ impl Inference for Engines {
     async fn synthesize(&self, text: String) -> Result<Vec<f32>, String> {
         let speech = self.tts.synthesize(text).await.map_err(|e| e.to_string())?;
         resample_clip(&speech.pcm, speech.sample_rate, WIRE_RATE).map_err(|e| e.to_string())
+    }
+
+    fn pending(&self) -> usize {
+        self.asr.pending() + self.llm.pending()
     }
 }
 

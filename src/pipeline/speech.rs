@@ -61,6 +61,7 @@ struct Shell {
     tickets: HashMap<u64, oneshot::Sender<PromptOutcome>>,
     next_ticket: u64,
     last_playout: Option<Playout>,
+    others_waiting: bool,
 }
 
 /// Run the speech loop until `cancel` fires or the input ends.
@@ -93,6 +94,7 @@ pub async fn run(
         tickets: HashMap::new(),
         next_ticket: 1,
         last_playout: None,
+        others_waiting: false,
     };
     sh.feed(&mut conv, Input::Tick);
     let mut control_open = true;
@@ -167,6 +169,14 @@ impl Shell {
         if self.last_playout != Some(playout) {
             self.last_playout = Some(playout);
             let actions = conv.handle(Input::Playout(playout), now);
+            self.execute(actions);
+        }
+        // Work in the engines beyond this session's own jobs is someone else's.
+        let own = self.asr.len() + self.llm.len();
+        let others_waiting = self.deps.engines.pending() > own;
+        if self.others_waiting != others_waiting {
+            self.others_waiting = others_waiting;
+            let actions = conv.handle(Input::Load { others_waiting }, now);
             self.execute(actions);
         }
         let actions = conv.handle(input, now);

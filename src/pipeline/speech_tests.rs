@@ -105,6 +105,10 @@ impl Inference for Fake {
 
     fn forget(&self, _key: u64) {}
 
+    fn pending(&self) -> usize {
+        0
+    }
+
     async fn synthesize(&self, text: String) -> Result<Vec<f32>, String> {
         tokio::time::sleep(Duration::from_millis(10)).await;
         // 100 ms of audio per word.

@@ -140,6 +140,11 @@ pub enum Input {
         pcm: Option<Vec<f32>>,
     },
     Playout(Playout),
+    /// Whether other sessions' inference work is queued (the shell's view of
+    /// the engines' queues): only then does the start deadline shed a turn.
+    Load {
+        others_waiting: bool,
+    },
     /// A proactive prompt; `ticket` comes back in [`Action::AnswerPrompt`].
     Prompt {
         prompt: Prompt,
@@ -245,6 +250,8 @@ pub struct Conversation {
     reply: Option<Reply>,
     playing: Option<Playing>,
     playout: Playout,
+    /// Other sessions' work is queued in the engines.
+    others_waiting: bool,
     history: Vec<ChatMessage>,
     turn: u64,
     next_id: u64,
@@ -275,6 +282,7 @@ impl Conversation {
                 idle: true,
                 ..Playout::default()
             },
+            others_waiting: false,
             history,
             turn: 0,
             next_id: 1,
@@ -330,6 +338,7 @@ impl Conversation {
                 self.with_reply(reply, |c, r| c.on_synthesized(r, piece, pcm))
             }
             Input::Playout(p) => self.playout = p,
+            Input::Load { others_waiting } => self.others_waiting = others_waiting,
             Input::Prompt { prompt, ticket } => {
                 tracing::info!(prompt = %prompt.id, priority = prompt.priority, "prompt queued");
                 let wall = self.wall(now);

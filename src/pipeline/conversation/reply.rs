@@ -52,6 +52,8 @@ pub(super) struct Reply {
     silence_ms: u32,
     /// The transcript and first LLM token must be here by then.
     deadline: Option<Instant>,
+    /// The deadline passed while nobody else waited (logged once).
+    late: bool,
     user: Option<String>,
     chunker: SentenceChunker,
     /// The reply text so far.
@@ -73,6 +75,9 @@ pub(super) struct Reply {
     tts_first: Option<Duration>,
     first_audio: Option<Duration>,
 }
+
+/// How often a late reply's deadline is looked at again.
+pub(super) const DEADLINE_RECHECK: Duration = Duration::from_millis(250);
 
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
@@ -96,6 +101,7 @@ impl Reply {
             ended_at: now,
             silence_ms,
             deadline,
+            late: false,
             user: None,
             chunker: SentenceChunker::new(min_clause_words),
             text: String::new(),
@@ -365,15 +371,31 @@ impl Conversation {
     }
 
     /// Queues bound how much work waits, not how long: a reply that has not
-    /// started by its deadline becomes the busy line instead of silence.
+    /// started by its deadline becomes the busy line instead of silence —
+    /// when other sessions' work is queued, i.e. when the server is
+    /// overloaded. A lone turn on a slow or shared machine is answered; the
+    /// deadline is looked at again every [`DEADLINE_RECHECK`].
     pub(super) fn check_deadline(&mut self) {
-        if self
+        let now = self.now;
+        let due = self
             .reply
             .as_ref()
             .and_then(Reply::start_deadline)
-            .is_some_and(|d| self.now >= d)
-        {
+            .is_some_and(|d| now >= d);
+        if !due {
+            return;
+        }
+        if self.others_waiting {
             self.with_current(|c, r| c.busy_line(r, BusyReason::Deadline));
+        } else if let Some(r) = self.reply.as_mut() {
+            if !r.late {
+                tracing::info!(
+                    turn = r.turn,
+                    "start deadline passed, but no other work is queued: still answering"
+                );
+                r.late = true;
+            }
+            r.deadline = Some(now + DEADLINE_RECHECK);
         }
     }
 

@@ -45,6 +45,8 @@ enum Step {
     Tts(usize),
     /// The reply playing last has played `n` samples; `idle`: nothing queued.
     Played(usize, bool),
+    /// Other sessions' work is queued (or not).
+    Others(bool),
     Prompt(&'static str, bool),
     ExpiringPrompt(&'static str, u64),
     Text(&'static str),
@@ -230,6 +232,7 @@ impl Harness {
                     idle,
                 }));
             }
+            Others(others_waiting) => self.feed(Input::Load { others_waiting }),
             Prompt(id, interrupt) => self.prompt(id, interrupt, None),
             ExpiringPrompt(id, ms) => self.prompt(id, false, Some(ms)),
             Text(t) => self.feed(Input::Text(t.into())),
@@ -538,8 +541,9 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
             ]].concat(),
         ),
         (
-            "no transcript by the start deadline: busy line",
+            "no transcript by the start deadline while others wait: busy line",
             vec![
+                Others(true),
                 Speak(20),
                 Quiet(7),
                 Predict(true),
@@ -554,14 +558,39 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
             ],
         ),
         (
-            "no first token by the start deadline: busy line, LLM cancelled",
-            [ask(), vec![
+            "no first token by the start deadline while others wait: busy line, LLM cancelled",
+            [vec![Others(true)], ask(), vec![
                 Wait(3100),
                 Expect("busy event (deadline)", is_busy_deadline),
                 Expect("LLM cancelled", is_cancel_llm),
                 Token("Paris. "),
                 Never("late tokens", is_synthesize),
             ]].concat(),
+        ),
+        (
+            "a lone turn past its deadline is answered, and shed once others queue",
+            [ask(), vec![
+                Wait(3100),
+                Never("busy while nobody else waits", is_busy_line),
+                Token("Paris is the capital of France. "),
+                Expect("answered late", is_synthesize),
+                Others(true),
+                Wait(500),
+                Never("busy after the first token", is_busy_line),
+            ]].concat(),
+        ),
+        (
+            "a lone late turn is shed when other work arrives",
+            vec![
+                Speak(20),
+                Quiet(7),
+                Predict(true),
+                Wait(3100),
+                Never("busy while nobody else waits", is_busy_line),
+                Others(true),
+                Wait(300),
+                Expect("busy line", is_busy_deadline),
+            ],
         ),
         (
             "the first token in time disarms the deadline",
