@@ -243,8 +243,13 @@ pub struct ConversationConfig {
     pub system_prompt: String,
     /// Spoken when inference is overloaded.
     pub busy_line: String,
+    /// Spoken when a reply has nothing speakable in it (empty = silence).
+    pub fallback_line: String,
     /// An early clause this long is spoken before its sentence ends.
     pub min_clause_words: usize,
+    /// Longest spoken reply, in words (0 = no cap): past it the LLM is
+    /// stopped and the reply ends with the last whole clause.
+    pub max_spoken_words: usize,
 }
 
 impl Default for ConversationConfig {
@@ -252,7 +257,9 @@ impl Default for ConversationConfig {
         Self {
             system_prompt: crate::pipeline::llm::DEFAULT_SYSTEM_PROMPT.into(),
             busy_line: "One moment, please. I'm a little busy right now.".into(),
+            fallback_line: "Sorry, I don't have a good answer to that.".into(),
             min_clause_words: 6,
+            max_spoken_words: 50,
         }
     }
 }

@@ -53,7 +53,11 @@ pub struct Settings {
     pub turn: TurnConfig,
     pub system_prompt: String,
     pub busy_line: String,
+    /// Said when a reply has nothing speakable (empty = say nothing).
+    pub fallback_line: String,
     pub min_clause_words: usize,
+    /// Longest spoken reply in words (0 = no cap).
+    pub max_spoken_words: usize,
     /// A turn whose reply has not started by then gets the busy line.
     pub start_deadline: Option<Duration>,
     pub prompt_grace: Duration,
@@ -67,7 +71,9 @@ impl Settings {
             turn: cfg.turn.clone(),
             system_prompt: cfg.conversation.system_prompt.clone(),
             busy_line: cfg.conversation.busy_line.clone(),
+            fallback_line: cfg.conversation.fallback_line.clone(),
             min_clause_words: cfg.conversation.min_clause_words,
+            max_spoken_words: cfg.conversation.max_spoken_words,
             start_deadline: (deadline > 0).then(|| Duration::from_millis(deadline)),
             prompt_grace: Duration::from_millis(cfg.prompts.grace_ms),
             max_queued_prompts: cfg.prompts.max_queued,

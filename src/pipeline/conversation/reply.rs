@@ -66,6 +66,12 @@ pub(super) struct Reply {
     pieces: Vec<(String, usize)>,
     /// Pieces queued for playout.
     pub queued: usize,
+    /// Words sent to synthesis.
+    words: usize,
+    /// The spoken-length cap was reached: the LLM is stopped.
+    capped: bool,
+    /// The fallback line replaced an unspeakable reply.
+    fallback: bool,
     pub llm_done: bool,
     asr_done: Duration,
     asr_decode: Duration,
@@ -109,6 +115,9 @@ impl Reply {
             answered: 0,
             pieces: Vec::new(),
             queued: 0,
+            words: 0,
+            capped: false,
+            fallback: false,
             llm_done: false,
             asr_done: Duration::ZERO,
             asr_decode: Duration::ZERO,
@@ -212,6 +221,9 @@ impl Conversation {
     }
 
     pub(super) fn on_token(&mut self, mut r: Reply, token: String) -> Option<Reply> {
+        if r.capped {
+            return Some(r); // the LLM is being stopped
+        }
         let since = r.llm_start.map(|t| self.now.saturating_duration_since(t));
         if r.first_token.is_none() {
             r.first_token = Some(since.unwrap_or_default());
@@ -221,19 +233,54 @@ impl Conversation {
             turn: r.turn,
             text: token.clone(),
         });
-        for piece in r.chunk(&token, false) {
-            self.synthesize(&mut r, piece);
+        let pieces = r.chunk(&token, false);
+        self.speak_pieces(&mut r, pieces);
+        if r.capped {
+            return self.maybe_finish(r);
         }
         Some(r)
     }
 
     pub(super) fn on_llm_done(&mut self, mut r: Reply) -> Option<Reply> {
-        for piece in r.chunk("", true) {
-            self.synthesize(&mut r, piece);
+        if !r.capped {
+            let pieces = r.chunk("", true);
+            self.speak_pieces(&mut r, pieces);
         }
         r.llm_done = true;
         r.stage = Stage::Generating { llm: false };
         self.maybe_finish(r)
+    }
+
+    /// Synthesize the LLM's pieces up to the spoken-length cap; past it the
+    /// LLM is stopped and the reply ends with the last whole piece.
+    fn speak_pieces(&mut self, r: &mut Reply, pieces: Vec<String>) {
+        let cap = self.cfg.max_spoken_words;
+        for piece in pieces {
+            let words = piece.split_whitespace().count();
+            if cap > 0 && !r.asked.is_empty() && r.words + words > cap {
+                tracing::info!(
+                    turn = r.turn,
+                    words = r.words,
+                    cap,
+                    "reply reached the spoken-length cap"
+                );
+                if matches!(r.stage, Stage::Generating { llm: true }) {
+                    self.out.push(Action::CancelLlm { reply: r.id });
+                }
+                r.stage = Stage::Generating { llm: false };
+                r.capped = true;
+                r.llm_done = true;
+                r.text = r
+                    .asked
+                    .iter()
+                    .map(|(t, _)| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                return;
+            }
+            r.words += words;
+            self.synthesize(r, piece);
+        }
     }
 
     pub(super) fn synthesize(&mut self, r: &mut Reply, text: String) {
@@ -307,6 +354,19 @@ impl Conversation {
                     interrupted: false,
                     prompt_id: Some(prompt.id.clone()),
                 });
+            }
+            ReplyKind::Speech | ReplyKind::Text
+                if r.queued == 0 && !r.fallback && !self.cfg.fallback_line.is_empty() =>
+            {
+                // Nothing speakable came: say the fallback line rather than
+                // leave the user in silence.
+                tracing::info!(turn = r.turn, reply = %text, "no speakable reply; saying the fallback line");
+                let mut r = r;
+                r.fallback = true;
+                r.text = self.cfg.fallback_line.clone();
+                let line = r.text.clone();
+                self.synthesize(&mut r, line);
+                return Some(r);
             }
             ReplyKind::Speech | ReplyKind::Text => {
                 self.emit(Event::Reply {
