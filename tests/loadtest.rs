@@ -210,6 +210,10 @@ async fn small_conversational_load() {
         );
     }
     let wer = summary["wer_pct"]["mean"].as_f64().expect("WER");
+    println!(
+        "mean WER over the turns {wer:.1} % (bound 25 %, margin {:.1} points)",
+        25.0 - wer
+    );
     assert!(wer <= 25.0, "mean WER {wer:.1} %");
     // Stage timings came from the data channel.
     assert!(summary["stages_ms"]["asr_ms"]["n"].as_u64().unwrap_or(0) >= 1);

@@ -229,9 +229,10 @@ async fn published_prompts_are_heard_with_their_latency() {
         let said = asr.transcribe(audio_since(&client, t0)).await.expect("asr");
         let w = wer(text, &said.text);
         println!(
-            "prompt {i}: publish -> first audio {ms:.0} ms; heard {:?} (WER {:.0} %)",
+            "prompt {i}: publish -> first audio {ms:.0} ms; heard {:?} (WER {:.0} %, bound 25 %, margin {:.0} points)",
             said.text,
-            w * 100.0
+            w * 100.0,
+            25.0 - w * 100.0
         );
         assert!(
             w <= 0.25,
@@ -841,9 +842,10 @@ async fn the_intent_worker_follows_up_on_a_quiet_user() {
         .expect("asr");
     let w = wer(&question, &said.text);
     println!(
-        "follow-up audio heard as {:?} (WER {:.0} %)",
+        "follow-up audio heard as {:?} (WER {:.0} %, bound 35 %, margin {:.0} points)",
         said.text,
-        w * 100.0
+        w * 100.0,
+        35.0 - w * 100.0
     );
     assert!(w <= 0.35, "follow-up audio does not say the question");
     client.bye().await;
