@@ -218,6 +218,9 @@ pub struct TurnConfig {
     pub max_turn_ms: u32,
     /// Use Smart Turn; off = plain silence threshold (`max_silence_ms`).
     pub smart_turn: bool,
+    /// Start the LLM on the speculative transcript at the first pause, so a
+    /// turn that ends on silence has its reply under way.
+    pub speculative_reply: bool,
 }
 
 impl Default for TurnConfig {
@@ -231,6 +234,7 @@ impl Default for TurnConfig {
             // Under Whisper's 30 s window, pre-roll included.
             max_turn_ms: 28_000,
             smart_turn: true,
+            speculative_reply: true,
         }
     }
 }

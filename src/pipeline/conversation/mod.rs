@@ -60,6 +60,8 @@ pub struct Settings {
     pub max_spoken_words: usize,
     /// A turn whose reply has not started by then gets the busy line.
     pub start_deadline: Option<Duration>,
+    /// Start the LLM on the speculative transcript at the first pause.
+    pub speculative_reply: bool,
     pub prompt_grace: Duration,
     pub max_queued_prompts: usize,
 }
@@ -75,6 +77,7 @@ impl Settings {
             min_clause_words: cfg.conversation.min_clause_words,
             max_spoken_words: cfg.conversation.max_spoken_words,
             start_deadline: (deadline > 0).then(|| Duration::from_millis(deadline)),
+            speculative_reply: cfg.turn.speculative_reply,
             prompt_grace: Duration::from_millis(cfg.prompts.grace_ms),
             max_queued_prompts: cfg.prompts.max_queued,
         }
@@ -238,11 +241,25 @@ struct Playing {
     history_idx: usize,
 }
 
-/// The speculative transcript started at the last pause.
+/// The speculative transcript started at the last pause, and the reply
+/// started on it while Smart Turn and the silence decide.
 #[derive(Debug)]
 struct Speculative {
     job: u64,
     result: Option<Result<Heard, Failure>>,
+    reply: Option<SpecReply>,
+}
+
+/// An LLM generation on a speculative transcript: its tokens are held back
+/// until the turn ends with only silence after that transcript (then they
+/// are the reply), or dropped with it when the user goes on.
+#[derive(Debug)]
+struct SpecReply {
+    id: u64,
+    started: Instant,
+    first_token: Option<Duration>,
+    tokens: Vec<String>,
+    done: bool,
 }
 
 /// The conversation state of one session (see the module docs).
@@ -335,10 +352,31 @@ impl Conversation {
                 }
             }
             Input::Transcript { job, result } => self.on_transcript(job, result),
-            Input::LlmToken { reply, text } => self.with_reply(reply, |c, r| c.on_token(r, text)),
-            Input::LlmDone { reply } => self.with_reply(reply, Self::on_llm_done),
+            Input::LlmToken { reply, text } => {
+                if let Some(sr) = self.spec_reply(reply) {
+                    sr.first_token
+                        .get_or_insert(now.saturating_duration_since(sr.started));
+                    sr.tokens.push(text);
+                } else {
+                    self.with_reply(reply, |c, r| c.on_token(r, text));
+                }
+            }
+            Input::LlmDone { reply } => {
+                if let Some(sr) = self.spec_reply(reply) {
+                    sr.done = true;
+                } else {
+                    self.with_reply(reply, Self::on_llm_done);
+                }
+            }
             Input::LlmFailed { reply, failure } => {
-                self.with_reply(reply, |c, r| c.fail_start(r, failure))
+                if self.spec_reply(reply).is_some() {
+                    // The turn's end starts it again, and reports a failure then.
+                    if let Some(s) = self.spec.as_mut() {
+                        s.reply = None;
+                    }
+                } else {
+                    self.with_reply(reply, |c, r| c.fail_start(r, failure));
+                }
             }
             Input::Synthesized { reply, piece, pcm } => {
                 self.with_reply(reply, |c, r| c.on_synthesized(r, piece, pcm))
@@ -373,9 +411,7 @@ impl Conversation {
                 self.answer(ticket, outcome);
             }
         }
-        if let Some(s) = self.spec.take() {
-            self.out.push(Action::CancelAsr { job: s.job });
-        }
+        self.drop_speculation();
         for (ticket, reason) in self.prompts.drain() {
             self.answer(ticket, PromptOutcome::Dropped(reason));
         }
@@ -442,7 +478,11 @@ impl Conversation {
                 // Decode now, so the transcript is ready when the turn ends.
                 self.drop_speculation();
                 let job = self.next_id();
-                self.spec = Some(Speculative { job, result: None });
+                self.spec = Some(Speculative {
+                    job,
+                    result: None,
+                    reply: None,
+                });
                 self.out.push(Action::StartAsr {
                     job,
                     audio: self.utterance.clone(),
@@ -457,11 +497,25 @@ impl Conversation {
     }
 
     fn drop_speculation(&mut self) {
-        if let Some(s) = self.spec.take()
-            && s.result.is_none()
-        {
+        let Some(s) = self.spec.take() else {
+            return;
+        };
+        if s.result.is_none() {
             self.out.push(Action::CancelAsr { job: s.job });
         }
+        if let Some(sr) = s.reply
+            && !sr.done
+        {
+            self.out.push(Action::CancelLlm { reply: sr.id });
+        }
+    }
+
+    /// The speculative reply `id`, if it is the one running.
+    fn spec_reply(&mut self, id: u64) -> Option<&mut SpecReply> {
+        self.spec
+            .as_mut()
+            .and_then(|s| s.reply.as_mut())
+            .filter(|sr| sr.id == id)
     }
 
     fn cancel_prediction(&mut self) {
@@ -494,7 +548,20 @@ impl Conversation {
         let spec = self.spec.take();
         let mut r = self.new_reply(ReplyKind::Speech, silence_ms);
         match spec {
-            Some(Speculative { job, result: None }) => r.stage = Stage::Transcribing { job, audio },
+            Some(Speculative {
+                job, result: None, ..
+            }) => r.stage = Stage::Transcribing { job, audio },
+            Some(Speculative {
+                result: Some(Ok(heard)),
+                reply: Some(sr),
+                ..
+            }) => {
+                // Only silence came after the speculative transcript: its
+                // reply is this turn's reply.
+                self.reply = Some(r);
+                self.with_current(|c, r| c.adopt_speculation(r, heard, sr));
+                return;
+            }
             Some(Speculative {
                 result: Some(Ok(heard)),
                 ..
@@ -520,7 +587,31 @@ impl Conversation {
         if let Some(s) = self.spec.as_mut()
             && s.job == job
         {
+            let heard = result.as_ref().ok().map(|h| h.text.trim().to_string());
             s.result = Some(result);
+            if let Some(user) = heard.filter(|t| !t.is_empty())
+                && self.cfg.speculative_reply
+                && self.reply.is_none()
+                && self.turns.in_turn()
+            {
+                // Start answering while Smart Turn and the silence decide.
+                let id = self.next_id();
+                let mut messages = self.history.clone();
+                messages.push(ChatMessage::new(Role::User, user));
+                self.out.push(Action::StartLlm {
+                    reply: id,
+                    messages,
+                });
+                if let Some(s) = self.spec.as_mut() {
+                    s.reply = Some(SpecReply {
+                        id,
+                        started: self.now,
+                        first_token: None,
+                        tokens: Vec::new(),
+                        done: false,
+                    });
+                }
+            }
             return;
         }
         let waiting = matches!(
@@ -564,6 +655,8 @@ impl Conversation {
         if self.replying() {
             self.cut_reply(Cause::Typed);
         }
+        // A reply started on speech in progress would answer the wrong thing.
+        self.drop_speculation();
         self.playing = None;
         self.emit(Event::state(State::Thinking));
         let r = self.new_reply(ReplyKind::Text, 0);

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Action, Conversation, Count, Failure, Heard, Playing};
+use super::{Action, Conversation, Count, Failure, Heard, Playing, SpecReply};
 use crate::bus::{DropReason, Prompt};
 use crate::events::{BusyReason, Event, State, Timings};
 use crate::pipeline::llm::{ChatMessage, Role};
@@ -205,6 +205,45 @@ impl Conversation {
             typed: false,
         });
         Some(self.start_llm(r, user))
+    }
+
+    /// The turn ended on the speculative transcript: the reply started on it
+    /// becomes this turn's, with the tokens it already has.
+    pub(super) fn adopt_speculation(
+        &mut self,
+        mut r: Reply,
+        heard: Heard,
+        sr: SpecReply,
+    ) -> Option<Reply> {
+        let user = heard.text.trim().to_string();
+        r.asr_decode = heard.decode;
+        self.emit(Event::Transcript {
+            turn: r.turn,
+            text: user.clone(),
+            is_final: true,
+            typed: false,
+        });
+        tracing::info!(
+            turn = r.turn,
+            tokens = sr.tokens.len(),
+            "speculative reply adopted"
+        );
+        r.id = sr.id;
+        r.user = Some(user);
+        r.stage = Stage::Generating { llm: !sr.done };
+        r.llm_start = Some(sr.started);
+        r.first_token = sr.first_token;
+        let mut r = Some(r);
+        for t in sr.tokens {
+            r = match r {
+                Some(r) => self.on_token(r, t),
+                None => return None,
+            };
+        }
+        match r {
+            Some(r) if sr.done => self.on_llm_done(r),
+            r => r,
+        }
     }
 
     pub(super) fn start_llm(&mut self, mut r: Reply, user: String) -> Reply {

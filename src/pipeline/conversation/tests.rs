@@ -21,6 +21,7 @@ fn settings() -> Settings {
         min_clause_words: 6,
         max_spoken_words: 25,
         start_deadline: Some(Duration::from_millis(3000)),
+        speculative_reply: true,
         prompt_grace: Duration::from_millis(1500),
         max_queued_prompts: 4,
     }
@@ -284,6 +285,12 @@ fn is_reply(a: &Action) -> bool {
         })
     )
 }
+fn is_reply_delta(a: &Action) -> bool {
+    matches!(a, Action::Emit(Event::ReplyDelta { .. }))
+}
+fn is_transcript(a: &Action) -> bool {
+    matches!(a, Action::Emit(Event::Transcript { .. }))
+}
 fn is_start_asr(a: &Action) -> bool {
     matches!(a, Action::StartAsr { .. })
 }
@@ -468,18 +475,52 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
             ]].concat(),
         ),
         (
-            "a speculative transcript that arrives before the end of turn is used",
+            "speculative reply (hit): the LLM starts at the pause, its words wait for the end of turn",
             vec![
                 Speak(20),
                 Quiet(7),
                 Expect("speculative ASR", is_start_asr),
                 Predict(false),
                 Asr("Tell me a joke."),
-                Never("LLM before the end of turn", is_start_llm),
+                Expect("LLM on the speculative transcript", is_start_llm),
+                Token("Why did the chicken cross the road? "),
+                Never("nothing said before the end of turn", is_reply_delta),
+                Never("nothing synthesized before the end of turn", is_synthesize),
                 Quiet(30),
                 Expect("end of turn on silence", is_thinking),
-                Expect("LLM at once", is_start_llm),
+                Expect("transcript", is_transcript),
+                Expect("held words released", is_reply_delta),
+                Expect("first piece synthesized at once", is_synthesize),
                 Never("a second decode", is_start_asr),
+                Never("a second LLM", is_start_llm),
+                Token("To get to the other side."),
+                LlmDone,
+                Tts(20_000),
+                Tts(20_000),
+                Expect("reply", is_reply),
+                Expect("timings", is_timings),
+                History(&[
+                    "user: tell me a joke.",
+                    "assistant: why did the chicken cross the road? to get to the other side.",
+                ]),
+            ],
+        ),
+        (
+            "speculative reply (miss): the user goes on, the early LLM is cancelled",
+            vec![
+                Speak(20),
+                Quiet(7),
+                Predict(false),
+                Asr("Tell me a joke."),
+                Expect("speculative LLM", is_start_llm),
+                Speak(3),
+                Expect("speculative LLM cancelled", is_cancel_llm),
+                Quiet(7),
+                Predict(true),
+                Asr("Tell me a joke about cats."),
+                Expect("LLM on the whole turn", is_start_llm),
+                Token("Cats nap. "),
+                Expect("spoken", is_synthesize),
             ],
         ),
         (
