@@ -275,6 +275,8 @@ pub struct Conversation {
     playout: Playout,
     /// Other sessions' work is queued in the engines.
     others_waiting: bool,
+    /// Decodes of turns whose reply was cut: (job, turn), reported when done.
+    orphans: Vec<(u64, u64)>,
     history: Vec<ChatMessage>,
     turn: u64,
     next_id: u64,
@@ -306,6 +308,7 @@ impl Conversation {
                 ..Playout::default()
             },
             others_waiting: false,
+            orphans: Vec::new(),
             history,
             turn: 0,
             next_id: 1,
@@ -584,6 +587,22 @@ impl Conversation {
     }
 
     fn on_transcript(&mut self, job: u64, result: Result<Heard, Failure>) {
+        if let Some(i) = self.orphans.iter().position(|(j, _)| *j == job) {
+            // The turn's reply was cut while this decode ran: report what the
+            // user said, with nothing to answer it.
+            let (_, turn) = self.orphans.swap_remove(i);
+            if let Ok(heard) = result
+                && !heard.text.trim().is_empty()
+            {
+                self.emit(Event::Transcript {
+                    turn,
+                    text: heard.text.trim().to_string(),
+                    is_final: true,
+                    typed: false,
+                });
+            }
+            return;
+        }
         if let Some(s) = self.spec.as_mut()
             && s.job == job
         {

@@ -523,8 +523,13 @@ impl Conversation {
                 0
             }
         };
-        let (turn, heard) = if let Some(r) = self.reply.take() {
-            // Still working: stop the LLM and TTS.
+        let (turn, heard) = if let Some(mut r) = self.reply.take() {
+            // Still working: stop the LLM and TTS. A transcription in progress
+            // goes on: what the user said is still reported.
+            if let Stage::Transcribing { job, .. } = r.stage {
+                self.orphans.push((job, r.turn));
+                r.stage = Stage::Generating { llm: false };
+            }
             self.cancel_work(&r);
             let heard = heard_text(&r.pieces, played_of(self, r.id));
             match r.kind {

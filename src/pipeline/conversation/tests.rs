@@ -540,6 +540,21 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
             ],
         ),
         (
+            "a turn cut while it is transcribed still reports its transcript",
+            vec![
+                Speak(20),
+                Quiet(7),
+                Predict(true),
+                Expect("thinking", is_thinking),
+                Speak(9),
+                Expect("cut", is_cut),
+                Never("the decode goes on", is_cancel_asr),
+                Asr("A very long monologue."),
+                Expect("transcript reported", is_transcript),
+                Never("not answered", is_start_llm),
+            ],
+        ),
+        (
             "a failed speculative decode is decoded again",
             vec![
                 Speak(20),
