@@ -22,7 +22,7 @@ pub enum ConverseError {
     #[error(transparent)]
     Audio(#[from] crate::audio::AudioFileError),
     #[error(transparent)]
-    Speech(#[from] crate::pipeline::speech::LoadError),
+    Speech(#[from] crate::engines::LoadError),
 }
 
 /// What one file's turn produced.

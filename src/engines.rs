@@ -1,18 +1,45 @@
 //! Loading the inference engines from the configured model profile. Each
 //! model is loaded once per process and shared by every session.
+//!
+//! This module sits above the pipeline: it imports the engine types from
+//! `crate::pipeline` and the pipeline never imports it.
 
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::LlmBackendKind;
+use crate::metrics::Metrics;
 use crate::models::{ModelError, ModelSet};
 use crate::pipeline::asr::{Asr, AsrError, AsrOptions};
-use crate::pipeline::llm::{Llm, LlmBackend, LlmError, LlmOptions};
-use crate::pipeline::llm_http::{HttpLlm, HttpLlmOptions};
+use crate::pipeline::llm::{HttpLlm, HttpLlmOptions, Llm, LlmBackend, LlmError, LlmOptions};
 use crate::pipeline::onnx::{self, OnnxError};
+use crate::pipeline::speech::SpeechDeps;
 use crate::pipeline::tts::{Tts, TtsError};
 use crate::pipeline::turn::{TurnDetector, TurnError};
 use crate::pipeline::vad::{Vad, VadError};
+
+/// The speech pipeline's engines could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading models: {0}")]
+    Engines(#[from] EngineError),
+    #[error("preparing the busy line: {0}")]
+    BusyLine(#[from] TtsError),
+    #[error("model loading thread failed: {0}")]
+    Join(String),
+}
+
+impl SpeechDeps {
+    /// Load every engine of `config`'s profile (off the async workers) and
+    /// synthesize the busy line.
+    pub async fn load(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Self, LoadError> {
+        let cfg = config.clone();
+        let engines = tokio::task::spawn_blocking(move || Engines::load(&cfg))
+            .await
+            .map_err(|e| LoadError::Join(e.to_string()))??;
+        Ok(Self::new(engines, config, metrics).await?)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -117,14 +144,9 @@ pub fn load_turn(cfg: &Config) -> Result<TurnDetector, EngineError> {
     Ok(TurnDetector::load(env, &set.path("turn", "")?, 64)?)
 }
 
-/// Every engine the speech pipeline needs.
-pub struct Engines {
-    pub asr: Arc<Asr>,
-    pub llm: Arc<LlmBackend>,
-    pub tts: Arc<Tts>,
-    pub vad: Arc<Vad>,
-    pub turn: Arc<TurnDetector>,
-}
+/// The bundle the speech pipeline takes (defined there, loaded here: the
+/// arrow points from the loader to the pipeline, never back).
+pub use crate::pipeline::Engines;
 
 impl Engines {
     pub fn load(cfg: &Config) -> Result<Self, EngineError> {

@@ -24,12 +24,11 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::payload::rfc3339;
-use crate::bus::{Bus, DropReason, Prompt, PromptHandler, PromptIn, Target, now_rfc3339};
+use crate::bus::{Bus, PromptHandler, PromptIn, Target, new_session_id, now_rfc3339};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::prompts::{Control, PromptDelivery, PromptOutcome};
+use crate::prompt::{Control, DropReason, Prompt, PromptDelivery, PromptOutcome};
 use crate::rtc::{ErrorCode, SignalError};
-use crate::session::new_session_id;
 
 /// Commands a session may have waiting before it reads them.
 pub const CONTROL_QUEUE: usize = 64;

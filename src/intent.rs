@@ -18,9 +18,10 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{BusError, Prompt, Subjects, durable_messages};
+use crate::bus::{BusError, Subjects, durable_messages};
 use crate::config::{Config, IntentConfig};
 use crate::pipeline::llm::{ChatMessage, LlmBackend, LlmEvent, Role};
+use crate::prompt::Prompt;
 
 /// Lines of a conversation kept per session.
 const KEEP_LINES: usize = 8;

@@ -17,6 +17,7 @@ pub mod loadtest;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
+pub mod prompt;
 pub mod rtc;
 pub mod server;
 pub mod session;

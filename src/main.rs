@@ -381,7 +381,8 @@ async fn transcribe(config: &Config, files: &[PathBuf]) -> anyhow::Result<i32> {
 /// `voxloop say`: exit 0 when spoken (everywhere, for a broadcast), 2 when
 /// dropped, 1 on errors or when no outcome came in time.
 async fn say(config: &Config, args: SayArgs) -> anyhow::Result<i32> {
-    use voxloop::bus::{Prompt, Target};
+    use voxloop::bus::Target;
+    use voxloop::prompt::Prompt;
     if let Some(id) = &args.session
         && !voxloop::bus::valid_session_id(id)
     {

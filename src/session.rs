@@ -26,14 +26,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::audio::{OpusEncoder, Pacer, StreamResampler, resample_clip};
-use crate::bus::DropReason;
 use crate::config::{Config, PipelineKind};
 use crate::hub::{CONTROL_QUEUE, SessionEvents};
 use crate::metrics::Metrics;
 use crate::pipeline::playout::OutQueue;
-use crate::pipeline::prompts::{Control, PromptOutcome};
 use crate::pipeline::speech::{self, SpeechDeps};
 use crate::pipeline::{EchoEvent, EchoGate, next_input};
+use crate::prompt::{Control, DropReason, PromptOutcome};
 use crate::rtc::{InboundFrame, Peer, PeerEvent};
 use crate::{PIPELINE_FRAME, PIPELINE_RATE, WIRE_FRAME, WIRE_RATE};
 
@@ -43,11 +42,6 @@ const MAX_PENDING_EVENTS: usize = 64;
 const MAX_TYPED_CHARS: usize = 2000;
 /// 16 kHz chunks the pipeline may lag behind the network (4 s).
 const PIPELINE_QUEUE: usize = 200;
-
-/// A fresh random session id (128 bits, hex).
-pub fn new_session_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
 
 /// Sends JSON events on the data channel, holding early ones until it opens.
 pub struct EventOut {
@@ -480,14 +474,5 @@ mod tests {
         );
         let long = serde_json::json!({"type": "text", "text": "a".repeat(MAX_TYPED_CHARS + 1)});
         assert_eq!(code(&long.to_string(), 1 << 20), Err("too_large"));
-    }
-
-    #[test]
-    fn session_ids_are_unique_hex() {
-        let a = new_session_id();
-        let b = new_session_id();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 32);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
     }
 }

@@ -22,7 +22,7 @@ pub fn wer(reference: &str, hyp: &str) -> f64 {
     if r.is_empty() {
         return if h.is_empty() { 0.0 } else { 1.0 };
     }
-    edit_distance(&r, &h) as f64 / r.len() as f64
+    strsim::generic_levenshtein(&r, &h) as f64 / r.len() as f64
 }
 
 /// Character error rate over letters and digits only (spaces and
@@ -34,20 +34,7 @@ pub fn cer(reference: &str, hyp: &str) -> f64 {
     if r.is_empty() {
         return if h.is_empty() { 0.0 } else { 1.0 };
     }
-    edit_distance(&r, &h) as f64 / r.len() as f64
-}
-
-fn edit_distance<T: PartialEq>(r: &[T], h: &[T]) -> usize {
-    let mut prev: Vec<usize> = (0..=h.len()).collect();
-    for (i, rw) in r.iter().enumerate() {
-        let mut cur = vec![i + 1; h.len() + 1];
-        for (j, hw) in h.iter().enumerate() {
-            let sub = prev[j] + usize::from(rw != hw);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[h.len()]
+    strsim::generic_levenshtein(&r, &h) as f64 / r.len() as f64
 }
 
 /// Splits streamed LLM text into pieces worth synthesizing: whole sentences,

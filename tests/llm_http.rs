@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use voxloop::pipeline::llm::{ChatMessage, Finish, LlmEvent, Role};
-use voxloop::pipeline::llm_http::{HttpLlm, HttpLlmOptions};
+use voxloop::pipeline::llm::{HttpLlm, HttpLlmOptions};
 
 #[derive(Clone, Default)]
 struct Seen(Arc<Mutex<Vec<serde_json::Value>>>);

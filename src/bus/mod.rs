@@ -30,10 +30,11 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use payload::{DropReason, Prompt, Rejected, now_rfc3339, parse_prompt, valid_session_id};
+pub use payload::{new_session_id, now_rfc3339, valid_session_id};
 
 use crate::config::BusConfig;
 use crate::metrics::Metrics;
+use crate::prompt::{Prompt, Rejected, parse_prompt};
 
 /// Ack deadline of the prompt consumer; progress acks extend it while a
 /// prompt waits for its moment, so only a dead server lets it lapse.

@@ -12,8 +12,9 @@ use futures::StreamExt;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{BusError, Prompt, Subjects, Target, ensure_streams};
+use super::{BusError, Subjects, Target, ensure_streams};
 use crate::config::BusConfig;
+use crate::prompt::Prompt;
 
 /// What `say` should publish and how long to wait.
 #[derive(Debug, Clone)]

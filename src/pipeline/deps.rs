@@ -1,6 +1,8 @@
 //! What a speech session needs that lives as long as the server: the
 //! engines (each model loaded once per process), the config, the metrics
-//! and the busy line, synthesized once at start-up.
+//! and the busy line, synthesized once at start-up. Loading the engines is
+//! `crate::engines`' job (`SpeechDeps::load` is defined there): the
+//! pipeline never imports its loader.
 
 use std::sync::Arc;
 
@@ -11,8 +13,9 @@ use super::vad::VadState;
 use crate::WIRE_RATE;
 use crate::audio::resample_clip;
 use crate::config::Config;
-use crate::engines::Engines;
 use crate::metrics::Metrics;
+use crate::pipeline::Engines;
+use crate::pipeline::tts::TtsError;
 
 /// The inference a speech session asks for, as one small trait: the
 /// models in production ([`Engines`]), fakes in the shell's tests. Every
@@ -98,25 +101,13 @@ pub struct SpeechDeps {
     pub busy_line: Arc<Vec<f32>>,
 }
 
-/// The speech pipeline's engines could not be made ready.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("loading models: {0}")]
-    Engines(#[from] crate::engines::EngineError),
-    #[error("preparing the busy line: {0}")]
-    BusyLine(#[from] super::tts::TtsError),
-    #[error("model loading thread failed: {0}")]
-    Join(String),
-}
-
 impl SpeechDeps {
-    /// Load every engine of `config`'s profile (off the async workers) and
-    /// synthesize the busy line.
-    pub async fn load(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Self, LoadError> {
-        let cfg = config.clone();
-        let engines = tokio::task::spawn_blocking(move || Engines::load(&cfg))
-            .await
-            .map_err(|e| LoadError::Join(e.to_string()))??;
+    /// Around loaded engines: synthesize the busy line.
+    pub async fn new(
+        engines: Engines,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, TtsError> {
         let speech = engines
             .tts
             .synthesize(config.conversation.busy_line.clone())

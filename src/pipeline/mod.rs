@@ -2,10 +2,21 @@
 //! user's audio.
 //!
 //! Each stage is a small type with a clear interface. Decision logic (echo
-//! gate, phonemes, mel features) is pure and unit-tested; model inference
-//! (asr, llm, tts, vad, turn) runs on dedicated threads behind bounded
-//! queues (`pool`), never on the async runtime. The session
-//! (`crate::session`) drives the stages and owns all IO.
+//! gate, turn taking, prompt timing, phonemes, mel features) is pure and
+//! unit-tested; model inference (asr, llm, tts, vad, turn) runs on dedicated
+//! threads behind bounded queues (`pool`, the LLM engine thread), never on
+//! the async runtime. The speech loop (`speech`) is the pipeline's own IO:
+//! tokio tasks that feed those threads and read their answers. The network
+//! is not: the session (`crate::session`) owns the peer, the data channel
+//! and the 20 ms pacer, and hands the pipeline 16 kHz audio, [`Control`]
+//! commands and an `OutQueue` to fill.
+//!
+//! The pipeline sits below the network side: it never imports `rtc`,
+//! `server`, `bus`, `hub` or `session` (see `tests/layering.rs`). Prompts
+//! reach it as [`crate::prompt`] types; engines are loaded above it, by
+//! `crate::engines`, into an [`Engines`].
+//!
+//! [`Control`]: crate::prompt::Control
 
 pub mod asr;
 pub mod conversation;
@@ -13,7 +24,6 @@ pub mod deps;
 pub mod echo;
 pub mod gate;
 pub mod llm;
-pub mod llm_http;
 pub mod mel;
 pub mod onnx;
 pub mod phonemes;
@@ -28,7 +38,18 @@ pub mod vad;
 
 pub use echo::{EchoEvent, EchoGate};
 
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Every engine the speech pipeline needs, each loaded once per process and
+/// shared by every session (`crate::engines` loads them).
+pub struct Engines {
+    pub asr: Arc<asr::Asr>,
+    pub llm: Arc<llm::LlmBackend>,
+    pub tts: Arc<tts::Tts>,
+    pub vad: Arc<vad::Vad>,
+    pub turn: Arc<turn::TurnDetector>,
+}
 
 /// No input for this long counts as silence.
 pub const INPUT_STALL: Duration = Duration::from_millis(100);

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
-use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionOutputs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
@@ -71,4 +71,30 @@ pub fn session(env: &Environment, model: &Path, threads: usize) -> Result<Sessio
 
 pub(crate) fn run_err<E: std::fmt::Display>(e: E) -> OnnxError {
     OnnxError::Run(e.to_string())
+}
+
+/// The f32 data of output `name` of `model`'s run; a missing or ill-typed
+/// output is an error naming both.
+pub(crate) fn output<'a>(
+    outputs: &'a SessionOutputs<'_>,
+    model: &str,
+    name: &str,
+) -> Result<&'a [f32], OnnxError> {
+    let value = outputs
+        .get(name)
+        .ok_or_else(|| OnnxError::Run(format!("{model} has no {name:?} output")))?;
+    let (_, data) = value.try_extract_tensor::<f32>().map_err(run_err)?;
+    Ok(data)
+}
+
+/// The first value of a scalar output (a probability), 0 if it is empty.
+pub(crate) fn scalar(
+    outputs: &SessionOutputs<'_>,
+    model: &str,
+    name: &str,
+) -> Result<f32, OnnxError> {
+    Ok(output(outputs, model, name)?
+        .first()
+        .copied()
+        .unwrap_or(0.0))
 }

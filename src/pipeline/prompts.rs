@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::bus::{DropReason, Prompt};
+use crate::prompt::{DropReason, Prompt};
 
 /// Ids remembered for de-duplication per session.
 const SEEN_IDS: usize = 512;
@@ -119,7 +119,10 @@ impl<T> PromptQueue<T> {
     }
 
     /// Put back a prompt whose speaking was cut off before any of it was
-    /// heard; it keeps its place in line.
+    /// heard. It does not keep its old place: it gets a new sequence number,
+    /// so it goes behind the prompts of its priority that are queued now
+    /// (still ahead of any lower priority). Its id stays remembered, so it is
+    /// not refused as its own duplicate.
     pub fn requeue(&mut self, prompt: Prompt, token: T) {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -186,39 +189,6 @@ pub fn moment(activity: Activity, grace: Duration, interrupt: bool) -> Moment {
     } else {
         Moment::Wait
     }
-}
-
-/// How a delivered prompt ended, reported back to whoever delivered it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PromptOutcome {
-    /// Its audio was synthesized and queued for playout as `turn`.
-    Spoken {
-        turn: u64,
-    },
-    Dropped(DropReason),
-}
-
-/// A prompt handed to one session, with the channel for its outcome.
-#[derive(Debug)]
-pub struct PromptDelivery {
-    pub prompt: Prompt,
-    pub done: tokio::sync::oneshot::Sender<PromptOutcome>,
-}
-
-impl PromptDelivery {
-    pub fn new(prompt: Prompt) -> (Self, tokio::sync::oneshot::Receiver<PromptOutcome>) {
-        let (done, rx) = tokio::sync::oneshot::channel();
-        (Self { prompt, done }, rx)
-    }
-}
-
-/// Commands a live session accepts besides audio.
-#[derive(Debug)]
-pub enum Control {
-    /// Speak this prompt at the next natural moment.
-    Prompt(PromptDelivery),
-    /// A typed user message: answered as if it had been said.
-    Text(String),
 }
 
 #[cfg(test)]

@@ -27,13 +27,12 @@ use tokio_util::sync::CancellationToken;
 use super::conversation::{Action, Conversation, Count, Input, Playout, Settings};
 use super::llm::LlmEvent;
 use super::playout::OutQueue;
-use super::prompts::{Control, PromptOutcome};
 use super::vad::{VadState, WINDOW};
-use crate::bus::DropReason;
 use crate::events::Event;
 use crate::metrics::Metrics;
+use crate::prompt::{Control, DropReason, PromptOutcome};
 
-pub use super::deps::{Inference, LoadError, SpeechDeps};
+pub use super::deps::{Inference, SpeechDeps};
 
 /// One piece for the session's TTS task.
 struct TtsJob {

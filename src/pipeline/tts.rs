@@ -149,10 +149,7 @@ fn synthesize_blocking(
             "scales" => Tensor::from_array(([3usize], vec![inf.noise_scale, inf.length_scale, inf.noise_w])).map_err(run_err)?,
         ])
         .map_err(run_err)?;
-    let out = outputs
-        .get("output")
-        .ok_or_else(|| OnnxError::Run("voice has no \"output\"".into()))?;
-    let (_, audio) = out.try_extract_tensor::<f32>().map_err(run_err)?;
+    let audio = onnx::output(&outputs, "voice", "output")?;
     let pcm: Vec<f32> = audio.iter().map(|x| x.clamp(-1.0, 1.0)).collect();
     Ok(Speech {
         pcm,

@@ -97,15 +97,7 @@ impl TurnDetector {
                         "input_features" => Tensor::from_array(([1usize, N_MELS, FRAMES], feats)).map_err(run_err)?,
                     ])
                     .map_err(run_err)?;
-                let p = outputs
-                    .get("logits")
-                    .ok_or_else(|| OnnxError::Run("turn model has no \"logits\"".into()))?
-                    .try_extract_tensor::<f32>()
-                    .map_err(run_err)?
-                    .1
-                    .first()
-                    .copied()
-                    .unwrap_or(0.0);
+                let p = onnx::scalar(&outputs, "turn model", "logits")?;
                 Ok(TurnPrediction {
                     probability: p,
                     elapsed: started.elapsed(),

@@ -62,21 +62,8 @@ pub fn speech_prob(
             "sr" => Tensor::from_array(((), vec![16_000i64])).map_err(run_err)?,
         ])
         .map_err(run_err)?;
-    let prob = outputs
-        .get("output")
-        .ok_or_else(|| OnnxError::Run("VAD has no \"output\"".into()))?
-        .try_extract_tensor::<f32>()
-        .map_err(run_err)?
-        .1
-        .first()
-        .copied()
-        .unwrap_or(0.0);
-    let new_state = outputs
-        .get("stateN")
-        .ok_or_else(|| OnnxError::Run("VAD has no \"stateN\"".into()))?
-        .try_extract_tensor::<f32>()
-        .map_err(run_err)?
-        .1;
+    let prob = onnx::scalar(&outputs, "VAD", "output")?;
+    let new_state = onnx::output(&outputs, "VAD", "stateN")?;
     if new_state.len() == STATE {
         st.state.copy_from_slice(new_state);
     }

@@ -28,6 +28,7 @@ use webrtc::peer_connection::{
 
 use super::signaling::IceCandidate;
 use crate::audio::OpusDecoder;
+use crate::config::RtcConfig;
 
 /// Label of the JSON event channel; the client creates it before its offer.
 pub const EVENTS_LABEL: &str = "events";
@@ -48,13 +49,20 @@ pub struct RtcSettings {
     pub ice_check_interval: Duration,
 }
 
+impl From<&RtcConfig> for RtcSettings {
+    fn from(c: &RtcConfig) -> Self {
+        Self {
+            udp_bind: c.udp_bind.clone(),
+            public_ips: c.public_ips.clone(),
+            ice_check_interval: Duration::from_millis(c.ice_check_interval_ms.max(1)),
+        }
+    }
+}
+
+/// The `[rtc]` defaults: loopback, 20 ms checks.
 impl Default for RtcSettings {
     fn default() -> Self {
-        Self {
-            udp_bind: vec![IpAddr::from([127, 0, 0, 1])],
-            public_ips: Vec::new(),
-            ice_check_interval: Duration::from_millis(20),
-        }
+        Self::from(&RtcConfig::default())
     }
 }
 

@@ -12,8 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Default cap on one signaling message; an SDP offer is a few KiB.
-pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+/// Default cap on one signaling message (a config default, so it lives there).
+pub use crate::config::DEFAULT_MAX_MESSAGE;
 
 /// An ICE candidate as browsers serialize `RTCIceCandidate.toJSON()`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

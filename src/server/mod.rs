@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::hub::{Hub, SessionEvents};
 use crate::metrics::Metrics;
 use crate::pipeline::speech::SpeechDeps;
-use crate::rtc::{ErrorCode, Peer, PeerEvent, PeerStreams, SignalError};
+use crate::rtc::{ErrorCode, Peer, PeerEvent, PeerStreams, RtcSettings, SignalError};
 use crate::session::{Session, SessionContext};
 
 /// Shared state of the HTTP server.
@@ -93,7 +93,7 @@ impl AppState {
         bus_events: Arc<SessionEvents>,
         offer_sdp: &str,
     ) -> Result<(Session, mpsc::Receiver<PeerEvent>, String), SignalError> {
-        let settings = self.config.rtc_settings();
+        let settings = RtcSettings::from(&self.config.rtc);
         match Peer::answer(&settings, offer_sdp).await {
             Ok((peer, PeerStreams { events, audio }, answer)) => {
                 let session = Session::start(
@@ -211,7 +211,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Speech(#[from] crate::pipeline::speech::LoadError),
+    Speech(#[from] crate::engines::LoadError),
     #[error(transparent)]
     Bus(#[from] crate::bus::BusError),
     #[error("server: {0}")]

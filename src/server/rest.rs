@@ -13,9 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::bus::{DropReason, parse_prompt};
 use crate::metrics::Metrics;
-use crate::pipeline::prompts::PromptOutcome;
+use crate::prompt::{DropReason, Prompt, PromptOutcome, parse_prompt};
 
 pub async fn list_sessions(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     Json(json!({ "sessions": state.hub.list() }))
@@ -46,10 +45,7 @@ pub async fn post_prompt(
     if let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&body)
         && !obj.contains_key("id")
     {
-        obj.insert(
-            "id".into(),
-            json!(crate::bus::Prompt::new(String::new()).id),
-        );
+        obj.insert("id".into(), json!(Prompt::new(String::new()).id));
         body = Value::Object(obj).to_string().into_bytes();
     }
     let prompt = match parse_prompt(&body, state.config.prompts.max_chars) {

@@ -147,6 +147,19 @@ export async function peakLevel(page, name, ms) {
   }, [name, ms]);
 }
 
+// Open the page, record the assistant's peak level from then on (read it
+// as window.__assistantPeak), press Connect and wait for the session id.
+// Returns whether it connected.
+export async function connectTrackingAssistant(page) {
+  await page.goto(env.url);
+  await page.evaluate(() => {
+    window.__assistantPeak = 0;
+    setInterval(() => { window.__assistantPeak = Math.max(window.__assistantPeak, window.voxloop.assistantLevel()); }, 20);
+  });
+  await page.click("#connect");
+  return until(page, "connected", () => window.voxloop.connected() && window.voxloop.sessionId(), null, 15_000);
+}
+
 export async function screenshot(page, name) {
   if (!env.artifacts) return null;
   fs.mkdirSync(env.artifacts, { recursive: true });

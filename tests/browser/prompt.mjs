@@ -1,7 +1,7 @@
 // Test 3: a proactive prompt (issue 5). POST /sessions/{id}/prompt with
 // {"text","id"}; the server speaks it and sends {"type":"prompt",id,text,turn}
 // on the events channel; the page shows it in the transcript, marked proactive.
-import { launch, snapshot, until, screenshot, scenario, closeInput, log, env } from "./lib.mjs";
+import { launch, snapshot, until, screenshot, scenario, closeInput, connectTrackingAssistant, log, env } from "./lib.mjs";
 
 closeInput();
 const PROMPT = {
@@ -12,13 +12,7 @@ const PROMPT = {
 await scenario("prompt", 90_000, async (result) => {
   const { page, close } = await launch();
   try {
-    await page.goto(env.url);
-    await page.evaluate(() => {
-      window.__assistantPeak = 0;
-      setInterval(() => { window.__assistantPeak = Math.max(window.__assistantPeak, window.voxloop.assistantLevel()); }, 20);
-    });
-    await page.click("#connect");
-    result.connected = await until(page, "connected", () => window.voxloop.connected() && window.voxloop.sessionId(), null, 15_000);
+    result.connected = await connectTrackingAssistant(page);
     const id = await page.evaluate(() => window.voxloop.sessionId());
     const r = await fetch(`${env.url}/sessions/${id}/prompt`, {
       method: "POST",

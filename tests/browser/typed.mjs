@@ -1,6 +1,6 @@
 // A typed message: the page sends {"type":"text","text":…} on the events
 // channel and the assistant answers by voice.
-import { launch, snapshot, until, screenshot, scenario, closeInput, env } from "./lib.mjs";
+import { launch, snapshot, until, screenshot, scenario, closeInput, connectTrackingAssistant } from "./lib.mjs";
 
 closeInput();
 const QUESTION = "What is the capital of France?";
@@ -8,13 +8,7 @@ const QUESTION = "What is the capital of France?";
 await scenario("typed", 90_000, async (result) => {
   const { page, close } = await launch();
   try {
-    await page.goto(env.url);
-    await page.evaluate(() => {
-      window.__assistantPeak = 0;
-      setInterval(() => { window.__assistantPeak = Math.max(window.__assistantPeak, window.voxloop.assistantLevel()); }, 20);
-    });
-    await page.click("#connect");
-    result.connected = await until(page, "connected", () => window.voxloop.connected() && window.voxloop.sessionId(), null, 15_000);
+    result.connected = await connectTrackingAssistant(page);
     // Type like a person: focus, text, Enter.
     await page.click("#say-text");
     await page.keyboard.type(QUESTION);

@@ -62,15 +62,12 @@ impl Server {
         self.child.id()
     }
 
-    /// Resident set size of the server process, in KiB.
+    /// Resident set size of the server process, in KiB (the server's own
+    /// `/metrics` reader, so both count the same thing).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+        voxloop::metrics::process_rss_bytes(&self.pid().to_string())
+            .expect("VmRSS of the server in /proc")
+            / 1024
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {

@@ -32,12 +32,12 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use super::llm::{ChatMessage, Role};
-use super::prompts::{self, Activity, Moment, PromptOutcome, PromptQueue};
+use super::prompts::{self, Activity, Moment, PromptQueue};
 use super::turn_taking::{EndReason, TurnEvent, TurnTaking};
 use crate::PIPELINE_RATE;
-use crate::bus::{DropReason, Prompt};
 use crate::config::{Config, TurnConfig};
 use crate::events::{Event, State};
+use crate::prompt::{DropReason, Prompt, PromptOutcome};
 
 pub use reply::heard_text;
 use reply::{Cause, Reply, ReplyKind, Stage};

@@ -5,10 +5,9 @@
 use std::time::{Duration, Instant};
 
 use super::{Action, Conversation, Count, Failure, Heard, Playing, SpecReply};
-use crate::bus::{DropReason, Prompt};
 use crate::events::{BusyReason, Event, State, Timings};
 use crate::pipeline::llm::{ChatMessage, Role};
-use crate::pipeline::prompts::PromptOutcome;
+use crate::prompt::{DropReason, Prompt, PromptOutcome};
 use crate::text::SentenceChunker;
 
 #[derive(Debug)]

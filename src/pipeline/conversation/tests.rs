@@ -143,7 +143,7 @@ impl Harness {
         let ticket = self.tickets.len() as u64 + 100;
         self.tickets.insert(ticket, id);
         let mut p =
-            crate::bus::Prompt::new(format!("Would you like to hear about {id}? It is new."));
+            crate::prompt::Prompt::new(format!("Would you like to hear about {id}? It is new."));
         p.id = id.into();
         p.interrupt = interrupt;
         // The conversation's wall clock started at the epoch.

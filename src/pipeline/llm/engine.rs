@@ -1,333 +1,23 @@
-//! The LLM engine: llama.cpp (llama-cpp-2) on one dedicated thread, serving
-//! every session from one model and one context.
-//!
-//! - **Continuous batching**: each active conversation has a sequence id and
-//!   its own KV cells; every step decodes the next token of all of them in
-//!   one llama.cpp batch, instead of running whole replies one after another.
-//! - **Prefix reuse**: a conversation keeps its slot between turns; a new
-//!   prompt only decodes the tokens after the longest prefix already in the
-//!   KV cache (the system prompt and earlier turns are not re-read).
-//! - **Streaming and cancellation**: tokens go out as they are sampled; a
-//!   cancelled generation stops before its next token is decoded.
+//! The llama.cpp engine thread: one model and one context serving every
+//! conversation with continuous batching, KV prefix reuse, streaming and
+//! cancellation (see [`super`]).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Duration;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
-use super::pool::Busy;
-
-/// The default system prompt: written for speech, not for a chat window.
-pub const DEFAULT_SYSTEM_PROMPT: &str = "You are voxloop, a friendly voice assistant. Your replies are spoken aloud, so answer in one or two short sentences of plain conversational English. Never use lists, markdown, code or emoji.";
-
-#[derive(Debug, thiserror::Error)]
-pub enum LlmError {
-    #[error("cannot load LLM {path}: {message}")]
-    Load { path: String, message: String },
-    #[error("the LLM engine thread is gone")]
-    Gone,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    System,
-    User,
-    Assistant,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::System => "system",
-            Role::User => "user",
-            Role::Assistant => "assistant",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: Role,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self {
-            role,
-            content: content.into(),
-        }
-    }
-}
-
-/// Engine settings.
-#[derive(Debug, Clone)]
-pub struct LlmOptions {
-    pub threads: i32,
-    /// Conversations that can hold KV cells at once (llama.cpp sequence ids).
-    pub slots: u32,
-    /// Requests that may wait for a slot beyond those running.
-    pub queue: usize,
-    /// Longest prompt; older turns are dropped to fit.
-    pub max_prompt_tokens: usize,
-    /// Default cap on a reply's tokens.
-    pub max_tokens: usize,
-    /// 0 = greedy (deterministic).
-    pub temperature: f32,
-}
-
-impl Default for LlmOptions {
-    fn default() -> Self {
-        Self {
-            threads: 2,
-            slots: 4,
-            queue: 8,
-            max_prompt_tokens: 1536,
-            max_tokens: 200,
-            temperature: 0.0,
-        }
-    }
-}
-
-/// Why a generation ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Finish {
-    Stop,
-    Length,
-    Cancelled,
-    Error(String),
-}
-
-/// A finished generation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Completion {
-    pub text: String,
-    pub finish: Finish,
-    pub prompt_tokens: usize,
-    /// Prompt tokens whose KV cells were reused from the previous turn.
-    pub reused_tokens: usize,
-    pub generated: usize,
-    /// From submission to the first token.
-    pub first_token: Option<Duration>,
-    pub elapsed: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum LlmEvent {
-    Token(String),
-    Done(Completion),
-}
-
-/// A running generation: read its events, or cancel it.
-pub struct Generation {
-    pub events: mpsc::UnboundedReceiver<LlmEvent>,
-    cancel: Arc<AtomicBool>,
-}
-
-impl Generation {
-    pub(crate) fn new(events: mpsc::UnboundedReceiver<LlmEvent>, cancel: Arc<AtomicBool>) -> Self {
-        Self { events, cancel }
-    }
-
-    /// Stop generating; the engine ends it before decoding another token.
-    pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::SeqCst);
-    }
-
-    /// A handle that cancels this generation from elsewhere.
-    pub fn canceller(&self) -> Arc<AtomicBool> {
-        self.cancel.clone()
-    }
-
-    /// Wait for the whole reply (tests, CLI).
-    pub async fn collect(mut self) -> Completion {
-        while let Some(ev) = self.events.recv().await {
-            if let LlmEvent::Done(c) = ev {
-                return c;
-            }
-        }
-        Completion {
-            text: String::new(),
-            finish: Finish::Error("engine dropped the generation".into()),
-            prompt_tokens: 0,
-            reused_tokens: 0,
-            generated: 0,
-            first_token: None,
-            elapsed: Duration::ZERO,
-        }
-    }
-}
-
-struct Request {
-    key: u64,
-    messages: Vec<ChatMessage>,
-    max_tokens: usize,
-    events: mpsc::UnboundedSender<LlmEvent>,
-    cancel: Arc<AtomicBool>,
-    submitted: Instant,
-}
-
-enum Cmd {
-    Generate(Request),
-    Forget(u64),
-}
-
-/// Handle to the engine thread.
-pub struct Llm {
-    tx: Sender<Cmd>,
-    pending: Arc<AtomicUsize>,
-    capacity: usize,
-    default_max_tokens: usize,
-}
-
-static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
-
-fn backend() -> Result<&'static LlamaBackend, String> {
-    BACKEND
-        .get_or_init(|| {
-            let mut b = LlamaBackend::init().map_err(|e| e.to_string())?;
-            b.void_logs();
-            Ok(b)
-        })
-        .as_ref()
-        .map_err(|e| e.clone())
-}
-
-impl Llm {
-    /// Load the GGUF model and start the engine thread.
-    pub fn load(path: &Path, options: LlmOptions) -> Result<Self, LlmError> {
-        let load_err = |message: String| LlmError::Load {
-            path: path.display().to_string(),
-            message,
-        };
-        let backend = backend().map_err(load_err)?;
-        let params = LlamaModelParams::default().with_n_gpu_layers(0);
-        let model = LlamaModel::load_from_file(backend, path, &params)
-            .map_err(|e| load_err(e.to_string()))?;
-        // The engine lives as long as the process; leaking gives the context a 'static model.
-        let model: &'static LlamaModel = Box::leak(Box::new(model));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-        let pending = Arc::new(AtomicUsize::new(0));
-        let p = pending.clone();
-        let opts = options.clone();
-        std::thread::Builder::new()
-            .name("llm".into())
-            .spawn(move || match Engine::new(backend, model, &opts) {
-                Ok(mut engine) => {
-                    let _ = ready_tx.send(Ok(()));
-                    engine.run(rx, &p);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(|e| load_err(e.to_string()))?;
-        ready_rx
-            .recv()
-            .map_err(|_| load_err("engine thread died".into()))?
-            .map_err(load_err)?;
-        Ok(Self {
-            tx,
-            pending,
-            capacity: options.slots as usize + options.queue,
-            default_max_tokens: options.max_tokens,
-        })
-    }
-
-    /// Start a reply to `messages` for conversation `key` (its KV cells are
-    /// reused next turn). Fails at once with [`Busy`] when the queue is full.
-    pub fn generate(
-        &self,
-        key: u64,
-        messages: Vec<ChatMessage>,
-        max_tokens: Option<usize>,
-    ) -> Result<Generation, Busy> {
-        if self.pending.fetch_add(1, Ordering::SeqCst) >= self.capacity {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
-            return Err(Busy("llm"));
-        }
-        let (etx, erx) = mpsc::unbounded_channel();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let req = Request {
-            key,
-            messages,
-            max_tokens: max_tokens.unwrap_or(self.default_max_tokens),
-            events: etx,
-            cancel: cancel.clone(),
-            submitted: Instant::now(),
-        };
-        if self.tx.send(Cmd::Generate(req)).is_err() {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
-            return Err(Busy("llm"));
-        }
-        Ok(Generation {
-            events: erx,
-            cancel,
-        })
-    }
-
-    /// Release a finished conversation's KV cells.
-    pub fn forget(&self, key: u64) {
-        let _ = self.tx.send(Cmd::Forget(key));
-    }
-
-    /// Generations queued or running.
-    pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::SeqCst)
-    }
-}
-
-/// The LLM behind the conversation: the embedded engine or an
-/// OpenAI-compatible server, chosen by `llm.backend`.
-pub enum LlmBackend {
-    Embedded(Llm),
-    Http(super::llm_http::HttpLlm),
-}
-
-impl LlmBackend {
-    /// Start a reply for conversation `key` (the embedded engine reuses its KV cells).
-    pub fn generate(
-        &self,
-        key: u64,
-        messages: Vec<ChatMessage>,
-        max_tokens: Option<usize>,
-    ) -> Result<Generation, Busy> {
-        match self {
-            LlmBackend::Embedded(l) => l.generate(key, messages, max_tokens),
-            LlmBackend::Http(h) => h.generate(messages, max_tokens),
-        }
-    }
-
-    /// The conversation is over.
-    pub fn forget(&self, key: u64) {
-        if let LlmBackend::Embedded(l) = self {
-            l.forget(key);
-        }
-    }
-
-    pub fn pending(&self) -> usize {
-        match self {
-            LlmBackend::Embedded(l) => l.pending(),
-            LlmBackend::Http(h) => h.pending(),
-        }
-    }
-}
+use super::chat::{ChatMessage, Completion, Finish, LlmEvent, Role};
+use super::llama::{Cmd, LlmOptions, Request};
 
 /// Assembles UTF-8 from token pieces that may split a code point.
 #[derive(Default)]
@@ -370,7 +60,7 @@ struct Slot {
     last_used: u64,
 }
 
-struct Engine {
+pub(super) struct Engine {
     model: &'static LlamaModel,
     ctx: LlamaContext<'static>,
     template: LlamaChatTemplate,
@@ -383,7 +73,7 @@ struct Engine {
 }
 
 impl Engine {
-    fn new(
+    pub(super) fn new(
         backend: &'static LlamaBackend,
         model: &'static LlamaModel,
         opts: &LlmOptions,
@@ -420,7 +110,7 @@ impl Engine {
         })
     }
 
-    fn run(&mut self, rx: Receiver<Cmd>, pending: &AtomicUsize) {
+    pub(super) fn run(&mut self, rx: Receiver<Cmd>, pending: &AtomicUsize) {
         loop {
             let busy = self.slots.iter().any(|s| s.active.is_some()) || !self.waiting.is_empty();
             // Block only when there is nothing to do.
@@ -484,16 +174,7 @@ impl Engine {
                 break;
             };
             if req.cancel.load(Ordering::SeqCst) {
-                finish_request(
-                    req,
-                    Finish::Cancelled,
-                    String::new(),
-                    0,
-                    0,
-                    0,
-                    None,
-                    pending,
-                );
+                end_unstarted(req, Finish::Cancelled, pending);
                 continue;
             }
             if let Err(e) = self.start(i, req, pending) {
@@ -535,29 +216,11 @@ impl Engine {
         let toks = match self.prompt_tokens(&req.messages) {
             Ok(t) if !t.is_empty() => t,
             Ok(_) => {
-                finish_request(
-                    req,
-                    Finish::Error("empty prompt".into()),
-                    String::new(),
-                    0,
-                    0,
-                    0,
-                    None,
-                    pending,
-                );
+                end_unstarted(req, Finish::Error("empty prompt".into()), pending);
                 return Err("empty prompt".into());
             }
             Err(e) => {
-                finish_request(
-                    req,
-                    Finish::Error(e.clone()),
-                    String::new(),
-                    0,
-                    0,
-                    0,
-                    None,
-                    pending,
-                );
+                end_unstarted(req, Finish::Error(e.clone()), pending);
                 return Err(e);
             }
         };
@@ -630,7 +293,7 @@ impl Engine {
                 pos += 1;
             }
             let decoded = {
-                let _turn = super::gate::ggml().enter();
+                let _turn = crate::pipeline::gate::ggml().enter();
                 self.ctx.decode(&mut self.batch)
             };
             if let Err(e) = decoded {
@@ -674,16 +337,7 @@ impl Engine {
         let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
         self.slots[i].cached.clear();
         self.slots[i].key = None;
-        finish_request(
-            req,
-            Finish::Error(why.into()),
-            String::new(),
-            0,
-            0,
-            0,
-            None,
-            pending,
-        );
+        end_unstarted(req, Finish::Error(why.into()), pending);
         Err(why.into())
     }
 
@@ -726,16 +380,7 @@ impl Engine {
             };
             match finish {
                 Some(f) => {
-                    finish_request(
-                        a.req,
-                        f,
-                        a.text,
-                        a.prompt_tokens,
-                        a.reused,
-                        a.generated,
-                        a.first_token,
-                        pending,
-                    );
+                    end_active(a, f, pending);
                 }
                 None => self.slots[i].active = Some(a),
             }
@@ -744,23 +389,14 @@ impl Engine {
             return;
         }
         let decoded = {
-            let _turn = super::gate::ggml().enter();
+            let _turn = crate::pipeline::gate::ggml().enter();
             self.ctx.decode(&mut self.batch)
         };
         if let Err(e) = decoded {
             let why = format!("decode: {e}");
             for (i, _) in in_batch {
                 if let Some(a) = self.slots[i].active.take() {
-                    finish_request(
-                        a.req,
-                        Finish::Error(why.clone()),
-                        a.text,
-                        a.prompt_tokens,
-                        a.reused,
-                        a.generated,
-                        a.first_token,
-                        pending,
-                    );
+                    end_active(a, Finish::Error(why.clone()), pending);
                 }
                 let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
                 self.slots[i].cached.clear();
@@ -774,6 +410,25 @@ impl Engine {
             }
         }
     }
+}
+
+/// End a request that never generated anything.
+fn end_unstarted(req: Request, finish: Finish, pending: &AtomicUsize) {
+    finish_request(req, finish, String::new(), 0, 0, 0, None, pending);
+}
+
+/// End a running generation with what it has so far.
+fn end_active(a: Active, finish: Finish, pending: &AtomicUsize) {
+    finish_request(
+        a.req,
+        finish,
+        a.text,
+        a.prompt_tokens,
+        a.reused,
+        a.generated,
+        a.first_token,
+        pending,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]

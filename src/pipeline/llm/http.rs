@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::llm::{ChatMessage, Completion, Finish, Generation, LlmEvent};
-use super::pool::Busy;
+use super::chat::{ChatMessage, Completion, Finish, Generation, LlmEvent};
+use crate::pipeline::pool::Busy;
 
 /// Settings for an OpenAI-compatible server.
 #[derive(Debug, Clone)]

@@ -1,0 +1,321 @@
+//! The sections of [`super::Config`] (`[bus]`, `[prompts]`, `[turn]`, …)
+//! with the defaults that run out of the box on a 2-core machine.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::DEFAULT_SYSTEM_PROMPT;
+
+/// NATS names: subjects, streams and the durable consumer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// First token of every subject (`VOXLOOP_NATS_PREFIX`): `<prefix>.prompt.>`, `<prefix>.event.>`.
+    pub prefix: String,
+    /// Durable consumer of the prompt stream; servers sharing it share the work,
+    /// so give each server its own (`VOXLOOP_NATS_CONSUMER`).
+    pub consumer: String,
+    /// Events waiting for NATS; more are dropped and counted (`bus_events_dropped_total`).
+    pub event_buffer: usize,
+    /// How long events stay in the event stream, in hours.
+    pub event_retention_hours: u64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "voxloop".into(),
+            consumer: "voxloop-server".into(),
+            event_buffer: 1024,
+            event_retention_hours: 24,
+        }
+    }
+}
+
+/// When and how proactive prompts are spoken.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromptsConfig {
+    /// Quiet time (user and assistant) before a prompt may start (`VOXLOOP_PROMPT_GRACE_MS`).
+    pub grace_ms: u64,
+    /// How long a prompt for an unknown session waits for that session id to
+    /// (re)connect before it is dropped as `no_session` (`VOXLOOP_PROMPT_RECONNECT_MS`).
+    pub reconnect_wait_ms: u64,
+    /// Longest prompt text, in characters; longer ones are dropped as `too_large`.
+    pub max_chars: usize,
+    /// Prompts queued per session; a full queue drops the lowest priority.
+    pub max_queued: usize,
+}
+
+impl Default for PromptsConfig {
+    fn default() -> Self {
+        Self {
+            grace_ms: 1500,
+            reconnect_wait_ms: 15_000,
+            max_chars: 1000,
+            max_queued: 16,
+        }
+    }
+}
+
+/// The intent worker: when it asks a follow-up question.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntentConfig {
+    /// Silence after the last exchange before a follow-up (`VOXLOOP_INTENT_QUIET_MS`).
+    pub quiet_ms: u64,
+    /// Most follow-ups per session.
+    pub max_followups: u32,
+    /// How long a follow-up prompt stays valid, in seconds.
+    pub expires_s: u64,
+    /// How often the worker looks at its sessions, in ms.
+    pub tick_ms: u64,
+    /// Durable consumer of the event stream for the worker.
+    pub consumer: String,
+}
+
+impl Default for IntentConfig {
+    fn default() -> Self {
+        Self {
+            quiet_ms: 20_000,
+            max_followups: 2,
+            expires_s: 60,
+            tick_ms: 500,
+            consumer: "voxloop-intent".into(),
+        }
+    }
+}
+
+/// Which LLM answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmBackendKind {
+    /// llama.cpp in this process, with the profile's GGUF model.
+    Embedded,
+    /// An OpenAI-compatible chat-completions server (Ollama and similar).
+    Openai,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// `embedded` or `openai` (`VOXLOOP_LLM_BACKEND`).
+    pub backend: LlmBackendKind,
+    /// Base URL up to `/v1` (`VOXLOOP_LLM_URL`).
+    pub url: String,
+    /// Model name the server knows (`VOXLOOP_LLM_MODEL`).
+    pub model: String,
+    /// Name of the environment variable holding the API key, if any (never printed).
+    pub api_key_env: Option<String>,
+    /// Requests in flight to the server.
+    pub concurrency: usize,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            backend: LlmBackendKind::Embedded,
+            url: "http://127.0.0.1:11434/v1".into(),
+            model: "qwen2.5:0.5b".into(),
+            api_key_env: None,
+            concurrency: 4,
+        }
+    }
+}
+
+/// Turn-taking thresholds (see `pipeline::turn_taking`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// Silero probability counted as speech.
+    pub vad_threshold: f32,
+    /// Speech needed to start a turn, ms.
+    pub min_speech_ms: u32,
+    /// Speech needed to interrupt the assistant, ms.
+    pub barge_in_ms: u32,
+    /// Silence after which Smart Turn is asked whether the turn is over, ms.
+    pub short_pause_ms: u32,
+    /// Silence that ends a turn whatever Smart Turn says, ms (`VOXLOOP_MAX_SILENCE_MS`).
+    pub max_silence_ms: u32,
+    /// Longest turn; a longer monologue is answered at this point, ms.
+    pub max_turn_ms: u32,
+    /// Use Smart Turn; off = plain silence threshold (`max_silence_ms`).
+    pub smart_turn: bool,
+    /// Start the LLM on the speculative transcript at the first pause, so a
+    /// turn that ends on silence has its reply under way.
+    pub speculative_reply: bool,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            vad_threshold: 0.5,
+            min_speech_ms: 96,
+            barge_in_ms: 250,
+            short_pause_ms: 200,
+            max_silence_ms: 1000,
+            // Under Whisper's 30 s window, pre-roll included.
+            max_turn_ms: 28_000,
+            smart_turn: true,
+            speculative_reply: true,
+        }
+    }
+}
+
+/// What the assistant says and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConversationConfig {
+    /// System prompt, written for speech (`VOXLOOP_SYSTEM_PROMPT`).
+    pub system_prompt: String,
+    /// Spoken when inference is overloaded.
+    pub busy_line: String,
+    /// Spoken when a reply has nothing speakable in it (empty = silence).
+    pub fallback_line: String,
+    /// An early clause this long is spoken before its sentence ends.
+    pub min_clause_words: usize,
+    /// Longest spoken reply, in words (0 = no cap): past it the LLM is
+    /// stopped and the reply ends with the last whole clause.
+    pub max_spoken_words: usize,
+}
+
+impl Default for ConversationConfig {
+    fn default() -> Self {
+        Self {
+            system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
+            busy_line: "One moment, please. I'm a little busy right now.".into(),
+            fallback_line: "Sorry, I don't have a good answer to that.".into(),
+            min_clause_words: 6,
+            max_spoken_words: 50,
+        }
+    }
+}
+
+/// Threads and queues of the inference engines (2-core defaults).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InferenceConfig {
+    pub asr_threads: i32,
+    pub asr_workers: usize,
+    /// Transcriptions that may wait; beyond it a turn gets the busy line.
+    pub asr_queue: usize,
+    /// Shrink Whisper's encoder window to the clip (much faster on short turns).
+    pub asr_fit_audio_ctx: bool,
+    pub llm_threads: i32,
+    /// Conversations decoded together in one batch (`VOXLOOP_LLM_SLOTS`).
+    pub llm_slots: u32,
+    pub llm_queue: usize,
+    pub llm_max_tokens: usize,
+    pub llm_max_prompt_tokens: usize,
+    /// 0 = greedy.
+    pub llm_temperature: f32,
+    pub tts_workers: usize,
+    pub tts_queue: usize,
+    /// Speaking rate of the voice: > 1 slower, < 1 faster (default: the voice's own).
+    pub tts_length_scale: Option<f32>,
+    /// A turn whose reply has not started (transcript and first LLM token)
+    /// this long after the end of the turn gets the busy line instead of
+    /// more silence; 0 = wait as long as the queues allow
+    /// (`VOXLOOP_START_DEADLINE_MS`). Queues bound how much work waits, not
+    /// how long: a full set of LLM slots can hold a turn for seconds.
+    pub start_deadline_ms: u64,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            asr_threads: 2,
+            asr_workers: 1,
+            asr_queue: 8,
+            asr_fit_audio_ctx: true,
+            llm_threads: 2,
+            llm_slots: 4,
+            llm_queue: 8,
+            llm_max_tokens: 160,
+            llm_max_prompt_tokens: 1536,
+            llm_temperature: 0.0,
+            tts_workers: 1,
+            tts_queue: 16,
+            tts_length_scale: None,
+            start_deadline_ms: 3000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Directory holding `manifest.toml` and the fetched files (`VOXLOOP_MODELS_DIR`).
+    pub dir: PathBuf,
+    /// Model profile: `default`, `fast` (small LLM, for CI) or `large` (`VOXLOOP_MODELS_PROFILE`).
+    pub profile: String,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("models"),
+            profile: "default".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtcConfig {
+    /// Local IPs to bind media sockets on (`VOXLOOP_RTC_BIND`, comma-separated).
+    /// Loopback by default; add a real interface to serve other machines.
+    pub udp_bind: Vec<IpAddr>,
+    /// Public IPs to advertise for a 1:1 NAT (`VOXLOOP_RTC_PUBLIC_IPS`).
+    pub public_ips: Vec<String>,
+    /// ICE connectivity-check interval in ms (`VOXLOOP_RTC_ICE_CHECK_MS`).
+    pub ice_check_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudioConfig {
+    /// Opus bitrate of the audio we send, bits/s (`VOXLOOP_OPUS_BITRATE`).
+    pub opus_bitrate: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EchoConfig {
+    /// Frame level above which the echo gate hears speech, dBFS.
+    pub threshold_dbfs: f32,
+    /// Silence that ends an utterance, ms.
+    pub hangover_ms: u32,
+    /// Longest utterance kept; longer speech is played back in pieces, ms.
+    pub max_utterance_ms: u32,
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        Self {
+            udp_bind: vec![IpAddr::from([127, 0, 0, 1])],
+            public_ips: vec![],
+            ice_check_interval_ms: 20,
+        }
+    }
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self {
+            opus_bitrate: 48_000,
+        }
+    }
+}
+
+impl Default for EchoConfig {
+    fn default() -> Self {
+        Self {
+            threshold_dbfs: -40.0,
+            hangover_ms: 500,
+            max_utterance_ms: 30_000,
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The LLM engine: llama.cpp (llama-cpp-2) on one dedicated thread, serving
+//! every session from one model and one context.
+//!
+//! - **Continuous batching**: each active conversation has a sequence id and
+//!   its own KV cells; every step decodes the next token of all of them in
+//!   one llama.cpp batch, instead of running whole replies one after another.
+//! - **Prefix reuse**: a conversation keeps its slot between turns; a new
+//!   prompt only decodes the tokens after the longest prefix already in the
+//!   KV cache (the system prompt and earlier turns are not re-read).
+//! - **Streaming and cancellation**: tokens go out as they are sampled; a
+//!   cancelled generation stops before its next token is decoded.
+//!
+//! Files: [`chat`] (the types every backend speaks), [`llama`] (the handle
+//! to the embedded engine), [`engine`] (its thread: batching, KV reuse,
+//! sampling) and [`http`] (an OpenAI-compatible server instead).
+
+mod chat;
+mod engine;
+pub mod http;
+mod llama;
+
+pub use chat::{ChatMessage, Completion, Finish, Generation, LlmEvent, Role};
+pub use http::{HttpLlm, HttpLlmOptions};
+pub use llama::{Llm, LlmError, LlmOptions};
+
+use super::pool::Busy;
+
+/// The default system prompt (a config default, so it lives there).
+pub use crate::config::DEFAULT_SYSTEM_PROMPT;
+
+/// The LLM behind the conversation: the embedded engine or an
+/// OpenAI-compatible server, chosen by `llm.backend`.
+pub enum LlmBackend {
+    Embedded(Llm),
+    Http(HttpLlm),
+}
+
+impl LlmBackend {
+    /// Start a reply for conversation `key` (the embedded engine reuses its KV cells).
+    pub fn generate(
+        &self,
+        key: u64,
+        messages: Vec<ChatMessage>,
+        max_tokens: Option<usize>,
+    ) -> Result<Generation, Busy> {
+        match self {
+            LlmBackend::Embedded(l) => l.generate(key, messages, max_tokens),
+            LlmBackend::Http(h) => h.generate(messages, max_tokens),
+        }
+    }
+
+    /// The conversation is over.
+    pub fn forget(&self, key: u64) {
+        if let LlmBackend::Embedded(l) = self {
+            l.forget(key);
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        match self {
+            LlmBackend::Embedded(l) => l.pending(),
+            LlmBackend::Http(h) => h.pending(),
+        }
+    }
+}
