@@ -152,19 +152,6 @@ pub async fn say(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("3 weeks").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 
     #[test]
     fn outcome_lines_are_stable() {
