@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::audio::{VOICED_THRESHOLD, decode_file_mono};
 use crate::config::Config;
+use crate::events::{Event, Timings};
 use crate::metrics::Metrics;
 use crate::pipeline::playout::OutQueue;
 use crate::pipeline::speech::{self, SpeechDeps};
@@ -30,7 +30,7 @@ pub enum ConverseError {
 pub struct ConverseReport {
     pub transcript: Option<String>,
     pub reply: Option<String>,
-    pub timings: Option<Value>,
+    pub timings: Option<Timings>,
     /// Last voiced input sample fed → first voiced reply sample played.
     pub voice_to_voice: Option<Duration>,
     /// The reply audio at 48 kHz.
@@ -50,7 +50,7 @@ pub async fn converse_file(
 ) -> Result<ConverseReport, ConverseError> {
     let input = decode_file_mono(path, PIPELINE_RATE)?;
     let (tx, rx) = mpsc::channel::<Vec<f32>>(256);
-    let (ev_tx, mut ev_rx) = mpsc::channel::<Value>(1024);
+    let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(1024);
     let out = Arc::new(Mutex::new(OutQueue::default()));
     let cancel = CancellationToken::new();
     // No prompts or typed messages here: the control channel stays empty.
@@ -59,7 +59,7 @@ pub async fn converse_file(
         rx,
         control_rx,
         out.clone(),
-        crate::session::typed_events(ev_tx),
+        ev_tx,
         deps.clone(),
         cancel.clone(),
     ));
@@ -103,14 +103,14 @@ pub async fn converse_file(
             quiet_after_reply += 1;
         }
         while let Ok(ev) = ev_rx.try_recv() {
-            match ev["type"].as_str() {
-                Some("transcript") => report.transcript = ev["text"].as_str().map(String::from),
-                Some("reply") => report.reply = ev["text"].as_str().map(String::from),
-                Some("timings") => {
-                    report.timings = Some(ev);
+            match ev {
+                Event::Transcript { text, .. } => report.transcript = Some(text),
+                Event::Reply { text, .. } => report.reply = Some(text),
+                Event::Timings(t) => {
+                    report.timings = Some(t);
                     reply_done = true;
                 }
-                Some("busy") => reply_done = true,
+                Event::Busy { .. } => reply_done = true,
                 _ => {}
             }
         }

@@ -91,8 +91,10 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prompt_id: Option<String>,
     },
-    /// The user spoke over the assistant: its audio is flushed at once
-    /// (the interruption frame; a `reply` with `interrupted` follows).
+    /// The reply of `turn` was cut off (the user spoke or typed over it, or
+    /// an `interrupt` prompt took its place): the server has flushed its
+    /// audio, and a client drops what it still holds of it. Pipecat's
+    /// interruption frame; a `reply` with `interrupted` follows.
     BargeIn { turn: u64 },
     /// Stage timings of a turn that was answered.
     Timings(Timings),
@@ -123,6 +125,11 @@ impl Event {
         }
     }
 
+    /// Whether this is a `state` event for `state`.
+    pub fn is_state(&self, state: State) -> bool {
+        matches!(self, Event::State { state: s, .. } if *s == state)
+    }
+
     /// The turn this event belongs to, if it names one.
     pub fn turn(&self) -> Option<u64> {
         match self {
@@ -145,6 +152,10 @@ impl Event {
 pub enum ClientMessage {
     /// A typed message; the assistant answers it by voice.
     Text { text: String },
+    /// Any `type` this server does not know (a newer client's message):
+    /// parsed so the server can answer it with `unknown_type`.
+    #[serde(other)]
+    Unknown,
 }
 
 #[cfg(test)]
@@ -204,6 +215,14 @@ mod tests {
                 text: "hello".into()
             }
         );
-        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"nope"}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<ClientMessage>(r#"{"type":"nope","x":1}"#).unwrap(),
+            ClientMessage::Unknown
+        );
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"text"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&ClientMessage::Text { text: "hi".into() }).unwrap(),
+            r#"{"type":"text","text":"hi"}"#
+        );
     }
 }

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::payload::rfc3339;
 use crate::bus::{Bus, PromptHandler, PromptIn, Target, new_session_id, now_rfc3339};
 use crate::config::Config;
+use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::prompt::{Control, DropReason, Prompt, PromptDelivery, PromptOutcome};
 use crate::rtc::{ErrorCode, SignalError};
@@ -80,28 +81,28 @@ impl SessionEvents {
 
     /// Mirror a data-channel event to the bus when it is one consumers want:
     /// final transcripts and replies.
-    pub fn mirror(&self, ev: &Value) {
-        let turn = ev.get("turn").and_then(Value::as_u64);
-        let text = ev.get("text").cloned().unwrap_or(Value::Null);
-        match ev.get("type").and_then(Value::as_str) {
-            Some("transcript") => {
-                let typed = ev.get("typed").and_then(Value::as_bool).unwrap_or(false);
+    pub fn mirror(&self, ev: &Event) {
+        match ev {
+            Event::Transcript {
+                turn, text, typed, ..
+            } => {
                 self.publish(
                     "transcript",
-                    turn,
+                    Some(*turn),
                     json!({"text": text, "final": true, "typed": typed}),
                 );
             }
-            Some("reply") => {
-                let interrupted = ev
-                    .get("interrupted")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
+            Event::Reply {
+                turn,
+                text,
+                interrupted,
+                prompt_id,
+            } => {
                 let mut f = json!({"text": text, "interrupted": interrupted});
-                if let Some(p) = ev.get("prompt_id") {
-                    f["prompt_id"] = p.clone();
+                if let Some(p) = prompt_id {
+                    f["prompt_id"] = json!(p);
                 }
-                self.publish("reply", turn, f);
+                self.publish("reply", Some(*turn), f);
             }
             _ => {}
         }

@@ -319,20 +319,16 @@ async fn converse(config: &Config, args: &ConverseArgs) -> anyhow::Result<()> {
         println!("file: {}", f.display());
         println!("transcript: {}", r.transcript.as_deref().unwrap_or(""));
         println!("reply: {}", r.reply.as_deref().unwrap_or(""));
-        let t = r.timings.unwrap_or_default();
-        let g = |k: &str| {
-            t[k].as_u64()
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "-".into())
-        };
+        let t = r.timings.as_ref();
+        let g = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         println!(
             "timings: endpoint_ms={} asr_ms={} llm_first_token_ms={} first_sentence_ms={} tts_first_audio_ms={} total_ms={} voice_to_voice_ms={}",
-            g("endpoint_ms"),
-            g("asr_ms"),
-            g("llm_first_token_ms"),
-            g("first_sentence_ms"),
-            g("tts_first_audio_ms"),
-            g("total_ms"),
+            g(t.map(|t| u64::from(t.endpoint_ms))),
+            g(t.map(|t| t.asr_ms)),
+            g(t.and_then(|t| t.llm_first_token_ms)),
+            g(t.and_then(|t| t.first_sentence_ms)),
+            g(t.and_then(|t| t.tts_first_audio_ms)),
+            g(t.and_then(|t| t.total_ms)),
             r.voice_to_voice
                 .map(|d| d.as_millis().to_string())
                 .unwrap_or_else(|| "-".into())

@@ -4,7 +4,7 @@
 //!   (bounded; a pipeline that falls behind loses frames, counted, rather
 //!   than stalling the decoder);
 //! - **pipeline**: `speech` (the assistant) or `echo` (diagnostics), filling
-//!   the [`OutQueue`] and emitting JSON events;
+//!   the [`OutQueue`] and emitting [`Event`]s;
 //! - **events**: forwards those events to the data channel, holding early
 //!   ones until it opens, and mirrors transcripts and replies to the bus;
 //! - **outbound**: a [`Pacer`] wakes every 20 ms, takes one frame from the
@@ -12,14 +12,13 @@
 //!   connects, never waits for the data channel, and never bursts.
 //!
 //! Besides audio, a session takes [`Control`] commands: prompts from the hub
-//! and typed messages from the data channel (`{"type":"text","text":...}`).
+//! and typed messages from the data channel ([`ClientMessage::Text`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +26,7 @@ use tracing::Instrument;
 
 use crate::audio::{OpusEncoder, Pacer, StreamResampler, resample_clip};
 use crate::config::{Config, PipelineKind};
+use crate::events::{ClientMessage, Event, State};
 use crate::hub::{CONTROL_QUEUE, SessionEvents};
 use crate::metrics::Metrics;
 use crate::pipeline::playout::OutQueue;
@@ -43,7 +43,8 @@ const MAX_TYPED_CHARS: usize = 2000;
 /// 16 kHz chunks the pipeline may lag behind the network (4 s).
 const PIPELINE_QUEUE: usize = 200;
 
-/// Sends JSON events on the data channel, holding early ones until it opens.
+/// Sends events on the data channel (serialized once, here), holding early
+/// ones until it opens.
 pub struct EventOut {
     peer: Arc<Peer>,
     open: AtomicBool,
@@ -59,8 +60,14 @@ impl EventOut {
         }
     }
 
-    pub async fn send(&self, event: Value) {
-        let text = event.to_string();
+    pub async fn send(&self, event: &Event) {
+        let text = match serde_json::to_string(event) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serialize an event; dropped");
+                return;
+            }
+        };
         if self.open.load(Ordering::Acquire) && self.peer.send_data(&text).await {
             return;
         }
@@ -121,7 +128,7 @@ impl Session {
         let connected = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let (pcm_tx, pcm_rx) = mpsc::channel::<Vec<f32>>(PIPELINE_QUEUE);
-        let (ev_tx, ev_rx) = mpsc::channel::<Value>(256);
+        let (ev_tx, ev_rx) = mpsc::channel::<Event>(256);
 
         let mut tasks = vec![
             tokio::spawn(
@@ -149,7 +156,7 @@ impl Session {
                     pcm_rx,
                     control_rx,
                     queue,
-                    typed_events(ev_tx),
+                    ev_tx,
                     deps.clone(),
                     cancel.clone(),
                 )
@@ -192,7 +199,9 @@ impl Session {
             PeerEvent::DataOpen => {
                 self.events.opened().await;
                 self.events
-                    .send(json!({"type": "session", "id": self.id}))
+                    .send(&Event::Session {
+                        id: self.id.clone(),
+                    })
                     .await;
             }
             PeerEvent::DataMessage(text) => {
@@ -200,14 +209,22 @@ impl Session {
                     Ok(typed) => {
                         if self.control.try_send(Control::Text(typed)).is_err() {
                             self.events
-                            .send(json!({"type": "error", "code": "busy", "message": "too many messages waiting; try again"}))
-                            .await;
+                                .send(&Event::Error {
+                                    code: Some("busy".into()),
+                                    turn: None,
+                                    message: "too many messages waiting; try again".into(),
+                                })
+                                .await;
                         }
                     }
                     Err((code, message)) => {
                         tracing::warn!(code, %message, "bad data channel message");
                         self.events
-                            .send(json!({"type": "error", "code": code, "message": message}))
+                            .send(&Event::Error {
+                                code: Some(code.into()),
+                                turn: None,
+                                message,
+                            })
                             .await;
                     }
                 }
@@ -267,18 +284,18 @@ async fn inbound_loop(
 }
 
 async fn forward_events(
-    mut rx: mpsc::Receiver<Value>,
+    mut rx: mpsc::Receiver<Event>,
     out: Arc<EventOut>,
     bus_events: Arc<SessionEvents>,
 ) {
     while let Some(ev) = rx.recv().await {
         bus_events.mirror(&ev);
-        out.send(ev).await;
+        out.send(&ev).await;
     }
 }
 
-/// A message the client sent on the data channel: today only typed text,
-/// `{"type":"text","text":"..."}`. Errors carry a code for the client.
+/// A message the client sent on the data channel ([`ClientMessage`]; today
+/// only typed text), as the trimmed text. Errors carry a code for the client.
 fn parse_data_message(text: &str, max_len: usize) -> Result<String, (&'static str, String)> {
     if text.len() > max_len {
         return Err((
@@ -289,27 +306,34 @@ fn parse_data_message(text: &str, max_len: usize) -> Result<String, (&'static st
             ),
         ));
     }
-    let v: Value =
+    let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| ("bad_json", format!("not valid JSON: {e}")))?;
-    match v.get("type").and_then(Value::as_str) {
-        Some("text") => match v.get("text").and_then(Value::as_str) {
-            Some(t) if t.chars().count() > MAX_TYPED_CHARS => Err((
-                "too_large",
-                format!("typed text is over {MAX_TYPED_CHARS} characters"),
-            )),
-            Some(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
-            _ => Err((
-                "bad_message",
-                "text needs a non-empty string field \"text\"".into(),
-            )),
-        },
-        Some(other) => Err((
-            "unknown_type",
-            format!("unknown data channel message type {other:?} (expected text)"),
-        )),
-        None => Err((
+    let Some(ty) = v.get("type").and_then(serde_json::Value::as_str) else {
+        return Err((
             "bad_json",
             "expected a JSON object with a string \"type\"".into(),
+        ));
+    };
+    let ty = ty.chars().take(40).collect::<String>();
+    let msg: ClientMessage = serde_json::from_value(v).map_err(|e| {
+        (
+            "bad_message",
+            format!("{ty} needs a non-empty string field \"text\": {e}"),
+        )
+    })?;
+    match msg {
+        ClientMessage::Text { text } if text.chars().count() > MAX_TYPED_CHARS => Err((
+            "too_large",
+            format!("typed text is over {MAX_TYPED_CHARS} characters"),
+        )),
+        ClientMessage::Text { text } if !text.trim().is_empty() => Ok(text.trim().to_string()),
+        ClientMessage::Text { .. } => Err((
+            "bad_message",
+            "text needs a non-empty string field \"text\"".into(),
+        )),
+        ClientMessage::Unknown => Err((
+            "unknown_type",
+            format!("unknown data channel message type {ty:?} (expected text)"),
         )),
     }
 }
@@ -319,7 +343,7 @@ async fn echo_loop(
     mut input: mpsc::Receiver<Vec<f32>>,
     mut control: mpsc::Receiver<Control>,
     queue: Arc<Mutex<OutQueue>>,
-    events: mpsc::Sender<Value>,
+    events: mpsc::Sender<Event>,
     ctx: SessionContext,
     cancel: CancellationToken,
 ) {
@@ -345,7 +369,7 @@ async fn echo_loop(
             let f: Vec<f32> = pending.drain(..PIPELINE_FRAME).collect();
             match gate.push(&f) {
                 Some(EchoEvent::SpeechStarted) => {
-                    let _ = events.try_send(json!({"type": "state", "state": "user_speaking"}));
+                    let _ = events.try_send(Event::state(State::UserSpeaking));
                 }
                 Some(EchoEvent::Utterance(u)) => {
                     Metrics::inc(&ctx.metrics.utterances);
@@ -356,9 +380,10 @@ async fn echo_loop(
                             if let Ok(mut q) = queue.lock() {
                                 q.push(&pcm48);
                             }
-                            let _ = events.try_send(
-                                json!({"type": "state", "state": "speaking", "utterance_ms": ms}),
-                            );
+                            let _ = events.try_send(Event::State {
+                                state: State::Speaking,
+                                utterance_ms: Some(ms),
+                            });
                         }
                         Err(e) => tracing::warn!(error = %e, "cannot resample utterance"),
                     }
@@ -372,7 +397,7 @@ async fn echo_loop(
 async fn outbound_loop(
     peer: Arc<Peer>,
     queue: Arc<Mutex<OutQueue>>,
-    events: mpsc::Sender<Value>,
+    events: mpsc::Sender<Event>,
     connected: Arc<Notify>,
     ctx: SessionContext,
     cancel: CancellationToken,
@@ -412,7 +437,7 @@ async fn outbound_loop(
         let active = frame.is_some();
         if std::mem::replace(&mut playing, active) && !active {
             // The last queued audio has gone out: the assistant is listening again.
-            let _ = events.try_send(json!({"type": "state", "state": "listening"}));
+            let _ = events.try_send(Event::state(State::Listening));
         }
         let pcm = frame.as_deref().unwrap_or(&silence);
         let packet = match encoder.encode(pcm) {
@@ -432,22 +457,6 @@ async fn outbound_loop(
             }
         }
     }
-}
-
-/// Typed speech events onto the JSON event channel (until the session's
-/// channel carries `Event` itself).
-pub(crate) fn typed_events(tx: mpsc::Sender<Value>) -> mpsc::Sender<crate::events::Event> {
-    let (etx, mut erx) = mpsc::channel::<crate::events::Event>(256);
-    tokio::spawn(async move {
-        while let Some(ev) = erx.recv().await {
-            if let Ok(v) = serde_json::to_value(&ev)
-                && tx.send(v).await.is_err()
-            {
-                break;
-            }
-        }
-    });
-    etx
 }
 
 #[cfg(test)]
@@ -472,7 +481,10 @@ mod tests {
             code(r#"{"type":"text","text":"hello"}"#, 10),
             Err("too_large")
         );
-        let long = serde_json::json!({"type": "text", "text": "a".repeat(MAX_TYPED_CHARS + 1)});
-        assert_eq!(code(&long.to_string(), 1 << 20), Err("too_large"));
+        let long = ClientMessage::Text {
+            text: "a".repeat(MAX_TYPED_CHARS + 1),
+        };
+        let long = serde_json::to_string(&long).unwrap();
+        assert_eq!(code(&long, 1 << 20), Err("too_large"));
     }
 }

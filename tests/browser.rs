@@ -392,6 +392,11 @@ fn page_renders_every_event_type() {
         .expect("turn 1 reply");
     assert_eq!(interrupted["interrupted"], true);
     assert_eq!(text(interrupted), "Once upon a time");
+    // barge_in alone already ended the entry's streaming and marked it cut.
+    assert_eq!(r["streaming"], "true");
+    assert_eq!(r["bargeIn"]["busy"], "false", "{}", r["bargeIn"]);
+    assert_eq!(r["bargeIn"]["interrupted"], "true", "{}", r["bargeIn"]);
+    assert_eq!(r["bargeIn"]["count"], 1, "{}", r["bargeIn"]);
     assert_eq!(r["dom"]["unheard"], "there was a fox who ran.");
     assert_eq!(r["dom"]["interruptedBadge"], "interrupted");
     let prompt = assistant

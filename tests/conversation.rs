@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{Server, clip48};
-use serde_json::Value;
 use voxloop::audio::{VOICED_THRESHOLD, resample_clip};
 use voxloop::client::{Client, ClientOptions, ReceivedFrame};
 use voxloop::config::Config;
+use voxloop::events::{Event, State};
 use voxloop::text::wer;
 use voxloop::{PIPELINE_RATE, WIRE_RATE, engines};
 
@@ -45,11 +45,32 @@ async fn say(client: &Client, pcm: &[f32], silence: Duration) -> voxloop::client
     client.send_pcm(&with_tail, 1.0).await.expect("send audio")
 }
 
-async fn wait_type(client: &mut Client, ty: &str, secs: u64) -> Value {
+/// The text of the next transcript.
+async fn transcript(client: &mut Client, secs: u64) -> String {
     client
-        .wait_event(Duration::from_secs(secs), |e| e["type"] == ty)
+        .wait_for(Duration::from_secs(secs), |e| match e {
+            Event::Transcript { text, .. } => Some(text),
+            _ => None,
+        })
         .await
-        .unwrap_or_else(|| panic!("no {ty} event within {secs} s"))
+        .unwrap_or_else(|| panic!("no transcript within {secs} s"))
+}
+
+/// The next whole reply: its text and whether it was interrupted.
+async fn reply(client: &mut Client, secs: u64) -> (String, bool) {
+    client
+        .wait_for(Duration::from_secs(secs), |e| match e {
+            Event::Reply {
+                text, interrupted, ..
+            } => Some((text, interrupted)),
+            _ => None,
+        })
+        .await
+        .unwrap_or_else(|| panic!("no reply within {secs} s"))
+}
+
+fn is_listening(e: &Event) -> bool {
+    e.is_state(State::Listening)
 }
 
 fn voiced_frame(f: &ReceivedFrame) -> bool {
@@ -84,8 +105,7 @@ async fn spoken_question_gets_a_spoken_answer() {
         Duration::from_millis(1500),
     )
     .await;
-    let transcript = wait_type(&mut client, "transcript", 20).await;
-    let heard = transcript["text"].as_str().unwrap_or_default().to_string();
+    let heard = transcript(&mut client, 20).await;
     let w = wer("What is the capital of France?", &heard);
     println!(
         "transcript: {heard:?} (WER {:.0} %, bound 20 %, margin {:.0} points)",
@@ -93,18 +113,23 @@ async fn spoken_question_gets_a_spoken_answer() {
         20.0 - w * 100.0
     );
     assert!(w <= 0.20, "transcript {heard:?}");
-    let reply = wait_type(&mut client, "reply", 30).await;
-    let reply_text = reply["text"].as_str().unwrap_or_default().to_string();
+    let (reply_text, interrupted) = reply(&mut client, 30).await;
     println!("reply: {reply_text:?}");
     assert!(
         reply_text.to_lowercase().contains("paris"),
         "reply: {reply_text}"
     );
-    assert_eq!(reply["interrupted"], false);
-    let timings = wait_type(&mut client, "timings", 10).await;
-    println!("timings: {timings}");
+    assert!(!interrupted);
+    let timings = client
+        .wait_for(Duration::from_secs(10), |e| match e {
+            Event::Timings(t) => Some(t),
+            _ => None,
+        })
+        .await
+        .expect("timings within 10 s");
+    println!("timings: {timings:?}");
     client
-        .wait_event(Duration::from_secs(30), |e| e["state"] == "listening")
+        .wait_event(Duration::from_secs(30), is_listening)
         .await
         .expect("back to listening after the reply");
 
@@ -158,10 +183,10 @@ async fn the_conversation_remembers() {
         Duration::from_millis(1500),
     )
     .await;
-    let first = wait_type(&mut client, "reply", 30).await;
-    println!("turn 1 reply: {}", first["text"]);
+    let (first, _) = reply(&mut client, 30).await;
+    println!("turn 1 reply: {first:?}");
     client
-        .wait_event(Duration::from_secs(30), |e| e["state"] == "listening")
+        .wait_event(Duration::from_secs(30), is_listening)
         .await
         .expect("listening after turn 1");
     // The second question, made with the project's own voice.
@@ -169,10 +194,9 @@ async fn the_conversation_remembers() {
     let q = tts.synthesize("What is my name?".into()).await.unwrap();
     let q48 = resample_clip(&q.pcm, q.sample_rate, WIRE_RATE).unwrap();
     say(&client, &q48, Duration::from_millis(1500)).await;
-    let t = wait_type(&mut client, "transcript", 20).await;
-    println!("turn 2 transcript: {}", t["text"]);
-    let second = wait_type(&mut client, "reply", 30).await;
-    let text = second["text"].as_str().unwrap_or_default();
+    let t = transcript(&mut client, 20).await;
+    println!("turn 2 transcript: {t:?}");
+    let (text, _) = reply(&mut client, 30).await;
     println!("turn 2 reply: {text:?}");
     assert!(text.to_lowercase().contains("alice"), "reply: {text}");
     client.bye().await;
@@ -209,13 +233,31 @@ async fn barge_in_stops_the_reply() {
     let speech_start = report
         .time_of_sample(voxloop::audio::first_voiced(&interrupt).unwrap())
         .unwrap();
-    let ev = client
-        .wait_event(Duration::from_secs(10), |e| {
-            e["type"] == "reply" && e["interrupted"] == true
+    let mut barge_in = None;
+    let (turn, heard) = client
+        .wait_for(Duration::from_secs(10), |e| match e {
+            Event::BargeIn { turn } => {
+                barge_in = Some(turn);
+                None
+            }
+            Event::Reply {
+                turn,
+                text,
+                interrupted: true,
+                ..
+            } => Some((turn, text)),
+            _ => None,
         })
         .await
         .expect("the reply is marked interrupted");
-    println!("interrupted reply event: {ev}");
+    println!("interrupted reply of turn {turn}: heard {heard:?}");
+    // The interruption frame announces the cut before the reply that says
+    // what was heard.
+    assert_eq!(
+        barge_in,
+        Some(turn),
+        "no barge_in before the interrupted reply"
+    );
     // When did the reply audio stop? The first silent frame after which no
     // voiced frame came for 300 ms, after the interruption began.
     let frames = client.received();
@@ -276,11 +318,13 @@ async fn garbage_audio_long_monologues_and_silence_are_survived() {
     let long: Vec<f32> = (0..4).flat_map(|_| clip48("q10_long.wav")).collect();
     let started = Instant::now();
     client.send_pcm(&long, 1.0).await.expect("monologue sent");
-    let transcript = client
-        .wait_event(Duration::from_secs(30), |e| e["type"] == "transcript")
+    let text = client
+        .wait_for(Duration::from_secs(30), |e| match e {
+            Event::Transcript { text, .. } => Some(text),
+            _ => None,
+        })
         .await
         .expect("a capped monologue is still transcribed");
-    let text = transcript["text"].as_str().unwrap_or_default();
     println!(
         "monologue transcript after {:?}: {} chars: {text:?}",
         started.elapsed(),

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use voxloop::audio::{VOICED_THRESHOLD, resample_clip};
 use voxloop::client::{Client, ClientOptions, ReceivedFrame};
 use voxloop::config::Config;
+use voxloop::events::{Event, State};
 use voxloop::text::wer;
 use voxloop::{PIPELINE_RATE, WIRE_RATE, engines};
 
@@ -152,11 +153,38 @@ async fn connect(server: &Server) -> Client {
         .expect("connect")
 }
 
-async fn wait_ev(client: &mut Client, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+/// The first client event `pick` takes something from.
+async fn wait_ev<T>(client: &mut Client, secs: u64, pick: impl FnMut(Event) -> Option<T>) -> T {
     client
-        .wait_event(Duration::from_secs(secs), pred)
+        .wait_for(Duration::from_secs(secs), pick)
         .await
         .unwrap_or_else(|| panic!("no matching client event within {secs} s"))
+}
+
+/// The first `prompt` event whose id `want` accepts: its id and text.
+async fn prompt_ev(
+    client: &mut Client,
+    secs: u64,
+    want: impl Fn(&str) -> bool,
+) -> (String, String) {
+    wait_ev(client, secs, |e| match e {
+        Event::Prompt { id, text, .. } if want(&id) => Some((id, text)),
+        _ => None,
+    })
+    .await
+}
+
+/// The text of the first `reply` of `turn` (any turn if `None`).
+async fn reply_ev(client: &mut Client, secs: u64, turn: Option<u64>) -> String {
+    wait_ev(client, secs, |e| match e {
+        Event::Reply { turn: t, text, .. } if turn.is_none_or(|w| w == t) => Some(text),
+        _ => None,
+    })
+    .await
+}
+
+async fn listening(client: &mut Client, secs: u64) {
+    wait_ev(client, secs, |e| e.is_state(State::Listening).then_some(())).await
 }
 
 fn voiced(f: &ReceivedFrame) -> bool {
@@ -211,18 +239,15 @@ async fn published_prompts_are_heard_with_their_latency() {
         let id = format!("heard-{i}");
         let t0 = Instant::now();
         publish_prompt(&js, &client.session_id, json!({"id": id, "text": text})).await;
-        let ev = wait_ev(&mut client, 20, |e| {
-            e["type"] == "prompt" && e["id"] == id.as_str()
-        })
-        .await;
-        assert_eq!(ev["text"], *text);
+        let (_, said) = prompt_ev(&mut client, 20, |p| p == id).await;
+        assert_eq!(said, *text);
         let spoken = events
             .wait("voxloop.event.prompt.spoken", 20, |v| {
                 v["prompt_id"] == id.as_str()
             })
             .await;
         assert_eq!(spoken["session_id"], client.session_id.as_str());
-        wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+        listening(&mut client, 30).await;
         let first = first_voiced_after(&client, t0).expect("prompt audio");
         let ms = first.duration_since(t0).as_secs_f64() * 1000.0;
         latencies.push(ms);
@@ -278,13 +303,13 @@ async fn a_prompt_waits_until_the_user_stops_and_the_grace_passes() {
     });
     let report = report.expect("send");
     let speech_end = report.time_of_sample(last).expect("sent");
-    let ev = wait_ev(&mut client, 40, |e| e["type"] == "prompt").await;
-    assert_eq!(ev["id"], "polite");
+    let (id, _) = prompt_ev(&mut client, 40, |_| true).await;
+    assert_eq!(id, "polite");
     assert!(
         first_voiced_after(&client, speech_end).is_some(),
         "no audio after the user's speech"
     );
-    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+    listening(&mut client, 30).await;
     // Find when the prompt's audio started: the last voiced run's start.
     let frames = client.received();
     let mut runs: Vec<(Instant, Instant)> = Vec::new();
@@ -339,7 +364,7 @@ async fn broadcast_expiry_unknown_sessions_and_duplicates() {
     )
     .await;
     for c in [&mut a, &mut b] {
-        wait_ev(c, 20, |e| e["type"] == "prompt" && e["id"] == "all").await;
+        prompt_ev(c, 20, |id| id == "all").await;
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while events.count("voxloop.event.prompt.spoken", |v| v["prompt_id"] == "all") < 2 {
@@ -389,24 +414,26 @@ async fn broadcast_expiry_unknown_sessions_and_duplicates() {
         )
         .await;
     }
-    wait_ev(&mut a, 20, |e| e["type"] == "prompt" && e["id"] == "twice").await;
+    prompt_ev(&mut a, 20, |id| id == "twice").await;
     let d = events
         .wait("voxloop.event.prompt.dropped", 20, |v| {
             v["prompt_id"] == "twice"
         })
         .await;
     assert_eq!(d["reason"], "duplicate");
-    wait_ev(&mut a, 30, |e| e["state"] == "listening").await;
+    listening(&mut a, 30).await;
     tokio::time::sleep(Duration::from_millis(GRACE_MS + 500)).await;
     assert_eq!(
         events.count("voxloop.event.prompt.spoken", |v| v["prompt_id"] == "twice"),
         1
     );
     assert!(
-        a.wait_event(Duration::from_millis(300), |e| e["type"] == "prompt"
-            && e["id"] == "twice")
-            .await
-            .is_none(),
+        a.wait_event(
+            Duration::from_millis(300),
+            |e| matches!(e, Event::Prompt { id, .. } if id == "twice")
+        )
+        .await
+        .is_none(),
         "the duplicate was spoken"
     );
     a.bye().await;
@@ -448,10 +475,7 @@ async fn prompts_survive_a_nats_restart() {
         json!({"id": "after-restart", "text": "Welcome back, shall we continue?"}),
     )
     .await;
-    wait_ev(&mut client, 30, |e| {
-        e["type"] == "prompt" && e["id"] == "after-restart"
-    })
-    .await;
+    prompt_ev(&mut client, 30, |id| id == "after-restart").await;
     events
         .wait("voxloop.event.prompt.spoken", 20, |v| {
             v["prompt_id"] == "after-restart"
@@ -487,10 +511,7 @@ async fn prompts_published_while_the_server_is_down_reach_a_resumed_session() {
     };
     let mut client = Client::connect(&server.url, opts).await.expect("resume");
     assert_eq!(client.session_id, "resume-me-0001");
-    wait_ev(&mut client, 30, |e| {
-        e["type"] == "prompt" && e["id"] == "while-down"
-    })
-    .await;
+    prompt_ev(&mut client, 30, |id| id == "while-down").await;
     events
         .wait("voxloop.event.prompt.spoken", 20, |v| {
             v["prompt_id"] == "while-down"
@@ -557,10 +578,7 @@ async fn bad_prompt_payloads_are_dropped_with_reasons() {
             .into_bytes(),
     )
     .await;
-    wait_ev(&mut client, 20, |e| {
-        e["type"] == "prompt" && e["id"] == "good"
-    })
-    .await;
+    prompt_ev(&mut client, 20, |id| id == "good").await;
     assert!(server.alive());
     assert_eq!(server.metric("voxloop_prompts_dropped_total").await, 4.0);
     client.bye().await;
@@ -592,34 +610,23 @@ async fn a_conversation_turn_publishes_ordered_events_and_the_http_api_works() {
     let mut pcm = clip48("q01_capital_france.wav");
     pcm.extend(std::iter::repeat_n(0.0, WIRE_RATE as usize * 2));
     client.send_pcm(&pcm, 1.0).await.expect("send");
-    let reply = wait_ev(&mut client, 40, |e| e["type"] == "reply").await;
-    assert!(
-        reply["text"]
-            .as_str()
-            .unwrap_or("")
-            .to_lowercase()
-            .contains("paris"),
-        "{reply}"
-    );
-    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+    let reply = reply_ev(&mut client, 40, None).await;
+    assert!(reply.to_lowercase().contains("paris"), "{reply}");
+    listening(&mut client, 30).await;
 
     // A typed turn (data channel): answered like a spoken one.
     assert!(client.send_text("What is the capital of Italy?").await);
-    let t = wait_ev(&mut client, 20, |e| {
-        e["type"] == "transcript" && e["typed"] == true
+    let turn = wait_ev(&mut client, 20, |e| match e {
+        Event::Transcript {
+            turn, typed: true, ..
+        } => Some(turn),
+        _ => None,
     })
     .await;
-    assert_eq!(t["turn"], 2);
-    let reply = wait_ev(&mut client, 40, |e| e["type"] == "reply" && e["turn"] == 2).await;
-    assert!(
-        reply["text"]
-            .as_str()
-            .unwrap_or("")
-            .to_lowercase()
-            .contains("rome"),
-        "{reply}"
-    );
-    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+    assert_eq!(turn, 2);
+    let reply = reply_ev(&mut client, 40, Some(2)).await;
+    assert!(reply.to_lowercase().contains("rome"), "{reply}");
+    listening(&mut client, 30).await;
 
     // POST /sessions/{id}/prompt, waiting for the outcome.
     let http = reqwest::Client::new();
@@ -649,7 +656,7 @@ async fn a_conversation_turn_publishes_ordered_events_and_the_http_api_works() {
     assert_eq!(resp.status().as_u16(), 400);
     let err: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
     assert_eq!(err["error"]["code"], "bad_payload");
-    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+    listening(&mut client, 30).await;
     client.bye().await;
     assert!(server.sessions_drained(Duration::from_secs(10)).await);
 
@@ -808,18 +815,11 @@ async fn the_intent_worker_follows_up_on_a_quiet_user() {
     let mut pcm = clip48("q04_book.wav");
     pcm.extend(std::iter::repeat_n(0.0, WIRE_RATE as usize * 2));
     client.send_pcm(&pcm, 1.0).await.expect("send");
-    wait_ev(&mut client, 40, |e| e["type"] == "reply").await;
-    wait_ev(&mut client, 40, |e| e["state"] == "listening").await;
+    reply_ev(&mut client, 40, None).await;
+    listening(&mut client, 40).await;
     let t0 = Instant::now();
     // The user says nothing more: the worker's follow-up is spoken.
-    let ev = wait_ev(&mut client, 60, |e| {
-        e["type"] == "prompt"
-            && e["id"]
-                .as_str()
-                .is_some_and(|id| id.starts_with("followup-"))
-    })
-    .await;
-    let question = ev["text"].as_str().expect("text").to_string();
+    let (_, question) = prompt_ev(&mut client, 60, |id| id.starts_with("followup-")).await;
     println!(
         "follow-up spoken {} ms after the reply: {question:?}",
         t0.elapsed().as_millis()
@@ -835,7 +835,7 @@ async fn the_intent_worker_follows_up_on_a_quiet_user() {
                 .is_some_and(|id| id.starts_with("followup-"))
         })
         .await;
-    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+    listening(&mut client, 30).await;
     let said = asr()
         .transcribe(audio_since(&client, t0))
         .await
@@ -866,8 +866,8 @@ async fn the_server_starts_without_nats_and_picks_it_up_later() {
     let mut pcm = clip48("q06_hello.wav");
     pcm.extend(std::iter::repeat_n(0.0, WIRE_RATE as usize * 2));
     client.send_pcm(&pcm, 1.0).await.expect("send");
-    wait_ev(&mut client, 40, |e| e["type"] == "reply").await;
-    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+    reply_ev(&mut client, 40, None).await;
+    listening(&mut client, 30).await;
     assert!(server.metric("voxloop_bus_events_dropped_total").await >= 2.0);
 
     nats.restart().await;
@@ -880,10 +880,7 @@ async fn the_server_starts_without_nats_and_picks_it_up_later() {
         json!({"id": "late-nats", "text": "NATS is here now."}),
     )
     .await;
-    wait_ev(&mut client, 30, |e| {
-        e["type"] == "prompt" && e["id"] == "late-nats"
-    })
-    .await;
+    prompt_ev(&mut client, 30, |id| id == "late-nats").await;
     client.bye().await;
 }
 
@@ -942,11 +939,8 @@ async fn voxloop_say_prints_the_outcome() {
         .unwrap_or_else(|| panic!("no spoken line: {out}"));
     assert!(spoken.contains(&format!("session={sid}")), "{spoken}");
     assert!(spoken.contains("latency_ms="), "{spoken}");
-    wait_ev(&mut client, 10, |e| {
-        e["type"] == "prompt" && e["id"] == "cli-one"
-    })
-    .await;
-    wait_ev(&mut client, 30, |e| e["state"] == "listening").await;
+    prompt_ev(&mut client, 10, |id| id == "cli-one").await;
+    listening(&mut client, 30).await;
 
     let (code, out, _) = say_async(
         &nats.url,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{Server, best_alignment, clip48};
 use voxloop::audio::{first_voiced, last_voiced, resample_clip};
 use voxloop::client::{Client, ClientOptions};
+use voxloop::events::State;
 use voxloop::{PIPELINE_RATE, WIRE_FRAME, WIRE_RATE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,12 +23,12 @@ async fn echo_returns_what_was_sent() {
     let report = client.send_pcm(&sent, 1.0).await.expect("send");
     // Wait for the echo to be played out completely.
     let speaking = client
-        .wait_event(Duration::from_secs(20), |e| e["state"] == "speaking")
+        .wait_event(Duration::from_secs(20), |e| e.is_state(State::Speaking))
         .await
         .expect("the server never started echoing");
-    println!("speaking event: {speaking}");
+    println!("speaking event: {speaking:?}");
     client
-        .wait_event(Duration::from_secs(30), |e| e["state"] == "listening")
+        .wait_event(Duration::from_secs(30), |e| e.is_state(State::Listening))
         .await
         .expect("the echo never finished");
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use common::{Server, clip48};
 use voxloop::audio::first_voiced;
 use voxloop::client::{Client, ClientOptions, Signaling};
-use voxloop::rtc::{ErrorCode, ServerMessage};
+use voxloop::events::State;
+use voxloop::rtc::{ClientMessage, ErrorCode, ServerMessage};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -59,8 +60,11 @@ async fn bad_messages_get_errors_and_healthy_session_survives() {
 
     // The same socket can still negotiate after all that.
     let (offer_peer, _streams, offer) = common::real_offer().await;
-    let msg = serde_json::json!({"type": "offer", "sdp": offer}).to_string();
-    sig.send_text(msg.clone()).await.unwrap();
+    let msg = ClientMessage::Offer {
+        sdp: offer,
+        session_id: None,
+    };
+    sig.send(&msg).await.unwrap();
     let first = sig.recv_non_candidate(T).await.unwrap();
     assert!(
         matches!(first, Some(ServerMessage::Session { .. })),
@@ -72,14 +76,14 @@ async fn bad_messages_get_errors_and_healthy_session_survives() {
         "{second:?}"
     );
     // A second offer on the same socket is refused; the first session stands.
-    sig.send_text(msg).await.unwrap();
+    sig.send(&msg).await.unwrap();
     expect_error(&mut sig, ErrorCode::DuplicateOffer).await;
     sig.send_text(r#"{"type":"candidate","candidate":{"candidate":"garbage"}}"#)
         .await
         .unwrap();
     expect_error(&mut sig, ErrorCode::BadCandidate).await;
     assert_eq!(server.metric("voxloop_active_sessions").await, 2.0);
-    sig.send_text(r#"{"type":"bye"}"#).await.unwrap();
+    sig.send(&ClientMessage::Bye).await.unwrap();
     offer_peer.close().await;
 
     // Every kind was counted.
@@ -115,7 +119,7 @@ async fn bad_messages_get_errors_and_healthy_session_survives() {
         .await
         .expect("silence");
     healthy
-        .wait_event(T, |e| e["state"] == "listening")
+        .wait_event(T, |e| e.is_state(State::Listening))
         .await
         .expect("healthy session finished its echo");
     let back = healthy.received_pcm();

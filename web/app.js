@@ -53,6 +53,7 @@ const ui = {
   entries: [], // transcript entries, in display order
   byKey: new Map(),
   lastTimings: null,
+  interruptions: 0, // barge_in events seen
   lastStats: null,
   statsTimer: 0,
   frame: 0,
@@ -163,6 +164,7 @@ async function open(microphone) {
     ui.statsTimer = setInterval(refreshStats, 1000);
     refreshStats();
   });
+  call.addEventListener("interrupted", (ev) => onInterrupted(ev.detail.turn));
   call.addEventListener("message", (ev) => onServerEvent(ev.detail));
   call.addEventListener("warning", (ev) => console.warn("voxloop:", ev.detail.code, ev.detail.message));
   call.addEventListener("end", (ev) => {
@@ -334,6 +336,18 @@ function render(e) {
 
 // ---------------------------------------------------------------- server events
 
+// The interruption frame (barge_in): the server flushed the reply of `turn`.
+// Its entry stops streaming and shows as cut off at once, all of it unheard,
+// until the `reply` that follows says what was heard.
+function onInterrupted(turn) {
+  const e = entry("assistant", turn);
+  e.streaming = false;
+  e.final = true;
+  e.interrupted = true;
+  ui.interruptions += 1;
+  render(e);
+}
+
 function onServerEvent(ev) {
   if (!ev || typeof ev.type !== "string") return;
   switch (ev.type) {
@@ -407,6 +421,8 @@ function onServerEvent(ev) {
       showLatency(ev);
       break;
     }
+    case "barge_in":
+      break; // handled as the Call's "interrupted" event
     case "error":
       addSystem(`The assistant failed on turn ${ev.turn}: ${ev.message}`);
       break;
@@ -476,6 +492,7 @@ window.voxloop = {
   micEnabled: () => (ui.mic ? ui.mic.getAudioTracks().every((t) => t.enabled) : null),
   error: () => ui.error,
   timings: () => ui.lastTimings,
+  interruptions: () => ui.interruptions,
   stats: () => ui.lastStats,
   transcript: () => ui.entries.map((e) => ({
     role: e.role, turn: e.turn, text: e.interrupted ? e.heard : e.text || e.streamed,

@@ -20,13 +20,33 @@
 //    frame every 20 ms, silence included, from the moment ICE connects.
 //
 // 3. Events: a data channel labelled "events", created by the client before its
-//    offer. The server sends JSON objects on it:
-//      session {id} · state {state: listening|user_speaking|thinking|speaking}
-//      transcript {turn,text,final} · reply_delta {turn,text}
-//      reply {turn,text,interrupted} · timings {turn, endpoint_ms, asr_ms, …, total_ms}
+//    offer. The server sends JSON objects on it, tagged by "type" (they mirror
+//    `Event` in src/events.rs; see ServerEvent below):
+//      session {id} · state {state: listening|user_speaking|thinking|speaking, utterance_ms?}
+//      transcript {turn,text,final,typed?} · reply_delta {turn,text}
+//      barge_in {turn} (the reply of that turn was cut off and its audio flushed;
+//        a reply with interrupted:true, saying what was heard, follows)
+//      reply {turn,text,interrupted,prompt_id?} · timings {turn, endpoint_ms, asr_ms, …, total_ms}
 //      prompt {id,text,turn} (a proactive prompt the assistant starts speaking)
-//      busy {turn,text} · error {turn,message}
-//    The client sends {"type":"text","text":"…"}: a typed user turn.
+//      busy {turn,text,reason: queue_full|deadline} · error {code?,turn?,message}
+//    The client sends {"type":"text","text":"…"} (`ClientMessage`): a typed user turn.
+//    The page ignores event types it does not know: a newer server may send more.
+
+/**
+ * A server event on the "events" channel (`Event` in src/events.rs).
+ * @typedef {{type: "session", id: string}
+ *   | {type: "state", state: "listening"|"user_speaking"|"thinking"|"speaking", utterance_ms?: number}
+ *   | {type: "transcript", turn: number, text: string, final: boolean, typed?: boolean}
+ *   | {type: "reply_delta", turn: number, text: string}
+ *   | {type: "barge_in", turn: number}
+ *   | {type: "reply", turn: number, text: string, interrupted: boolean, prompt_id?: string}
+ *   | {type: "timings", turn: number, endpoint_ms: number, asr_ms: number, asr_decode_ms: number,
+ *      llm_first_token_ms: number|null, first_sentence_ms: number|null,
+ *      tts_first_audio_ms: number|null, total_ms: number|null}
+ *   | {type: "busy", turn: number, text: string, reason: "queue_full"|"deadline"}
+ *   | {type: "prompt", id: string, text: string, turn: number}
+ *   | {type: "error", code?: string, turn?: number, message: string}} ServerEvent
+ */
 
 /** Why a call could not start or ended early. `code` is what the UI switches on. */
 export class CallError extends Error {
@@ -56,7 +76,9 @@ const CONNECT_TIMEOUT_MS = 15000;
  *   "session"   detail: {id}            the server admitted the session
  *   "track"     detail: {stream}        the assistant's audio
  *   "connected"                         ICE and DTLS are up; audio flows
- *   "message"   detail: event object    one JSON event from the data channel
+ *   "message"   detail: ServerEvent     one event from the data channel
+ *   "interrupted" detail: {turn}        barge_in: the server flushed that turn's
+ *                                       reply audio; what is still buffered of it is stale
  *   "warning"   detail: {code,message}  a non-fatal signaling error
  *   "end"       detail: {error?: CallError}  the call is over (hang-up or failure)
  */
@@ -159,6 +181,11 @@ export class Call extends EventTarget {
         return;
       }
       if (msg && msg.type === "session" && msg.id) this.sessionId = msg.id;
+      // The interruption frame comes first, so a UI drops the cut reply
+      // before it renders anything after it.
+      if (msg && msg.type === "barge_in") {
+        this.dispatchEvent(new CustomEvent("interrupted", { detail: { turn: msg.turn } }));
+      }
       this.dispatchEvent(new CustomEvent("message", { detail: msg }));
     };
     pc.onicecandidate = (ev) => {

@@ -13,7 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::audio::{OpusEncoder, Pacer};
-use crate::rtc::signaling::IceCandidate;
+use crate::events::{ClientMessage, Event};
+use crate::rtc::signaling::ClientMessage as SignalMessage;
 use crate::rtc::{ErrorCode, Peer, PeerEvent, RtcSettings, ServerMessage, wait_gathered};
 use crate::{FRAME_MS, WIRE_FRAME};
 
@@ -65,6 +66,11 @@ impl Signaling {
             .await
             .map_err(|e| ClientError::Socket(e.to_string()))?;
         Ok(Self { ws })
+    }
+
+    /// Send a protocol message.
+    pub async fn send(&mut self, msg: &SignalMessage) -> Result<(), ClientError> {
+        self.send_text(to_json(msg)?).await
     }
 
     /// Send raw text, valid or not.
@@ -178,16 +184,14 @@ pub struct Client {
     peer: Arc<Peer>,
     encoder: tokio::sync::Mutex<OpusEncoder>,
     ws_out: mpsc::Sender<String>,
-    events: mpsc::Receiver<serde_json::Value>,
+    events: mpsc::Receiver<Event>,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-fn candidate_msg(c: Option<IceCandidate>) -> String {
-    match c {
-        Some(c) => serde_json::json!({"type": "candidate", "candidate": c}).to_string(),
-        None => serde_json::json!({"type": "candidate", "candidate": null}).to_string(),
-    }
+/// A typed message as its JSON text.
+fn to_json<T: serde::Serialize>(msg: &T) -> Result<String, ClientError> {
+    serde_json::to_string(msg).map_err(|e| ClientError::Socket(format!("cannot encode: {e}")))
 }
 
 impl Client {
@@ -207,11 +211,11 @@ impl Client {
                 true => peer.local_sdp().await.unwrap_or(offer),
                 false => offer,
             };
-            let mut msg = serde_json::json!({"type": "offer", "sdp": offer});
-            if let Some(id) = &opts.session_id {
-                msg["session_id"] = serde_json::json!(id);
-            }
-            sig.send_text(msg.to_string()).await?;
+            sig.send(&SignalMessage::Offer {
+                sdp: offer,
+                session_id: opts.session_id.clone(),
+            })
+            .await?;
             let deadline = tokio::time::Instant::now() + opts.connect_timeout;
             let mut session_id = None;
             let mut answered = false;
@@ -237,8 +241,8 @@ impl Client {
                         None => return Err(ClientError::Ended("signaling socket closed".into())),
                     },
                     ev = peer_events.recv() => match ev {
-                        Some(PeerEvent::LocalCandidate(c)) => sig.send_text(candidate_msg(Some(c))).await?,
-                        Some(PeerEvent::GatheringComplete) => sig.send_text(candidate_msg(None)).await?,
+                        Some(PeerEvent::LocalCandidate(c)) => sig.send(&SignalMessage::Candidate(Some(c))).await?,
+                        Some(PeerEvent::GatheringComplete) => sig.send(&SignalMessage::Candidate(None)).await?,
                         Some(PeerEvent::Connected) => break,
                         Some(PeerEvent::Ended(why)) => return Err(ClientError::Ended(why)),
                         Some(other) => early_events.push(other),
@@ -330,25 +334,39 @@ impl Client {
         self.send_pcm(&vec![0.0; n], 1.0).await
     }
 
-    /// Next data-channel event (JSON), or `None` on timeout.
-    pub async fn next_event(&mut self, timeout: Duration) -> Option<serde_json::Value> {
+    /// Next data-channel event, or `None` on timeout.
+    pub async fn next_event(&mut self, timeout: Duration) -> Option<Event> {
         tokio::time::timeout(timeout, self.events.recv())
             .await
             .ok()
             .flatten()
     }
 
-    /// Wait for an event matching `pred`, dropping others.
     /// Type a message into the conversation (the data channel's `text`
     /// message); false if the channel is not open.
     pub async fn send_text(&self, text: &str) -> bool {
-        let msg = serde_json::json!({"type": "text", "text": text}).to_string();
-        self.peer.send_data(&msg).await
+        let msg = ClientMessage::Text {
+            text: text.to_string(),
+        };
+        match to_json(&msg) {
+            Ok(m) => self.peer.send_data(&m).await,
+            Err(_) => false,
+        }
     }
 
-    pub async fn wait_event<F>(&mut self, timeout: Duration, pred: F) -> Option<serde_json::Value>
+    /// Wait for an event matching `pred`, dropping others.
+    pub async fn wait_event<F>(&mut self, timeout: Duration, pred: F) -> Option<Event>
     where
-        F: Fn(&serde_json::Value) -> bool,
+        F: Fn(&Event) -> bool,
+    {
+        self.wait_for(timeout, |e| pred(&e).then_some(e)).await
+    }
+
+    /// Wait for the first event `pick` takes something from, dropping the
+    /// others: `pick` matches the variant and returns its fields.
+    pub async fn wait_for<T, F>(&mut self, timeout: Duration, mut pick: F) -> Option<T>
+    where
+        F: FnMut(Event) -> Option<T>,
     {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -356,8 +374,8 @@ impl Client {
                 .await
                 .ok()
                 .flatten()?;
-            if pred(&ev) {
-                return Some(ev);
+            if let Some(t) = pick(ev) {
+                return Some(t);
             }
         }
     }
@@ -388,7 +406,7 @@ impl Client {
     }
 
     /// The next data-channel event if one is waiting, without waiting.
-    pub fn try_next_event(&mut self) -> Option<serde_json::Value> {
+    pub fn try_next_event(&mut self) -> Option<Event> {
         self.events.try_recv().ok()
     }
 
@@ -436,10 +454,9 @@ impl Client {
 
     /// Hang up politely: `bye`, then close the peer connection.
     pub async fn bye(self) {
-        let _ = self
-            .ws_out
-            .send(serde_json::json!({"type": "bye"}).to_string())
-            .await;
+        if let Ok(bye) = to_json(&SignalMessage::Bye) {
+            let _ = self.ws_out.send(bye).await;
+        }
         // Give the writer a moment to flush the bye before the socket drops.
         tokio::time::sleep(Duration::from_millis(20)).await;
         self.shutdown().await;
@@ -483,13 +500,14 @@ impl AudioSender {
     }
 }
 
-fn forward_event(ev: &PeerEvent, tx: &mpsc::Sender<serde_json::Value>, shared: &Shared) {
+fn forward_event(ev: &PeerEvent, tx: &mpsc::Sender<Event>, shared: &Shared) {
     match ev {
         PeerEvent::DataMessage(text) => match serde_json::from_str(text) {
             Ok(v) => {
                 let _ = tx.try_send(v);
             }
-            Err(_) => tracing::debug!("non-JSON data channel message"),
+            // A newer server may send events this client does not know.
+            Err(e) => tracing::debug!(error = %e, "data channel message that is not a known event"),
         },
         PeerEvent::Ended(why) => {
             if let Ok(mut e) = shared.ended.lock() {
@@ -518,7 +536,7 @@ async fn drive(
     mut ws_out: mpsc::Receiver<String>,
     mut peer_events: mpsc::Receiver<PeerEvent>,
     peer: Arc<Peer>,
-    ev_tx: mpsc::Sender<serde_json::Value>,
+    ev_tx: mpsc::Sender<Event>,
     shared: Arc<Shared>,
 ) {
     loop {
@@ -550,7 +568,7 @@ async fn drive(
             },
             ev = peer_events.recv() => match ev {
                 Some(PeerEvent::LocalCandidate(c)) => {
-                    let _ = sig.send_text(candidate_msg(Some(c))).await;
+                    let _ = sig.send(&SignalMessage::Candidate(Some(c))).await;
                 }
                 Some(ev) => forward_event(&ev, &ev_tx, &shared),
                 None => break,

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::Mode;
 use super::server::{Machine, ServerStats};
 use super::stats::{Dist, GlitchCounts, pct};
+use crate::events::Timings;
 
 /// How a turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -104,20 +104,22 @@ pub const STAGES: [(&str, &str); 6] = [
     ),
 ];
 
-impl StageTimings {
-    pub fn from_event(ev: &Value) -> Self {
-        let g = |k: &str| ev[k].as_f64();
+impl From<&Timings> for StageTimings {
+    fn from(t: &Timings) -> Self {
+        let f = |v: Option<u64>| v.map(|v| v as f64);
         Self {
-            endpoint_ms: g("endpoint_ms"),
-            asr_ms: g("asr_ms"),
-            asr_decode_ms: g("asr_decode_ms"),
-            llm_first_token_ms: g("llm_first_token_ms"),
-            first_sentence_ms: g("first_sentence_ms"),
-            tts_first_audio_ms: g("tts_first_audio_ms"),
-            total_ms: g("total_ms"),
+            endpoint_ms: Some(f64::from(t.endpoint_ms)),
+            asr_ms: Some(t.asr_ms as f64),
+            asr_decode_ms: Some(t.asr_decode_ms as f64),
+            llm_first_token_ms: f(t.llm_first_token_ms),
+            first_sentence_ms: f(t.first_sentence_ms),
+            tts_first_audio_ms: f(t.tts_first_audio_ms),
+            total_ms: f(t.total_ms),
         }
     }
+}
 
+impl StageTimings {
     pub fn get(&self, name: &str) -> Option<f64> {
         match name {
             "endpoint_ms" => self.endpoint_ms,

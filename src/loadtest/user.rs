@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +27,7 @@ use super::stats::GlitchTracker;
 use super::{Live, secs_since};
 use crate::audio::{Pacer, VOICED_THRESHOLD, last_voiced};
 use crate::client::{AudioSender, Client, ClientOptions, ReceivedFrame};
+use crate::events::{Event, State};
 use crate::{FRAME_MS, WIRE_FRAME};
 
 /// Without a `listening` event, this much received silence after the reply
@@ -461,43 +461,45 @@ impl User<'_> {
         }
     }
 
-    fn on_event(&self, st: &mut TurnState, ev: &Value, now: Instant) {
-        let ty = ev["type"].as_str().unwrap_or("");
+    fn on_event(&self, st: &mut TurnState, ev: &Event, now: Instant) {
         // Events before our last voiced sample went out belong to a turn the
         // server cut inside our utterance (a pause it took for an end): keep
         // its transcript, but only events after it can end this turn.
         let after = st.last_voiced_sent.is_some();
-        match (ty, self.cfg.mode) {
-            ("transcript", Mode::Conversation) => {
-                if let Some(t) = ev["text"].as_str() {
-                    st.transcripts.push(t.to_string());
-                }
+        let conversation = self.cfg.mode == Mode::Conversation;
+        match ev {
+            Event::Transcript { text, .. } if conversation => {
+                st.transcripts.push(text.clone());
                 st.transcript_since_thinking = true;
             }
-            ("timings", Mode::Conversation) if after => {
-                st.timings = Some(StageTimings::from_event(ev));
+            Event::Timings(t) if conversation && after => {
+                st.timings = Some(StageTimings::from(t));
             }
-            ("reply", Mode::Conversation) if after && ev["interrupted"] != true => {
-                st.reply = Some(ev["text"].as_str().unwrap_or("").to_string());
+            Event::Reply {
+                text,
+                interrupted: false,
+                ..
+            } if conversation && after => {
+                st.reply = Some(text.clone());
                 st.terminal.get_or_insert(now);
             }
-            ("busy", Mode::Conversation) if after => {
-                st.busy = Some(ev["reason"].as_str().unwrap_or("unknown").to_string());
+            Event::Busy { reason, .. } if conversation && after => {
+                st.busy = Some(reason.as_str().to_string());
                 st.terminal.get_or_insert(now);
             }
-            ("error", _) if after => {
-                st.server_error = Some(ev["message"].as_str().unwrap_or("").to_string());
+            Event::Error { message, .. } if after => {
+                st.server_error = Some(message.clone());
             }
-            ("state", mode) if after => match ev["state"].as_str().unwrap_or("") {
-                "thinking" => {
+            Event::State { state, .. } if after => match state {
+                State::Thinking => {
                     st.thinking = true;
                     st.transcript_since_thinking = false;
                 }
                 // The echo pipeline queued our utterance for playback.
-                "speaking" if mode == Mode::Media => {
+                State::Speaking if self.cfg.mode == Mode::Media => {
                     st.terminal.get_or_insert(now);
                 }
-                "listening" => {
+                State::Listening => {
                     if st.terminal.is_some() {
                         st.listening_after_terminal = true;
                     } else if st.thinking && !st.transcript_since_thinking {

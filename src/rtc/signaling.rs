@@ -45,6 +45,38 @@ pub enum ClientMessage {
     Bye,
 }
 
+/// The wire form of a [`ClientMessage`], as [`parse_client_message`] reads it.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientWire<'a> {
+    Offer {
+        sdp: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<&'a str>,
+    },
+    Candidate {
+        candidate: Option<&'a IceCandidate>,
+    },
+    Bye,
+}
+
+/// Clients (the Rust client, tests) send the typed message, never a JSON literal.
+impl Serialize for ClientMessage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ClientMessage::Offer { sdp, session_id } => ClientWire::Offer {
+                sdp,
+                session_id: session_id.as_deref(),
+            },
+            ClientMessage::Candidate(c) => ClientWire::Candidate {
+                candidate: c.as_ref(),
+            },
+            ClientMessage::Bye => ClientWire::Bye,
+        }
+        .serialize(s)
+    }
+}
+
 /// A message to the client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -274,6 +306,36 @@ mod tests {
 
     fn parse(s: &str) -> Result<ClientMessage, SignalError> {
         parse_client_message(s, DEFAULT_MAX_MESSAGE)
+    }
+
+    #[test]
+    fn client_messages_round_trip() {
+        let cand = IceCandidate {
+            candidate: "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+            username_fragment: None,
+        };
+        for m in [
+            ClientMessage::Offer {
+                sdp: "v=0\r\n".into(),
+                session_id: None,
+            },
+            ClientMessage::Offer {
+                sdp: "v=0\r\n".into(),
+                session_id: Some("user-42-tab-1".into()),
+            },
+            ClientMessage::Candidate(Some(cand)),
+            ClientMessage::Candidate(None),
+            ClientMessage::Bye,
+        ] {
+            let text = serde_json::to_string(&m).unwrap();
+            assert_eq!(parse(&text), Ok(m), "{text}");
+        }
+        assert_eq!(
+            serde_json::to_string(&ClientMessage::Candidate(None)).unwrap(),
+            r#"{"type":"candidate","candidate":null}"#
+        );
     }
 
     #[test]

@@ -34,7 +34,16 @@ await scenario("events", 60_000, async (result) => {
     for (const text of ["Once upon ", "a time there ", "was a fox who ran."]) {
       await inject({ type: "reply_delta", turn: 1, text });
     }
-    result.streaming = await page.getAttribute('#transcript li[data-role="assistant"][data-turn="1"]', "aria-busy");
+    const turn1 = '#transcript li[data-role="assistant"][data-turn="1"]';
+    result.streaming = await page.getAttribute(turn1, "aria-busy");
+    // The interruption frame: the entry is cut off at once, before the reply
+    // that says what was heard.
+    await inject({ type: "barge_in", turn: 1 });
+    result.bargeIn = {
+      busy: await page.getAttribute(turn1, "aria-busy"),
+      interrupted: await page.getAttribute(turn1, "data-interrupted"),
+      count: await page.evaluate(() => window.voxloop.interruptions()),
+    };
     await inject({ type: "reply", turn: 1, text: "Once upon a time", interrupted: true });
     await inject({ type: "prompt", turn: 2, id: "p-1", text: "Your meeting starts in five minutes." });
     await inject({ type: "reply", turn: 2, text: "Your meeting starts in five minutes.", interrupted: false });
