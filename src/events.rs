@@ -1,13 +1,46 @@
 //! The typed messages of a conversation: what the server tells a client on
-//! the `events` data channel, and what a client may send on it.
+//! the `events` data channel, what a client may send on it, and the
+//! conversation events on the bus.
 //!
 //! One `#[serde(tag = "type")]` enum per direction, so every producer and
 //! consumer (the speech loop, the session, `converse`, the Rust client, the
-//! load tester, the bus mirror) builds and matches variants, never JSON
-//! literals or event names as strings. `web/signaling.js` mirrors
-//! [`Event`]. This module imports nothing from the rest of the crate.
+//! load tester, the bus mirror, the intent worker, `say`) builds and matches
+//! variants, never JSON literals or event names as strings.
+//! `web/signaling.js` mirrors [`Event`].
+//!
+//! The bus carries the same [`Event`] enum, not a second one: the session
+//! mirrors final transcripts and replies to the bus unchanged, and a bus
+//! consumer matches the very variants a client matches. The bus-only kinds
+//! (`session.started`, `session.ended`, `prompt.spoken`, `prompt.dropped`)
+//! are variants of it too, which the data channel never carries. A bus
+//! message is a [`BusEvent`]: the event plus an envelope (session, sequence,
+//! time); its subject suffix is [`Event::kind`], the `type` tag.
+//!
+//! This module imports nothing from the rest of the crate but the prompt
+//! drop reasons (a leaf module).
 
 use serde::{Deserialize, Serialize};
+
+use crate::bus::payload::DropReason;
+
+/// The `type` tag of each event: the subject suffix on the bus
+/// (`<prefix>.event.<kind>`), for subscriptions. [`Event::kind`] returns them.
+pub mod kind {
+    pub const SESSION: &str = "session";
+    pub const STATE: &str = "state";
+    pub const TRANSCRIPT: &str = "transcript";
+    pub const REPLY_DELTA: &str = "reply_delta";
+    pub const REPLY: &str = "reply";
+    pub const BARGE_IN: &str = "barge_in";
+    pub const TIMINGS: &str = "timings";
+    pub const BUSY: &str = "busy";
+    pub const PROMPT: &str = "prompt";
+    pub const ERROR: &str = "error";
+    pub const SESSION_STARTED: &str = "session.started";
+    pub const SESSION_ENDED: &str = "session.ended";
+    pub const PROMPT_SPOKEN: &str = "prompt.spoken";
+    pub const PROMPT_DROPPED: &str = "prompt.dropped";
+}
 
 /// What the assistant is doing, as the page shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,11 +88,8 @@ pub struct Timings {
     pub total_ms: Option<u64>,
 }
 
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-/// A server → client message on the `events` data channel.
+/// A server → client message on the `events` data channel, and (the
+/// mirrored kinds and the bus-only ones) a conversation event on the bus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -78,7 +108,7 @@ pub enum Event {
         text: String,
         #[serde(rename = "final")]
         is_final: bool,
-        #[serde(default, skip_serializing_if = "is_false")]
+        #[serde(default)]
         typed: bool,
     },
     /// Reply text as the LLM writes it.
@@ -115,6 +145,30 @@ pub enum Event {
         turn: Option<u64>,
         message: String,
     },
+    /// Bus only: the session's tasks run (`turn` is 0).
+    #[serde(rename = "session.started")]
+    SessionStarted { turn: u64 },
+    /// Bus only: the session ended after `turn` turns.
+    #[serde(rename = "session.ended")]
+    SessionEnded { turn: u64 },
+    /// Bus only: a prompt was spoken as assistant turn `turn`, `waited_ms`
+    /// after it reached the session.
+    #[serde(rename = "prompt.spoken")]
+    PromptSpoken {
+        turn: u64,
+        prompt_id: String,
+        waited_ms: u64,
+    },
+    /// Bus only: a prompt will not be spoken. `turn` is the session's last
+    /// turn (`null` without a live session); `detail` explains a bad payload.
+    #[serde(rename = "prompt.dropped")]
+    PromptDropped {
+        turn: Option<u64>,
+        prompt_id: String,
+        reason: DropReason,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
 }
 
 impl Event {
@@ -138,12 +192,51 @@ impl Event {
             | Event::Reply { turn, .. }
             | Event::BargeIn { turn }
             | Event::Busy { turn, .. }
-            | Event::Prompt { turn, .. } => Some(*turn),
+            | Event::Prompt { turn, .. }
+            | Event::SessionStarted { turn }
+            | Event::SessionEnded { turn }
+            | Event::PromptSpoken { turn, .. } => Some(*turn),
             Event::Timings(t) => Some(t.turn),
-            Event::Error { turn, .. } => *turn,
+            Event::Error { turn, .. } | Event::PromptDropped { turn, .. } => *turn,
             Event::Session { .. } | Event::State { .. } => None,
         }
     }
+
+    /// The `type` tag: the subject suffix of this event on the bus.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Session { .. } => kind::SESSION,
+            Event::State { .. } => kind::STATE,
+            Event::Transcript { .. } => kind::TRANSCRIPT,
+            Event::ReplyDelta { .. } => kind::REPLY_DELTA,
+            Event::Reply { .. } => kind::REPLY,
+            Event::BargeIn { .. } => kind::BARGE_IN,
+            Event::Timings(_) => kind::TIMINGS,
+            Event::Busy { .. } => kind::BUSY,
+            Event::Prompt { .. } => kind::PROMPT,
+            Event::Error { .. } => kind::ERROR,
+            Event::SessionStarted { .. } => kind::SESSION_STARTED,
+            Event::SessionEnded { .. } => kind::SESSION_ENDED,
+            Event::PromptSpoken { .. } => kind::PROMPT_SPOKEN,
+            Event::PromptDropped { .. } => kind::PROMPT_DROPPED,
+        }
+    }
+}
+
+/// A conversation event on the bus (`<prefix>.event.<kind>`): the event,
+/// flattened, with who numbered it and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusEvent {
+    /// `null` for a prompt outcome without a session (an empty broadcast).
+    pub session_id: Option<String>,
+    /// The session's event number, from 1 and without gaps; absent when no
+    /// live session numbered the event (a prompt dropped before reaching one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// When it was published, RFC 3339.
+    pub at: String,
+    #[serde(flatten)]
+    pub event: Event,
 }
 
 /// A client → server message on the `events` data channel.
@@ -176,7 +269,7 @@ mod tests {
                     is_final: true,
                     typed: false,
                 },
-                r#"{"type":"transcript","turn":2,"text":"hi","final":true}"#,
+                r#"{"type":"transcript","turn":2,"text":"hi","final":true,"typed":false}"#,
             ),
             (
                 Event::Busy {
@@ -203,6 +296,135 @@ mod tests {
         for (ev, json) in cases {
             assert_eq!(serde_json::to_string(&ev).unwrap(), json);
             assert_eq!(serde_json::from_str::<Event>(json).unwrap(), ev);
+        }
+        // Readers take a transcript without `typed` (older servers) as spoken.
+        let old: Event =
+            serde_json::from_str(r#"{"type":"transcript","turn":2,"text":"hi","final":true}"#)
+                .unwrap();
+        assert!(matches!(old, Event::Transcript { typed: false, .. }));
+    }
+
+    /// One of every variant.
+    fn every_kind() -> Vec<Event> {
+        vec![
+            Event::Session { id: "s".into() },
+            Event::state(State::Listening),
+            Event::Transcript {
+                turn: 1,
+                text: "hi".into(),
+                is_final: true,
+                typed: true,
+            },
+            Event::ReplyDelta {
+                turn: 1,
+                text: "He".into(),
+            },
+            Event::Reply {
+                turn: 1,
+                text: "Hello.".into(),
+                interrupted: false,
+                prompt_id: Some("p".into()),
+            },
+            Event::BargeIn { turn: 1 },
+            Event::Timings(Timings::default()),
+            Event::Busy {
+                turn: 2,
+                text: "One moment.".into(),
+                reason: BusyReason::Deadline,
+            },
+            Event::Prompt {
+                id: "p".into(),
+                text: "Hi!".into(),
+                turn: 3,
+            },
+            Event::Error {
+                code: None,
+                turn: Some(4),
+                message: "failed".into(),
+            },
+            Event::SessionStarted { turn: 0 },
+            Event::SessionEnded { turn: 4 },
+            Event::PromptSpoken {
+                turn: 3,
+                prompt_id: "p".into(),
+                waited_ms: 120,
+            },
+            Event::PromptDropped {
+                turn: None,
+                prompt_id: "q".into(),
+                reason: DropReason::NoSession,
+                detail: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn kind_is_the_type_tag() {
+        for ev in every_kind() {
+            let v = serde_json::to_value(&ev).unwrap();
+            assert_eq!(v["type"], ev.kind(), "{v}");
+            assert_eq!(serde_json::from_value::<Event>(v).unwrap(), ev);
+        }
+    }
+
+    #[test]
+    fn bus_payloads_keep_their_documented_fields() {
+        let cases = [
+            (
+                BusEvent {
+                    session_id: Some("s1".into()),
+                    seq: Some(1),
+                    at: "2026-01-01T00:00:00Z".into(),
+                    event: Event::SessionStarted { turn: 0 },
+                },
+                r#"{"session_id":"s1","seq":1,"at":"2026-01-01T00:00:00Z","type":"session.started","turn":0}"#,
+            ),
+            (
+                BusEvent {
+                    session_id: Some("s1".into()),
+                    seq: Some(2),
+                    at: "2026-01-01T00:00:01Z".into(),
+                    event: Event::Transcript {
+                        turn: 1,
+                        text: "hi".into(),
+                        is_final: true,
+                        typed: false,
+                    },
+                },
+                r#"{"session_id":"s1","seq":2,"at":"2026-01-01T00:00:01Z","type":"transcript","turn":1,"text":"hi","final":true,"typed":false}"#,
+            ),
+            (
+                BusEvent {
+                    session_id: None,
+                    seq: None,
+                    at: "2026-01-01T00:00:02Z".into(),
+                    event: Event::PromptDropped {
+                        turn: None,
+                        prompt_id: "p".into(),
+                        reason: DropReason::NoSession,
+                        detail: Some("nobody".into()),
+                    },
+                },
+                r#"{"session_id":null,"at":"2026-01-01T00:00:02Z","type":"prompt.dropped","turn":null,"prompt_id":"p","reason":"no_session","detail":"nobody"}"#,
+            ),
+        ];
+        for (ev, json) in cases {
+            assert_eq!(serde_json::to_string(&ev).unwrap(), json);
+            assert_eq!(serde_json::from_str::<BusEvent>(json).unwrap(), ev);
+        }
+        for event in every_kind() {
+            let ev = BusEvent {
+                session_id: Some("s".into()),
+                seq: Some(9),
+                at: "2026-01-01T00:00:00Z".into(),
+                event,
+            };
+            let text = serde_json::to_string(&ev).unwrap();
+            assert_eq!(
+                serde_json::from_str::<BusEvent>(&text).unwrap(),
+                ev,
+                "{text}"
+            );
         }
     }
 

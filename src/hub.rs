@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -26,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::payload::rfc3339;
 use crate::bus::{Bus, PromptHandler, PromptIn, Target, new_session_id, now_rfc3339};
 use crate::config::Config;
-use crate::events::Event;
+use crate::events::{BusEvent, Event};
 use crate::metrics::Metrics;
 use crate::prompt::{Control, DropReason, Prompt, PromptDelivery, PromptOutcome};
 use crate::rtc::{ErrorCode, SignalError};
@@ -61,50 +60,35 @@ impl SessionEvents {
         }
     }
 
-    /// Publish `<prefix>.event.<kind>` with `fields` plus `session_id`,
-    /// `seq`, `turn` and `at`.
-    pub fn publish(&self, kind: &str, turn: Option<u64>, mut fields: Value) {
+    /// The highest turn this session's events named so far.
+    pub fn last_turn(&self) -> u64 {
+        self.last_turn.load(Ordering::Relaxed)
+    }
+
+    /// Number `event` and publish it on `<prefix>.event.<kind>`.
+    pub fn publish(&self, event: Event) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(t) = turn {
+        if let Some(t) = event.turn() {
             self.last_turn.fetch_max(t, Ordering::Relaxed);
         }
-        let turn = turn.unwrap_or_else(|| self.last_turn.load(Ordering::Relaxed));
-        if let Some(obj) = fields.as_object_mut() {
-            obj.insert("session_id".into(), json!(self.session_id));
-            obj.insert("seq".into(), json!(seq));
-            obj.insert("turn".into(), json!(turn));
-            obj.insert("at".into(), json!(now_rfc3339()));
-        }
+        let ev = BusEvent {
+            session_id: Some(self.session_id.clone()),
+            seq: Some(seq),
+            at: now_rfc3339(),
+            event,
+        };
         self.bus
-            .publish_event(kind, format!("{}-{seq}", self.session_id), &fields);
+            .publish_event(ev.event.kind(), format!("{}-{seq}", self.session_id), &ev);
     }
 
     /// Mirror a data-channel event to the bus when it is one consumers want:
     /// final transcripts and replies.
     pub fn mirror(&self, ev: &Event) {
-        match ev {
-            Event::Transcript {
-                turn, text, typed, ..
-            } => {
-                self.publish(
-                    "transcript",
-                    Some(*turn),
-                    json!({"text": text, "final": true, "typed": typed}),
-                );
-            }
-            Event::Reply {
-                turn,
-                text,
-                interrupted,
-                prompt_id,
-            } => {
-                let mut f = json!({"text": text, "interrupted": interrupted});
-                if let Some(p) = prompt_id {
-                    f["prompt_id"] = json!(p);
-                }
-                self.publish("reply", Some(*turn), f);
-            }
-            _ => {}
+        if matches!(
+            ev,
+            Event::Transcript { is_final: true, .. } | Event::Reply { .. }
+        ) {
+            self.publish(ev.clone());
         }
     }
 }
@@ -214,7 +198,7 @@ impl Hub {
             && let Some(e) = s.get_mut(id)
         {
             e.control = Some(control);
-            e.events.publish("session.started", Some(0), json!({}));
+            e.events.publish(Event::SessionStarted { turn: 0 });
         }
         self.changed.notify_waiters();
     }
@@ -225,7 +209,9 @@ impl Hub {
         if let Some(e) = gone
             && e.control.is_some()
         {
-            e.events.publish("session.ended", None, json!({}));
+            e.events.publish(Event::SessionEnded {
+                turn: e.events.last_turn(),
+            });
         }
     }
 
@@ -260,7 +246,7 @@ impl Hub {
                         SessionInfo {
                             id: id.clone(),
                             started_at: rfc3339(e.started_at),
-                            turns: e.events.last_turn.load(Ordering::Relaxed),
+                            turns: e.events.last_turn(),
                         },
                     )
                 })
@@ -428,7 +414,7 @@ impl Hub {
                 .ok()
                 .and_then(|s| s.get(id).map(|e| e.events.clone()))
         });
-        let (kind, turn, mut fields) = match outcome {
+        let event = match outcome {
             PromptOutcome::Spoken { turn } => {
                 Metrics::inc(&self.metrics.prompts_spoken);
                 tracing::info!(
@@ -437,36 +423,40 @@ impl Hub {
                     waited_ms = waited.as_millis() as u64,
                     "prompt spoken"
                 );
-                (
-                    "prompt.spoken",
-                    Some(*turn),
-                    json!({"prompt_id": prompt_id, "waited_ms": waited.as_millis() as u64}),
-                )
+                Event::PromptSpoken {
+                    turn: *turn,
+                    prompt_id: prompt_id.to_string(),
+                    waited_ms: waited.as_millis() as u64,
+                }
             }
             PromptOutcome::Dropped(reason) => {
                 Metrics::inc(&self.metrics.prompts_dropped);
                 tracing::info!(session = session_id.unwrap_or("-"), prompt = prompt_id, %reason, detail = detail.unwrap_or(""), "prompt dropped");
-                (
-                    "prompt.dropped",
-                    None,
-                    json!({"prompt_id": prompt_id, "reason": reason.as_str()}),
-                )
+                Event::PromptDropped {
+                    turn: events.as_ref().map(|e| e.last_turn()),
+                    prompt_id: prompt_id.to_string(),
+                    reason: *reason,
+                    detail: detail.map(str::to_string),
+                }
             }
         };
-        if let Some(d) = detail {
-            fields["detail"] = json!(d);
-        }
         match events {
-            Some(ev) => ev.publish(kind, turn, fields),
+            Some(ev) => ev.publish(event),
             None => {
                 // No live session to number it: the prompt id names the event.
-                fields["session_id"] = json!(session_id);
-                fields["turn"] = json!(turn);
-                fields["at"] = json!(now_rfc3339());
-                let reason = fields["reason"].as_str().unwrap_or("").to_string();
+                let reason = match &event {
+                    Event::PromptDropped { reason, .. } => reason.as_str(),
+                    _ => "",
+                };
                 let sid = session_id.unwrap_or("broadcast");
-                self.bus
-                    .publish_event(kind, format!("{sid}-{prompt_id}-{reason}"), &fields);
+                let msg_id = format!("{sid}-{prompt_id}-{reason}");
+                let ev = BusEvent {
+                    session_id: session_id.map(str::to_string),
+                    seq: None,
+                    at: now_rfc3339(),
+                    event,
+                };
+                self.bus.publish_event(ev.event.kind(), msg_id, &ev);
             }
         }
     }

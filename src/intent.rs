@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{BusError, Subjects, durable_messages};
 use crate::config::{Config, IntentConfig};
+use crate::events::{BusEvent, Event, kind};
 use crate::pipeline::llm::{ChatMessage, LlmBackend, LlmEvent, Role};
 use crate::prompt::Prompt;
 
@@ -71,12 +71,12 @@ impl Tracker {
         self.sessions.is_empty()
     }
 
-    /// Take in one event; `kind` is the subject after `<prefix>.event.`.
-    pub fn on_event(&mut self, kind: &str, ev: &Value, now: Instant) {
-        let Some(id) = ev.get("session_id").and_then(Value::as_str) else {
+    /// Take in one event from the bus.
+    pub fn on_event(&mut self, ev: &BusEvent, now: Instant) {
+        let Some(id) = ev.session_id.as_deref() else {
             return;
         };
-        if kind == "session.ended" {
+        if let Event::SessionEnded { .. } = ev.event {
             self.sessions.remove(id);
             return;
         }
@@ -87,21 +87,18 @@ impl Tracker {
             followups: 0,
         });
         conv.last_activity = now;
-        let text = ev
-            .get("text")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        let role = match kind {
-            "transcript" if !text.is_empty() => {
-                conv.open = true;
-                Role::User
-            }
-            "reply" if !text.is_empty() => Role::Assistant,
+        let (role, text) = match &ev.event {
+            Event::Transcript { text, .. } => (Role::User, text.trim()),
+            Event::Reply { text, .. } => (Role::Assistant, text.trim()),
             _ => return,
         };
-        conv.lines.push_back((role, text));
+        if text.is_empty() {
+            return;
+        }
+        if role == Role::User {
+            conv.open = true;
+        }
+        conv.lines.push_back((role, text.to_string()));
         while conv.lines.len() > KEEP_LINES {
             conv.lines.pop_front();
         }
@@ -274,16 +271,18 @@ async fn consume(
             durable_name: Some(name),
             deliver_policy: consumer::DeliverPolicy::New,
             ack_policy: consumer::AckPolicy::Explicit,
-            filter_subjects: vec![
-                subjects.event("transcript"),
-                subjects.event("reply"),
-                subjects.event("session.>"),
-            ],
+            filter_subjects: [
+                kind::TRANSCRIPT,
+                kind::REPLY,
+                kind::SESSION_STARTED,
+                kind::SESSION_ENDED,
+            ]
+            .map(|k| subjects.event(k))
+            .to_vec(),
             ..Default::default()
         },
     )
     .await?;
-    let prefix = format!("{}.event.", config.bus.prefix);
     let mut tick = tokio::time::interval(Duration::from_millis(config.intent.tick_ms.max(50)));
     loop {
         tokio::select! {
@@ -294,10 +293,9 @@ async fn consume(
                     Some(Err(e)) => return Err(BusError::Nats(e.to_string())),
                     None => return Err(BusError::Nats("event stream ended".into())),
                 };
-                let kind = msg.subject.as_str().strip_prefix(&prefix).unwrap_or("").to_string();
-                match serde_json::from_slice::<Value>(&msg.payload) {
-                    Ok(v) => tracker.on_event(&kind, &v, Instant::now()),
-                    Err(e) => tracing::warn!(subject = %msg.subject, error = %e, "event is not JSON; skipped"),
+                match serde_json::from_slice::<BusEvent>(&msg.payload) {
+                    Ok(ev) => tracker.on_event(&ev, Instant::now()),
+                    Err(e) => tracing::warn!(subject = %msg.subject, error = %e, "not a known event; skipped"),
                 }
                 let _ = msg.ack().await;
             }
@@ -345,7 +343,6 @@ async fn publish_prompt(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn cfg(quiet_ms: u64) -> IntentConfig {
         IntentConfig {
@@ -355,26 +352,44 @@ mod tests {
         }
     }
 
+    fn on_bus(session_id: Option<&str>, event: Event) -> BusEvent {
+        BusEvent {
+            session_id: session_id.map(str::to_string),
+            seq: Some(1),
+            at: "2026-01-01T00:00:00Z".into(),
+            event,
+        }
+    }
+
+    fn said(session_id: Option<&str>, text: &str) -> BusEvent {
+        on_bus(
+            session_id,
+            Event::Transcript {
+                turn: 1,
+                text: text.into(),
+                is_final: true,
+                typed: false,
+            },
+        )
+    }
+
     #[test]
     fn follows_up_once_after_the_user_goes_quiet() {
         let mut t = Tracker::new(cfg(1000));
         let t0 = Instant::now();
-        let s = json!({"session_id": "s1"});
-        t.on_event("session.started", &s, t0);
+        t.on_event(&on_bus(Some("s1"), Event::SessionStarted { turn: 0 }), t0);
         assert!(
             t.due(t0 + Duration::from_secs(5)).is_empty(),
             "nothing said yet"
         );
-        t.on_event(
-            "transcript",
-            &json!({"session_id": "s1", "text": "I'm planning a trip to Japan."}),
-            t0,
-        );
-        t.on_event(
-            "reply",
-            &json!({"session_id": "s1", "text": "How exciting!"}),
-            t0 + Duration::from_millis(500),
-        );
+        t.on_event(&said(Some("s1"), "I'm planning a trip to Japan."), t0);
+        let reply = Event::Reply {
+            turn: 1,
+            text: "How exciting!".into(),
+            interrupted: false,
+            prompt_id: None,
+        };
+        t.on_event(&on_bus(Some("s1"), reply), t0 + Duration::from_millis(500));
         assert!(
             t.due(t0 + Duration::from_millis(1400)).is_empty(),
             "not quiet long enough"
@@ -395,17 +410,13 @@ mod tests {
         let mut t = Tracker::new(cfg(0));
         let t0 = Instant::now();
         for i in 0..4 {
-            t.on_event(
-                "transcript",
-                &json!({"session_id": "s", "text": format!("topic {i}")}),
-                t0,
-            );
+            t.on_event(&said(Some("s"), &format!("topic {i}")), t0);
             let n = t.due(t0).len();
             assert_eq!(n, usize::from(i < 2), "round {i}");
         }
-        t.on_event("session.ended", &json!({"session_id": "s"}), t0);
+        t.on_event(&on_bus(Some("s"), Event::SessionEnded { turn: 4 }), t0);
         assert!(t.is_empty());
-        t.on_event("transcript", &json!({"text": "no session id"}), t0);
+        t.on_event(&said(None, "no session id"), t0);
         assert!(t.is_empty());
     }
 

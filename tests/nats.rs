@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use voxloop::audio::{VOICED_THRESHOLD, resample_clip};
 use voxloop::client::{Client, ClientOptions, ReceivedFrame};
 use voxloop::config::Config;
-use voxloop::events::{Event, State};
+use voxloop::events::{BusEvent, Event, State};
 use voxloop::text::wer;
 use voxloop::{PIPELINE_RATE, WIRE_RATE, engines};
 
@@ -728,6 +728,17 @@ async fn a_conversation_turn_publishes_ordered_events_and_the_http_api_works() {
         .expect("transcript");
     let first_reply = kinds.iter().position(|k| *k == "reply").expect("reply");
     assert!(first_transcript < first_reply);
+    // Every payload is a typed bus event whose kind is its subject.
+    for (subject, v) in &mine {
+        let ev: BusEvent = serde_json::from_value(v.clone())
+            .unwrap_or_else(|e| panic!("{subject}: not a BusEvent ({e}): {v}"));
+        assert_eq!(
+            subject.trim_start_matches("voxloop.event."),
+            ev.event.kind(),
+            "{v}"
+        );
+        assert_eq!(ev.session_id.as_deref(), Some(sid.as_str()));
+    }
     for (_, v) in &mine {
         let at = v["at"].as_str().expect("at");
         time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)

@@ -26,7 +26,6 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -89,7 +88,7 @@ impl Subjects {
         format!("{}.prompt.>", self.prefix)
     }
 
-    /// `kind` is one of the event kinds, e.g. `transcript` or `prompt.spoken`.
+    /// `kind` is an event kind (`Event::kind`, `events::kind`), e.g. `prompt.spoken`.
     pub fn event(&self, kind: &str) -> String {
         format!("{}.event.{kind}", self.prefix)
     }
@@ -252,16 +251,25 @@ impl Bus {
         self.inner.as_ref().map(|i| &i.subjects)
     }
 
-    /// Queue an event for the event stream. Never waits: a full buffer or a
-    /// NATS outage drops it (counted in `bus_events_dropped_total`).
-    pub fn publish_event(&self, kind: &str, msg_id: String, payload: &Value) {
+    /// Queue an event for the event stream on `<prefix>.event.<kind>`
+    /// (`kind` is the event's own, `Event::kind`). Never waits: a full
+    /// buffer or a NATS outage drops it (counted in `bus_events_dropped_total`).
+    pub fn publish_event<T: serde::Serialize>(&self, kind: &str, msg_id: String, payload: &T) {
         let Some(inner) = &self.inner else {
             return;
+        };
+        let payload = match serde_json::to_vec(payload) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, kind, "cannot serialize an event; dropped");
+                Metrics::inc(&inner.metrics.bus_events_dropped);
+                return;
+            }
         };
         let out = Outgoing {
             subject: inner.subjects.event(kind),
             msg_id,
-            payload: payload.to_string().into_bytes(),
+            payload,
         };
         if inner.out.try_send(out).is_err() {
             Metrics::inc(&inner.metrics.bus_events_dropped);

@@ -3,18 +3,19 @@
 //! It subscribes to the prompt outcome events first, then publishes through
 //! JetStream (so the prompt is stored even if no server is consuming yet,
 //! and `Nats-Msg-Id` = prompt id makes a retried publish a no-op), then
-//! waits for `prompt.spoken` / `prompt.dropped` events naming the prompt.
+//! waits for `prompt.spoken` / `prompt.dropped` events naming the prompt
+//! ([`Event::PromptSpoken`], [`Event::PromptDropped`]).
 
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::{BusError, Subjects, Target, ensure_streams};
 use crate::config::BusConfig;
-use crate::prompt::Prompt;
+use crate::events::{BusEvent, Event, kind};
+use crate::prompt::{DropReason, Prompt};
 
 /// What `say` should publish and how long to wait.
 #[derive(Debug, Clone)]
@@ -34,7 +35,7 @@ pub struct SayOptions {
 pub struct Outcome {
     pub spoken: bool,
     pub session_id: Option<String>,
-    pub reason: Option<String>,
+    pub reason: Option<DropReason>,
     pub turn: Option<u64>,
     /// From publish to the event arriving here.
     pub latency: Duration,
@@ -54,7 +55,7 @@ impl std::fmt::Display for Outcome {
             write!(
                 f,
                 "dropped: session={session} reason={} latency_ms={}",
-                self.reason.as_deref().unwrap_or("unknown"),
+                self.reason.map(DropReason::as_str).unwrap_or("unknown"),
                 self.latency.as_millis()
             )
         }
@@ -84,10 +85,15 @@ pub async fn say(
             ))
         })?;
     let subjects = Subjects::new(&opts.bus.prefix);
-    let mut events = client
-        .subscribe(subjects.event("prompt.>"))
-        .await
-        .map_err(|e| BusError::Nats(e.to_string()))?;
+    let mut outcomes = Vec::new();
+    for k in [kind::PROMPT_SPOKEN, kind::PROMPT_DROPPED] {
+        let sub = client
+            .subscribe(subjects.event(k))
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))?;
+        outcomes.push(sub);
+    }
+    let mut events = futures::stream::select_all(outcomes);
     let js = jetstream::new(client.clone());
     ensure_streams(&js, &subjects, &opts.bus).await?;
     let subject = match &opts.target {
@@ -124,20 +130,29 @@ pub async fn say(
                 None => break,
             },
         };
-        let Ok(v) = serde_json::from_slice::<Value>(&msg.payload) else {
+        let Ok(ev) = serde_json::from_slice::<BusEvent>(&msg.payload) else {
             continue;
         };
-        if v.get("prompt_id").and_then(Value::as_str) != Some(opts.prompt.id.as_str()) {
+        let (spoken, prompt_id, reason, turn) = match ev.event {
+            Event::PromptSpoken {
+                prompt_id, turn, ..
+            } => (true, prompt_id, None, Some(turn)),
+            Event::PromptDropped {
+                prompt_id,
+                reason,
+                turn,
+                ..
+            } => (false, prompt_id, Some(reason), turn),
+            _ => continue,
+        };
+        if prompt_id != opts.prompt.id {
             continue;
         }
         let o = Outcome {
-            spoken: msg.subject.ends_with(".prompt.spoken"),
-            session_id: v
-                .get("session_id")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            reason: v.get("reason").and_then(Value::as_str).map(str::to_string),
-            turn: v.get("turn").and_then(Value::as_u64),
+            spoken,
+            session_id: ev.session_id,
+            reason,
+            turn,
             latency: published.elapsed(),
         };
         on_outcome(&o);
@@ -165,7 +180,7 @@ mod tests {
         assert_eq!(o.to_string(), "spoken: session=abc turn=2 latency_ms=812");
         let d = Outcome {
             spoken: false,
-            reason: Some("expired".into()),
+            reason: Some(DropReason::Expired),
             ..o
         };
         assert_eq!(
