@@ -16,12 +16,13 @@
 //! message is a [`BusEvent`]: the event plus an envelope (session, sequence,
 //! time); its subject suffix is [`Event::kind`], the `type` tag.
 //!
-//! This module imports nothing from the rest of the crate but the prompt
-//! drop reasons (a leaf module).
+//! This module imports nothing from the rest of the crate but two leaves:
+//! the prompt drop reasons and the error codes.
 
 use serde::{Deserialize, Serialize};
 
-use crate::bus::payload::DropReason;
+pub use crate::error_code::ErrorCode;
+use crate::prompt::DropReason;
 
 /// The `type` tag of each event: the subject suffix on the bus
 /// (`<prefix>.event.<kind>`), for subscriptions. [`Event::kind`] returns them.
@@ -136,11 +137,11 @@ pub enum Event {
     },
     /// A proactive prompt is being spoken.
     Prompt { id: String, text: String, turn: u64 },
-    /// Something went wrong; `code` is a stable error code when the error
-    /// answers a client message.
+    /// Something went wrong; `code` is set when the error answers a client
+    /// message (the signaling codes; counted in `/metrics`).
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        code: Option<String>,
+        code: Option<ErrorCode>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         turn: Option<u64>,
         message: String,
@@ -278,6 +279,14 @@ mod tests {
                     reason: BusyReason::QueueFull,
                 },
                 r#"{"type":"busy","turn":1,"text":"One moment.","reason":"queue_full"}"#,
+            ),
+            (
+                Event::Error {
+                    code: Some(ErrorCode::UnknownType),
+                    turn: None,
+                    message: "nope".into(),
+                },
+                r#"{"type":"error","code":"unknown_type","message":"nope"}"#,
             ),
             (
                 Event::BargeIn { turn: 3 },

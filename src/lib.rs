@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod converse;
 pub mod engines;
+pub mod error_code;
 pub mod events;
 pub mod hub;
 pub mod intent;

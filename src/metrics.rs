@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use crate::rtc::ErrorCode;
+use crate::error_code::ErrorCode;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -28,21 +28,26 @@ pub struct Metrics {
     pub prompts_received: AtomicU64,
     pub prompts_spoken: AtomicU64,
     pub prompts_dropped: AtomicU64,
-    signaling_errors: Mutex<BTreeMap<&'static str, u64>>,
+    signaling_errors: ByKind,
+    data_channel_errors: ByKind,
 }
 
 impl Metrics {
     pub fn signaling_error(&self, code: ErrorCode) {
-        if let Ok(mut m) = self.signaling_errors.lock() {
-            *m.entry(code.as_str()).or_default() += 1;
-        }
+        count(&self.signaling_errors, code);
     }
 
     pub fn signaling_errors(&self, code: ErrorCode) -> u64 {
-        self.signaling_errors
-            .lock()
-            .map(|m| m.get(code.as_str()).copied().unwrap_or(0))
-            .unwrap_or(0)
+        counted(&self.signaling_errors, code)
+    }
+
+    /// A client message on the `events` data channel was refused.
+    pub fn data_channel_error(&self, code: ErrorCode) {
+        count(&self.data_channel_errors, code);
+    }
+
+    pub fn data_channel_errors(&self, code: ErrorCode) -> u64 {
+        counted(&self.data_channel_errors, code)
     }
 
     pub fn inc(counter: &AtomicU64) {
@@ -139,15 +144,18 @@ impl Metrics {
             "# HELP voxloop_active_sessions Sessions currently live.\n# TYPE voxloop_active_sessions gauge\nvoxloop_active_sessions {}",
             self.active_sessions.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "# HELP voxloop_signaling_errors_total Rejected signaling messages by kind.\n# TYPE voxloop_signaling_errors_total counter"
+        by_kind(
+            &mut out,
+            "voxloop_signaling_errors_total",
+            "Rejected signaling messages by kind.",
+            &self.signaling_errors,
         );
-        if let Ok(m) = self.signaling_errors.lock() {
-            for (kind, v) in m.iter() {
-                let _ = writeln!(out, "voxloop_signaling_errors_total{{kind=\"{kind}\"}} {v}");
-            }
-        }
+        by_kind(
+            &mut out,
+            "voxloop_data_channel_errors_total",
+            "Rejected events data channel messages by kind.",
+            &self.data_channel_errors,
+        );
         // The standard process metrics, so a load tester on another machine
         // (or one without this pid) can still work out CPU per session.
         if let Some(cpu) = process_cpu_seconds("self") {
@@ -210,6 +218,30 @@ pub fn parse_sample(text: &str, name_with_labels: &str) -> Option<f64> {
     })
 }
 
+type ByKind = Mutex<BTreeMap<&'static str, u64>>;
+
+fn count(m: &ByKind, code: ErrorCode) {
+    if let Ok(mut m) = m.lock() {
+        *m.entry(code.as_str()).or_default() += 1;
+    }
+}
+
+fn counted(m: &ByKind, code: ErrorCode) -> u64 {
+    m.lock()
+        .map(|m| m.get(code.as_str()).copied().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// A counter family labelled by error code (`{kind="bad_json"}`).
+fn by_kind(out: &mut String, name: &str, help: &str, m: &ByKind) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    if let Ok(m) = m.lock() {
+        for (kind, v) in m.iter() {
+            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {v}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +253,7 @@ mod tests {
         Metrics::inc(&m.audio_frames_in);
         m.signaling_error(ErrorCode::BadJson);
         m.signaling_error(ErrorCode::BadJson);
+        m.data_channel_error(ErrorCode::UnknownType);
         let text = m.render();
         assert_eq!(parse_sample(&text, "voxloop_active_sessions"), Some(2.0));
         assert_eq!(
@@ -232,6 +265,15 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(m.signaling_errors(ErrorCode::BadJson), 2);
+        assert_eq!(
+            parse_sample(
+                &text,
+                "voxloop_data_channel_errors_total{kind=\"unknown_type\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(m.data_channel_errors(ErrorCode::UnknownType), 1);
+        assert_eq!(m.data_channel_errors(ErrorCode::BadJson), 0);
         assert!(parse_sample(&text, "process_cpu_seconds_total").is_some());
         assert!(parse_sample(&text, "process_resident_memory_bytes").unwrap_or(0.0) > 0.0);
     }

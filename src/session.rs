@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::audio::{OpusEncoder, Pacer, StreamResampler, resample_clip};
 use crate::config::{Config, PipelineKind};
-use crate::events::{ClientMessage, Event, State};
+use crate::events::{ClientMessage, ErrorCode, Event, State};
 use crate::hub::{CONTROL_QUEUE, SessionEvents};
 use crate::metrics::Metrics;
 use crate::pipeline::playout::OutQueue;
@@ -106,6 +106,7 @@ pub struct Session {
     pub peer: Arc<Peer>,
     events: Arc<EventOut>,
     control: mpsc::Sender<Control>,
+    metrics: Arc<Metrics>,
     max_message_bytes: usize,
     connected: Arc<Notify>,
     cancel: CancellationToken,
@@ -185,6 +186,7 @@ impl Session {
             peer,
             events,
             control,
+            metrics: ctx.metrics.clone(),
             max_message_bytes: ctx.config.max_message_bytes,
             connected,
             cancel,
@@ -205,28 +207,26 @@ impl Session {
                     .await;
             }
             PeerEvent::DataMessage(text) => {
-                match parse_data_message(text, self.max_message_bytes) {
-                    Ok(typed) => {
-                        if self.control.try_send(Control::Text(typed)).is_err() {
-                            self.events
-                                .send(&Event::Error {
-                                    code: Some("busy".into()),
-                                    turn: None,
-                                    message: "too many messages waiting; try again".into(),
-                                })
-                                .await;
-                        }
-                    }
-                    Err((code, message)) => {
-                        tracing::warn!(code, %message, "bad data channel message");
-                        self.events
-                            .send(&Event::Error {
-                                code: Some(code.into()),
-                                turn: None,
-                                message,
-                            })
-                            .await;
-                    }
+                let refused = match parse_data_message(text, self.max_message_bytes) {
+                    Ok(typed) => match self.control.try_send(Control::Text(typed)) {
+                        Ok(()) => None,
+                        Err(_) => Some((
+                            ErrorCode::Busy,
+                            "too many messages waiting; try again".to_string(),
+                        )),
+                    },
+                    Err(e) => Some(e),
+                };
+                if let Some((code, message)) = refused {
+                    tracing::warn!(code = code.as_str(), %message, "data channel message refused");
+                    self.metrics.data_channel_error(code);
+                    self.events
+                        .send(&Event::Error {
+                            code: Some(code),
+                            turn: None,
+                            message,
+                        })
+                        .await;
                 }
             }
             _ => {}
@@ -296,43 +296,43 @@ async fn forward_events(
 
 /// A message the client sent on the data channel ([`ClientMessage`]; today
 /// only typed text), as the trimmed text. Errors carry a code for the client.
-fn parse_data_message(text: &str, max_len: usize) -> Result<String, (&'static str, String)> {
+fn parse_data_message(text: &str, max_len: usize) -> Result<String, (ErrorCode, String)> {
     if text.len() > max_len {
         return Err((
-            "too_large",
+            ErrorCode::TooLarge,
             format!(
                 "message of {} bytes is over the {max_len}-byte limit",
                 text.len()
             ),
         ));
     }
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| ("bad_json", format!("not valid JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| (ErrorCode::BadJson, format!("not valid JSON: {e}")))?;
     let Some(ty) = v.get("type").and_then(serde_json::Value::as_str) else {
         return Err((
-            "bad_json",
+            ErrorCode::BadJson,
             "expected a JSON object with a string \"type\"".into(),
         ));
     };
     let ty = ty.chars().take(40).collect::<String>();
     let msg: ClientMessage = serde_json::from_value(v).map_err(|e| {
         (
-            "bad_message",
+            ErrorCode::BadMessage,
             format!("{ty} needs a non-empty string field \"text\": {e}"),
         )
     })?;
     match msg {
         ClientMessage::Text { text } if text.chars().count() > MAX_TYPED_CHARS => Err((
-            "too_large",
+            ErrorCode::TooLarge,
             format!("typed text is over {MAX_TYPED_CHARS} characters"),
         )),
         ClientMessage::Text { text } if !text.trim().is_empty() => Ok(text.trim().to_string()),
         ClientMessage::Text { .. } => Err((
-            "bad_message",
+            ErrorCode::BadMessage,
             "text needs a non-empty string field \"text\"".into(),
         )),
         ClientMessage::Unknown => Err((
-            "unknown_type",
+            ErrorCode::UnknownType,
             format!("unknown data channel message type {ty:?} (expected text)"),
         )),
     }
@@ -470,21 +470,24 @@ mod tests {
             Ok("What time is it?".to_string())
         );
         let code = |s: &str, max| parse_data_message(s, max).map_err(|e| e.0);
-        assert_eq!(code("nope", 1000), Err("bad_json"));
-        assert_eq!(code(r#"{"type":"text"}"#, 1000), Err("bad_message"));
+        assert_eq!(code("nope", 1000), Err(ErrorCode::BadJson));
+        assert_eq!(code(r#"{"type":"text"}"#, 1000), Err(ErrorCode::BadMessage));
         assert_eq!(
             code(r#"{"type":"text","text":"  "}"#, 1000),
-            Err("bad_message")
+            Err(ErrorCode::BadMessage)
         );
-        assert_eq!(code(r#"{"type":"dance"}"#, 1000), Err("unknown_type"));
+        assert_eq!(
+            code(r#"{"type":"dance"}"#, 1000),
+            Err(ErrorCode::UnknownType)
+        );
         assert_eq!(
             code(r#"{"type":"text","text":"hello"}"#, 10),
-            Err("too_large")
+            Err(ErrorCode::TooLarge)
         );
         let long = ClientMessage::Text {
             text: "a".repeat(MAX_TYPED_CHARS + 1),
         };
         let long = serde_json::to_string(&long).unwrap();
-        assert_eq!(code(&long, 1 << 20), Err("too_large"));
+        assert_eq!(code(&long, 1 << 20), Err(ErrorCode::TooLarge));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{Server, clip48};
 use voxloop::audio::first_voiced;
 use voxloop::client::{Client, ClientOptions, Signaling};
-use voxloop::events::State;
+use voxloop::events::{Event, State};
 use voxloop::rtc::{ClientMessage, ErrorCode, ServerMessage};
 
 const T: Duration = Duration::from_secs(10);
@@ -126,6 +126,66 @@ async fn bad_messages_get_errors_and_healthy_session_survives() {
     assert!(first_voiced(&back).is_some(), "healthy session got no echo");
     assert!(healthy.ended().is_none());
     healthy.bye().await;
+}
+
+/// Bad messages on the `events` data channel get an `error` event with the
+/// same stable codes, are counted in `/metrics`, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_data_channel_messages_get_coded_errors() {
+    let server = Server::start(&["--pipeline", "echo"], &[]);
+    let mut client = Client::connect(&server.url, ClientOptions::default())
+        .await
+        .expect("connect");
+    // The channel is open once the session event came.
+    client
+        .wait_event(T, |e| matches!(e, Event::Session { .. }))
+        .await
+        .expect("session event");
+    let too_long = serde_json::to_string(&voxloop::events::ClientMessage::Text {
+        text: "a".repeat(2001),
+    })
+    .unwrap();
+    let cases = [
+        ("{this is not json", ErrorCode::BadJson),
+        (r#"{"type":"dance"}"#, ErrorCode::UnknownType),
+        (r#"{"type":"text"}"#, ErrorCode::BadMessage),
+        (r#"{"type":"text","text":"   "}"#, ErrorCode::BadMessage),
+        (too_long.as_str(), ErrorCode::TooLarge),
+    ];
+    for (text, want) in cases {
+        assert!(client.send_data_raw(text).await, "channel open");
+        let (code, message) = client
+            .wait_for(T, |e| match e {
+                Event::Error { code, message, .. } => Some((code, message)),
+                _ => None,
+            })
+            .await
+            .unwrap_or_else(|| panic!("no error event for {text:.40}"));
+        println!("{code:?}: {message}");
+        assert_eq!(code, Some(want), "for {text:.40}: {message}");
+    }
+    for (kind, n) in [
+        ("bad_json", 1.0),
+        ("unknown_type", 1.0),
+        ("bad_message", 2.0),
+        ("too_large", 1.0),
+    ] {
+        let v = server
+            .metric(&format!(
+                "voxloop_data_channel_errors_total{{kind=\"{kind}\"}}"
+            ))
+            .await;
+        assert_eq!(v, n, "{kind}");
+    }
+    // Signaling errors are counted apart.
+    assert_eq!(
+        server
+            .metric("voxloop_signaling_errors_total{kind=\"bad_json\"}")
+            .await,
+        0.0
+    );
+    assert!(client.ended().is_none());
+    client.bye().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -424,7 +424,9 @@ function onServerEvent(ev) {
     case "barge_in":
       break; // handled as the Call's "interrupted" event
     case "error":
-      addSystem(`The assistant failed on turn ${ev.turn}: ${ev.message}`);
+      // With a code, the server refused something this page sent.
+      if (ev.code) addSystem(`The server refused a message (${ev.code}): ${ev.message}`);
+      else addSystem(`The assistant failed on turn ${ev.turn}: ${ev.message}`);
       break;
     default:
       break; // newer servers may send more; ignore what we do not know

@@ -46,6 +46,8 @@
  *   | {type: "busy", turn: number, text: string, reason: "queue_full"|"deadline"}
  *   | {type: "prompt", id: string, text: string, turn: number}
  *   | {type: "error", code?: string, turn?: number, message: string}} ServerEvent
+ * `error.code` is one of the signaling error codes (bad_json, unknown_type,
+ * bad_message, too_large, busy): the server refused a message the page sent.
  */
 
 /** Why a call could not start or ended early. `code` is what the UI switches on. */

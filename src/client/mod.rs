@@ -354,6 +354,12 @@ impl Client {
         }
     }
 
+    /// Send raw text on the events channel, valid or not (for tests of the
+    /// protocol itself); false if the channel is not open.
+    pub async fn send_data_raw(&self, text: &str) -> bool {
+        self.peer.send_data(text).await
+    }
+
     /// Wait for an event matching `pred`, dropping others.
     pub async fn wait_event<F>(&mut self, timeout: Duration, pred: F) -> Option<Event>
     where

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 /// Default cap on one signaling message (a config default, so it lives there).
 pub use crate::config::DEFAULT_MAX_MESSAGE;
+/// The codes live below `rtc` so the data channel and `/metrics` share them.
+pub use crate::error_code::ErrorCode;
 
 /// An ICE candidate as browsers serialize `RTCIceCandidate.toJSON()`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,55 +87,6 @@ pub enum ServerMessage {
     Answer { sdp: String },
     Candidate { candidate: Option<IceCandidate> },
     Error { code: ErrorCode, message: String },
-}
-
-/// Stable error codes: clients and `/metrics` (`signaling_errors_total{kind}`) use them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// Not JSON, or JSON that is not an object with a string `type`.
-    BadJson,
-    /// A `type` this server does not know.
-    UnknownType,
-    /// A known type with missing or ill-typed fields.
-    BadMessage,
-    /// Over the size limit.
-    TooLarge,
-    /// The SDP could not be parsed or applied.
-    BadSdp,
-    /// A candidate the ICE agent rejected.
-    BadCandidate,
-    /// A candidate arrived before any offer.
-    NoOffer,
-    /// A second offer on a socket that already negotiated (renegotiation is not supported).
-    DuplicateOffer,
-    /// The server is at its session limit.
-    Busy,
-    /// The requested `session_id` is live on another connection.
-    SessionInUse,
-    /// Binary frames are not part of the protocol.
-    Binary,
-    /// The server failed; the message says why.
-    Internal,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadJson => "bad_json",
-            ErrorCode::UnknownType => "unknown_type",
-            ErrorCode::BadMessage => "bad_message",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::BadSdp => "bad_sdp",
-            ErrorCode::BadCandidate => "bad_candidate",
-            ErrorCode::NoOffer => "no_offer",
-            ErrorCode::DuplicateOffer => "duplicate_offer",
-            ErrorCode::Busy => "busy",
-            ErrorCode::SessionInUse => "session_in_use",
-            ErrorCode::Binary => "binary",
-            ErrorCode::Internal => "internal",
-        }
-    }
 }
 
 /// A rejected message: a code for programs and a sentence for people.

@@ -1,0 +1,59 @@
+//! Stable error codes for rejected client messages, shared by the signaling
+//! protocol (`rtc::signaling`), the `events` data channel (`events::Event`)
+//! and `/metrics`. A leaf: it imports nothing from the crate, so `metrics`
+//! and `events` can use it without reaching up into `rtc`.
+
+use serde::{Deserialize, Serialize};
+
+/// Stable error codes of rejected client messages, on the signaling socket
+/// (`error {code, message}`) and on the `events` data channel (`error`
+/// events): clients switch on them, and `/metrics` counts them
+/// (`signaling_errors_total{kind}`, `data_channel_errors_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or JSON that is not an object with a string `type`.
+    BadJson,
+    /// A `type` this server does not know.
+    UnknownType,
+    /// A known type with missing or ill-typed fields.
+    BadMessage,
+    /// Over the size limit.
+    TooLarge,
+    /// The SDP could not be parsed or applied.
+    BadSdp,
+    /// A candidate the ICE agent rejected.
+    BadCandidate,
+    /// A candidate arrived before any offer.
+    NoOffer,
+    /// A second offer on a socket that already negotiated (renegotiation is not supported).
+    DuplicateOffer,
+    /// The server is at its session limit (signaling), or too many typed
+    /// messages wait already (data channel).
+    Busy,
+    /// The requested `session_id` is live on another connection.
+    SessionInUse,
+    /// Binary frames are not part of the protocol.
+    Binary,
+    /// The server failed; the message says why.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::BadSdp => "bad_sdp",
+            ErrorCode::BadCandidate => "bad_candidate",
+            ErrorCode::NoOffer => "no_offer",
+            ErrorCode::DuplicateOffer => "duplicate_offer",
+            ErrorCode::Busy => "busy",
+            ErrorCode::SessionInUse => "session_in_use",
+            ErrorCode::Binary => "binary",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
