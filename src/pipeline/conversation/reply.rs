@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Action, Conversation, Count, Failure, Heard, Playing, SpecReply};
-use crate::events::{BusyReason, Event, State, Timings};
+use super::{Action, Conversation, Heard, Playing, SpecReply};
+use crate::events::{Event, State, Timings};
 use crate::pipeline::llm::{ChatMessage, Role};
 use crate::prompt::{DropReason, Prompt, PromptOutcome};
 use crate::text::SentenceChunker;
@@ -42,43 +42,43 @@ pub(super) enum Cause {
 
 #[derive(Debug)]
 pub(super) struct Reply {
-    pub id: u64,
-    pub turn: u64,
-    pub kind: ReplyKind,
-    pub stage: Stage,
+    pub(super) id: u64,
+    pub(super) turn: u64,
+    pub(super) kind: ReplyKind,
+    pub(super) stage: Stage,
     /// When the turn ended (or the text came): the origin of its timings.
-    ended_at: Instant,
-    silence_ms: u32,
+    pub(super) ended_at: Instant,
+    pub(super) silence_ms: u32,
     /// The transcript and first LLM token must be here by then.
-    deadline: Option<Instant>,
+    pub(super) deadline: Option<Instant>,
     /// The deadline passed while nobody else waited (logged once).
-    late: bool,
-    user: Option<String>,
-    chunker: SentenceChunker,
+    pub(super) late: bool,
+    pub(super) user: Option<String>,
+    pub(super) chunker: SentenceChunker,
     /// The reply text so far.
-    pub text: String,
+    pub(super) text: String,
     /// Pieces sent to synthesis, with when.
-    asked: Vec<(String, Instant)>,
+    pub(super) asked: Vec<(String, Instant)>,
     /// Pieces whose synthesis came back (in order).
-    answered: usize,
+    pub(super) answered: usize,
     /// Pieces queued for playout: text and 48 kHz samples.
-    pieces: Vec<(String, usize)>,
+    pub(super) pieces: Vec<(String, usize)>,
     /// Pieces queued for playout.
-    pub queued: usize,
+    pub(super) queued: usize,
     /// Words sent to synthesis.
-    words: usize,
+    pub(super) words: usize,
     /// The spoken-length cap was reached: the LLM is stopped.
-    capped: bool,
+    pub(super) capped: bool,
     /// The fallback line replaced an unspeakable reply.
-    fallback: bool,
-    pub llm_done: bool,
-    asr_done: Duration,
-    asr_decode: Duration,
-    llm_start: Option<Instant>,
-    first_token: Option<Duration>,
-    first_piece: Option<Duration>,
-    tts_first: Option<Duration>,
-    first_audio: Option<Duration>,
+    pub(super) fallback: bool,
+    pub(super) llm_done: bool,
+    pub(super) asr_done: Duration,
+    pub(super) asr_decode: Duration,
+    pub(super) llm_start: Option<Instant>,
+    pub(super) first_token: Option<Duration>,
+    pub(super) first_piece: Option<Duration>,
+    pub(super) tts_first: Option<Duration>,
+    pub(super) first_audio: Option<Duration>,
 }
 
 /// How often a late reply's deadline is looked at again.
@@ -160,7 +160,7 @@ impl Reply {
 }
 
 /// How an interrupted reply is remembered: what was heard, marked as cut off.
-fn cut_off(heard: &str) -> String {
+pub(super) fn cut_off(heard: &str) -> String {
     if heard.is_empty() {
         "…".to_string()
     } else {
@@ -433,146 +433,5 @@ impl Conversation {
             history_idx: self.history.len() - 1,
         });
         None
-    }
-
-    /// The reply could not start: the busy line if a queue refused it.
-    pub(super) fn fail_start(&mut self, r: Reply, failure: Failure) -> Option<Reply> {
-        match failure {
-            Failure::Busy => self.busy_line(r, BusyReason::QueueFull),
-            Failure::Failed(message) => {
-                tracing::warn!(turn = r.turn, error = %message, "reply failed");
-                self.cancel_work(&r);
-                self.emit(Event::Error {
-                    code: None,
-                    turn: Some(r.turn),
-                    message,
-                });
-                self.emit(Event::state(State::Listening));
-                None
-            }
-        }
-    }
-
-    fn busy_line(&mut self, r: Reply, reason: BusyReason) -> Option<Reply> {
-        tracing::info!(turn = r.turn, reason = reason.as_str(), "busy line");
-        self.cancel_work(&r);
-        self.out.push(Action::Count(Count::BusyLine));
-        self.out.push(Action::PlayBusyLine { reply: r.id });
-        self.playout.idle = false;
-        self.emit(Event::Busy {
-            turn: r.turn,
-            text: self.cfg.busy_line.clone(),
-            reason,
-        });
-        self.emit(Event::state(State::Speaking));
-        None
-    }
-
-    /// Queues bound how much work waits, not how long: a reply that has not
-    /// started by its deadline becomes the busy line instead of silence —
-    /// when other sessions' work is queued, i.e. when the server is
-    /// overloaded. A lone turn on a slow or shared machine is answered; the
-    /// deadline is looked at again every [`DEADLINE_RECHECK`].
-    pub(super) fn check_deadline(&mut self) {
-        let now = self.now;
-        let due = self
-            .reply
-            .as_ref()
-            .and_then(Reply::start_deadline)
-            .is_some_and(|d| now >= d);
-        if !due {
-            return;
-        }
-        if self.others_waiting {
-            self.with_current(|c, r| c.busy_line(r, BusyReason::Deadline));
-        } else if let Some(r) = self.reply.as_mut() {
-            if !r.late {
-                tracing::info!(
-                    turn = r.turn,
-                    "start deadline passed, but no other work is queued: still answering"
-                );
-                r.late = true;
-            }
-            r.deadline = Some(now + DEADLINE_RECHECK);
-        }
-    }
-
-    /// Stop the jobs `r` still has running or queued.
-    pub(super) fn cancel_work(&mut self, r: &Reply) {
-        match r.stage {
-            Stage::Transcribing { job, .. } => self.out.push(Action::CancelAsr { job }),
-            Stage::Generating { llm: true } => self.out.push(Action::CancelLlm { reply: r.id }),
-            Stage::Generating { llm: false } => {}
-        }
-        if r.answered < r.asked.len() {
-            self.out.push(Action::CancelSynthesis { reply: r.id });
-        }
-    }
-
-    /// Stop the assistant's reply at once. Returns whether there was one.
-    pub(super) fn cut_reply(&mut self, cause: Cause) -> bool {
-        if !self.replying() {
-            return false;
-        }
-        self.out.push(Action::Flush);
-        let played_of = |c: &Self, id: u64| {
-            if c.playout.reply == id {
-                c.playout.played
-            } else {
-                0
-            }
-        };
-        let (turn, heard) = if let Some(mut r) = self.reply.take() {
-            // Still working: stop the LLM and TTS. A transcription in progress
-            // goes on: what the user said is still reported.
-            if let Stage::Transcribing { job, .. } = r.stage {
-                self.orphans.push((job, r.turn));
-                r.stage = Stage::Generating { llm: false };
-            }
-            self.cancel_work(&r);
-            let heard = heard_text(&r.pieces, played_of(self, r.id));
-            match r.kind {
-                ReplyKind::Prompt { prompt, ticket } if r.queued == 0 => {
-                    // Cut off before any of it was queued: it goes back in line.
-                    tracing::info!(prompt = %prompt.id, "prompt cut off before it was heard; queued again");
-                    self.prompts.requeue(prompt, ticket);
-                }
-                ReplyKind::Prompt { ticket, .. } => {
-                    self.answer(ticket, PromptOutcome::Spoken { turn: r.turn });
-                    self.history
-                        .push(ChatMessage::new(Role::Assistant, cut_off(&heard)));
-                }
-                ReplyKind::Speech | ReplyKind::Text => {
-                    // History keeps what the user actually heard, marked as cut off.
-                    if let Some(user) = r.user {
-                        self.history.push(ChatMessage::new(Role::User, user));
-                        self.history
-                            .push(ChatMessage::new(Role::Assistant, cut_off(&heard)));
-                    }
-                }
-            }
-            (r.turn, heard)
-        } else if let Some(p) = self.playing.take() {
-            // Text complete, audio still playing.
-            let heard = heard_text(&p.pieces, played_of(self, p.id));
-            if let Some(m) = self.history.get_mut(p.history_idx) {
-                m.content = cut_off(&heard);
-            }
-            (p.turn, heard)
-        } else {
-            return false;
-        };
-        self.playout.idle = true;
-        tracing::info!(turn, ?cause, "reply cut off");
-        if cause == Cause::User {
-            self.emit(Event::BargeIn { turn });
-        }
-        self.emit(Event::Reply {
-            turn,
-            text: heard,
-            interrupted: true,
-            prompt_id: None,
-        });
-        true
     }
 }

@@ -1,0 +1,234 @@
+//! Turns: VAD windows into [`TurnTaking`], the speculative transcript (and
+//! the reply started on it) at the first pause, the end of turn, and
+//! transcripts coming back.
+
+use super::reply::{Cause, ReplyKind, Stage};
+use super::{Action, Conversation, Count, Failure, Heard, PREROLL_MS, SpecReply, Speculative};
+use crate::PIPELINE_RATE;
+use crate::events::{Event, State};
+use crate::pipeline::llm::{ChatMessage, Role};
+use crate::pipeline::turn_taking::{EndReason, TurnEvent};
+
+impl Conversation {
+    pub(super) fn on_window(&mut self, pcm: Vec<f32>, prob: f32) {
+        self.preroll.extend(pcm.iter().copied());
+        let keep = PREROLL_MS * PIPELINE_RATE as usize / 1000;
+        let excess = self.preroll.len().saturating_sub(keep);
+        self.preroll.drain(..excess);
+        if self.turns.in_turn() {
+            self.utterance.extend_from_slice(&pcm);
+            self.quiet_since = self.now;
+        }
+        for ev in self.turns.on_window(prob) {
+            self.on_turn_event(ev);
+        }
+    }
+
+    pub(super) fn on_turn_event(&mut self, ev: TurnEvent) {
+        match ev {
+            TurnEvent::SpeechStarted => {
+                self.utterance = self.preroll.iter().copied().collect();
+                self.drop_speculation();
+                self.emit(Event::state(State::UserSpeaking));
+            }
+            TurnEvent::SustainedSpeech => {
+                if self.cut_reply(Cause::User) {
+                    self.out.push(Action::Count(Count::BargeIn));
+                }
+            }
+            TurnEvent::Paused => {
+                if self.cfg.turn.smart_turn {
+                    self.predicting = true;
+                    self.out.push(Action::PredictTurn {
+                        pause: self.turns.pause_id(),
+                        audio: self.utterance.clone(),
+                    });
+                }
+                // Decode now, so the transcript is ready when the turn ends.
+                self.drop_speculation();
+                let job = self.next_id();
+                self.spec = Some(Speculative {
+                    job,
+                    result: None,
+                    reply: None,
+                });
+                self.out.push(Action::StartAsr {
+                    job,
+                    audio: self.utterance.clone(),
+                });
+            }
+            TurnEvent::Resumed => {
+                self.drop_speculation();
+                self.cancel_prediction();
+            }
+            TurnEvent::EndOfTurn { silence_ms, reason } => self.end_turn(silence_ms, reason),
+        }
+    }
+
+    pub(super) fn drop_speculation(&mut self) {
+        let Some(s) = self.spec.take() else {
+            return;
+        };
+        if s.result.is_none() {
+            self.out.push(Action::CancelAsr { job: s.job });
+        }
+        if let Some(sr) = s.reply
+            && !sr.done
+        {
+            self.out.push(Action::CancelLlm { reply: sr.id });
+        }
+    }
+
+    /// The speculative reply `id`, if it is the one running.
+    pub(super) fn spec_reply(&mut self, id: u64) -> Option<&mut SpecReply> {
+        self.spec
+            .as_mut()
+            .and_then(|s| s.reply.as_mut())
+            .filter(|sr| sr.id == id)
+    }
+
+    pub(super) fn cancel_prediction(&mut self) {
+        if std::mem::take(&mut self.predicting) {
+            self.out.push(Action::CancelTurnPrediction);
+        }
+    }
+
+    pub(super) fn end_turn(&mut self, silence_ms: u32, reason: EndReason) {
+        let audio = std::mem::take(&mut self.utterance);
+        tracing::info!(
+            turn = self.turn + 1,
+            silence_ms,
+            ?reason,
+            audio_ms = audio.len() / 16,
+            "end of turn"
+        );
+        self.out.push(Action::Count(Count::Utterance));
+        self.emit(Event::state(State::Thinking));
+        self.cancel_prediction();
+        if self.reply.is_some() || self.playing.is_some() {
+            // The user spoke again while the assistant was replying, without
+            // reaching the barge-in threshold: treat the new turn as one.
+            if self.cut_reply(Cause::User) {
+                self.out.push(Action::Count(Count::BargeIn));
+            }
+        }
+        self.playing = None;
+        // A speculative transcript is valid if only silence came after it.
+        let spec = self.spec.take();
+        let mut r = self.new_reply(ReplyKind::Speech, silence_ms);
+        match spec {
+            Some(Speculative {
+                job, result: None, ..
+            }) => r.stage = Stage::Transcribing { job, audio },
+            Some(Speculative {
+                result: Some(Ok(heard)),
+                reply: Some(sr),
+                ..
+            }) => {
+                // Only silence came after the speculative transcript: its
+                // reply is this turn's reply.
+                self.reply = Some(r);
+                self.with_current(|c, r| c.adopt_speculation(r, heard, sr));
+                return;
+            }
+            Some(Speculative {
+                result: Some(Ok(heard)),
+                ..
+            }) => {
+                self.reply = Some(r);
+                self.with_current(|c, r| c.on_heard(r, heard));
+                return;
+            }
+            // No speculation, or it failed: decode the whole turn now.
+            _ => {
+                let job = self.next_id();
+                self.out.push(Action::StartAsr { job, audio });
+                r.stage = Stage::Transcribing {
+                    job,
+                    audio: Vec::new(),
+                };
+            }
+        }
+        self.reply = Some(r);
+    }
+
+    pub(super) fn on_transcript(&mut self, job: u64, result: Result<Heard, Failure>) {
+        if let Some(i) = self.orphans.iter().position(|(j, _)| *j == job) {
+            // The turn's reply was cut while this decode ran: report what the
+            // user said, with nothing to answer it.
+            let (_, turn) = self.orphans.swap_remove(i);
+            if let Ok(heard) = result
+                && !heard.text.trim().is_empty()
+            {
+                self.emit(Event::Transcript {
+                    turn,
+                    text: heard.text.trim().to_string(),
+                    is_final: true,
+                    typed: false,
+                });
+            }
+            return;
+        }
+        if let Some(s) = self.spec.as_mut()
+            && s.job == job
+        {
+            let heard = result.as_ref().ok().map(|h| h.text.trim().to_string());
+            s.result = Some(result);
+            if let Some(user) = heard.filter(|t| !t.is_empty())
+                && self.cfg.speculative_reply
+                && self.reply.is_none()
+                && self.turns.in_turn()
+            {
+                // Start answering while Smart Turn and the silence decide.
+                let id = self.next_id();
+                let mut messages = self.history.clone();
+                messages.push(ChatMessage::new(Role::User, user));
+                self.out.push(Action::StartLlm {
+                    reply: id,
+                    messages,
+                });
+                if let Some(s) = self.spec.as_mut() {
+                    s.reply = Some(SpecReply {
+                        id,
+                        started: self.now,
+                        first_token: None,
+                        tokens: Vec::new(),
+                        done: false,
+                    });
+                }
+            }
+            return;
+        }
+        let waiting = matches!(
+            self.reply.as_ref().map(|r| &r.stage),
+            Some(Stage::Transcribing { job: j, .. }) if *j == job
+        );
+        if !waiting {
+            return; // a job nobody waits for any more
+        }
+        self.with_current(|c, mut r| match result {
+            Ok(heard) => c.on_heard(r, heard),
+            Err(failure) => {
+                // A failed speculative decode falls back to decoding the whole turn.
+                let fallback = match &mut r.stage {
+                    Stage::Transcribing { audio, .. } if !audio.is_empty() => {
+                        Some(std::mem::take(audio))
+                    }
+                    _ => None,
+                };
+                match fallback {
+                    Some(audio) => {
+                        let job = c.next_id();
+                        c.out.push(Action::StartAsr { job, audio });
+                        r.stage = Stage::Transcribing {
+                            job,
+                            audio: Vec::new(),
+                        };
+                        Some(r)
+                    }
+                    None => c.fail_start(r, failure),
+                }
+            }
+        });
+    }
+}
