@@ -174,18 +174,7 @@ const INVARIANTS: &[(&str, &[&str], &str)] = &[
 /// Known edges that break the table while a neighbouring change is in
 /// flight: (file, module it imports, why). Each is reported, not failed; a
 /// stale entry is reported too, so it can be deleted.
-const PENDING: &[(&str, &str, &str)] = &[
-    (
-        "metrics.rs",
-        "rtc",
-        "ErrorCode moves down next to events (issue 16, typed events)",
-    ),
-    (
-        "converse.rs",
-        "session",
-        "session::typed_events, an adapter until the event channel carries Event (typed events)",
-    ),
-];
+const PENDING: &[(&str, &str, &str)] = &[];
 
 /// `src` with comments, string and char literals blanked to spaces (line
 /// breaks kept), so only code is searched.

@@ -1,113 +1,17 @@
-//! The live sessions of one server, as signaling, prompts and events see them.
-//!
-//! The hub owns the session table: signaling admits and releases sessions
-//! here, and every prompt (from NATS or `POST /sessions/{id}/prompt`) is
-//! routed here to the session's [`Control`] channel. It also numbers each
-//! session's events, so `Nats-Msg-Id` (session id + sequence) is unique and
-//! a consumer can see gaps.
-//!
-//! Session ids can be chosen by the client (`session_id` in the `offer`,
-//! `?session=` on WHIP) to resume a conversation's identity after a
-//! reconnect: a prompt for an id that is not live waits up to
-//! `prompts.reconnect_wait_ms` (bounded by its expiry) for that id to come
-//! back before it is dropped as `no_session`.
+//! Prompt routing: a prompt (from NATS or `POST /sessions/{id}/prompt`) goes
+//! to one live session or to all of them, waiting for a session id to come
+//! back if it is not live; its outcome is counted and published.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use super::Hub;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, mpsc};
-use tokio_util::sync::CancellationToken;
 
-use crate::bus::payload::rfc3339;
-use crate::bus::{Bus, PromptHandler, PromptIn, Target, new_session_id, now_rfc3339};
-use crate::config::Config;
+use crate::bus::{PromptHandler, PromptIn, Target, now_rfc3339};
 use crate::events::{BusEvent, Event};
 use crate::metrics::Metrics;
 use crate::prompt::{Control, DropReason, Prompt, PromptDelivery, PromptOutcome};
-use crate::rtc::{ErrorCode, SignalError};
-
-/// Commands a session may have waiting before it reads them.
-pub const CONTROL_QUEUE: usize = 64;
-
-/// Numbers and publishes one session's events.
-pub struct SessionEvents {
-    bus: Bus,
-    session_id: String,
-    seq: AtomicU64,
-    last_turn: AtomicU64,
-}
-
-impl std::fmt::Debug for SessionEvents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionEvents")
-            .field("session_id", &self.session_id)
-            .field("seq", &self.seq)
-            .finish()
-    }
-}
-
-impl SessionEvents {
-    pub fn new(bus: Bus, session_id: String) -> Self {
-        Self {
-            bus,
-            session_id,
-            seq: AtomicU64::new(0),
-            last_turn: AtomicU64::new(0),
-        }
-    }
-
-    /// The highest turn this session's events named so far.
-    pub fn last_turn(&self) -> u64 {
-        self.last_turn.load(Ordering::Relaxed)
-    }
-
-    /// Number `event` and publish it on `<prefix>.event.<kind>`.
-    pub fn publish(&self, event: Event) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(t) = event.turn() {
-            self.last_turn.fetch_max(t, Ordering::Relaxed);
-        }
-        let ev = BusEvent {
-            session_id: Some(self.session_id.clone()),
-            seq: Some(seq),
-            at: now_rfc3339(),
-            event,
-        };
-        self.bus
-            .publish_event(ev.event.kind(), format!("{}-{seq}", self.session_id), &ev);
-    }
-
-    /// Mirror a data-channel event to the bus when it is one consumers want:
-    /// final transcripts and replies.
-    pub fn mirror(&self, ev: &Event) {
-        if matches!(
-            ev,
-            Event::Transcript { is_final: true, .. } | Event::Reply { .. }
-        ) {
-            self.publish(ev.clone());
-        }
-    }
-}
-
-struct Entry {
-    cancel: CancellationToken,
-    /// Set once the session's tasks run (after the offer was answered).
-    control: Option<mpsc::Sender<Control>>,
-    events: Arc<SessionEvents>,
-    started_at: OffsetDateTime,
-}
-
-/// A live session, as `GET /sessions` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct SessionInfo {
-    pub id: String,
-    pub started_at: String,
-    pub turns: u64,
-}
 
 /// One prompt's fate in one session (`session_id` is `None` when no session was found).
 #[derive(Debug, Clone)]
@@ -116,163 +20,7 @@ pub struct Delivered {
     pub outcome: PromptOutcome,
 }
 
-/// Registry of live sessions and router of prompts.
-pub struct Hub {
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    bus: Bus,
-    sessions: Mutex<HashMap<String, Entry>>,
-    changed: Notify,
-}
-
 impl Hub {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, bus: Bus) -> Arc<Self> {
-        Arc::new(Self {
-            config,
-            metrics,
-            bus,
-            sessions: Mutex::new(HashMap::new()),
-            changed: Notify::new(),
-        })
-    }
-
-    pub fn bus(&self) -> &Bus {
-        &self.bus
-    }
-
-    fn table(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Entry>>, SignalError> {
-        self.sessions
-            .lock()
-            .map_err(|_| SignalError::new(ErrorCode::Internal, "session table poisoned"))
-    }
-
-    /// Reserve a slot for a new session, with the client's id if it asked
-    /// for one (to resume), or refuse with `busy` / `session_in_use`.
-    pub fn admit(
-        &self,
-        requested: Option<&str>,
-    ) -> Result<(String, CancellationToken, Arc<SessionEvents>), SignalError> {
-        let mut sessions = self.table()?;
-        if sessions.len() >= self.config.max_sessions {
-            return Err(SignalError::new(
-                ErrorCode::Busy,
-                format!(
-                    "server is at its limit of {} sessions; try again later",
-                    self.config.max_sessions
-                ),
-            ));
-        }
-        let id = match requested {
-            Some(id) if !crate::bus::valid_session_id(id) => {
-                return Err(SignalError::new(
-                    ErrorCode::BadMessage,
-                    "session_id must be 8 to 64 letters, digits, '-' or '_'",
-                ));
-            }
-            Some(id) if sessions.contains_key(id) => {
-                return Err(SignalError::new(
-                    ErrorCode::SessionInUse,
-                    format!("session {id} is live on another connection"),
-                ));
-            }
-            Some(id) => id.to_string(),
-            None => new_session_id(),
-        };
-        let cancel = CancellationToken::new();
-        let events = Arc::new(SessionEvents::new(self.bus.clone(), id.clone()));
-        sessions.insert(
-            id.clone(),
-            Entry {
-                cancel: cancel.clone(),
-                control: None,
-                events: events.clone(),
-                started_at: OffsetDateTime::now_utc(),
-            },
-        );
-        Ok((id, cancel, events))
-    }
-
-    /// The session's tasks run: prompts may now reach it.
-    pub fn attach(&self, id: &str, control: mpsc::Sender<Control>) {
-        if let Ok(mut s) = self.sessions.lock()
-            && let Some(e) = s.get_mut(id)
-        {
-            e.control = Some(control);
-            e.events.publish(Event::SessionStarted { turn: 0 });
-        }
-        self.changed.notify_waiters();
-    }
-
-    /// Forget a session (ended, or its offer failed).
-    pub fn release(&self, id: &str) {
-        let gone = self.sessions.lock().ok().and_then(|mut s| s.remove(id));
-        if let Some(e) = gone
-            && e.control.is_some()
-        {
-            e.events.publish(Event::SessionEnded {
-                turn: e.events.last_turn(),
-            });
-        }
-    }
-
-    pub fn cancel_session(&self, id: &str) -> bool {
-        match self.sessions.lock() {
-            Ok(s) => s.get(id).map(|e| e.cancel.cancel()).is_some(),
-            Err(_) => false,
-        }
-    }
-
-    pub fn cancel_all(&self) {
-        if let Ok(s) = self.sessions.lock() {
-            for e in s.values() {
-                e.cancel.cancel();
-            }
-        }
-    }
-
-    pub fn count(&self) -> usize {
-        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
-    }
-
-    /// Live sessions, oldest first.
-    pub fn list(&self) -> Vec<SessionInfo> {
-        let mut out: Vec<(OffsetDateTime, SessionInfo)> = match self.sessions.lock() {
-            Ok(s) => s
-                .iter()
-                .filter(|(_, e)| e.control.is_some())
-                .map(|(id, e)| {
-                    (
-                        e.started_at,
-                        SessionInfo {
-                            id: id.clone(),
-                            started_at: rfc3339(e.started_at),
-                            turns: e.events.last_turn(),
-                        },
-                    )
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        out.sort_by_key(|(t, _)| *t);
-        out.into_iter().map(|(_, i)| i).collect()
-    }
-
-    fn control_of(&self, id: &str) -> Option<(mpsc::Sender<Control>, Arc<SessionEvents>)> {
-        let s = self.sessions.lock().ok()?;
-        let e = s.get(id)?;
-        Some((e.control.clone()?, e.events.clone()))
-    }
-
-    fn all_controls(&self) -> Vec<(String, mpsc::Sender<Control>)> {
-        match self.sessions.lock() {
-            Ok(s) => s
-                .iter()
-                .filter_map(|(id, e)| Some((id.clone(), e.control.clone()?)))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
     /// Send a typed message into a session; false if it is not live.
     pub async fn send_text(&self, id: &str, text: String) -> bool {
         match self.control_of(id) {
@@ -519,6 +267,10 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::Bus;
+    use crate::config::Config;
+    use std::sync::atomic::Ordering;
+    use tokio::sync::mpsc;
 
     fn hub(max_sessions: usize) -> Arc<Hub> {
         let config = Config {
@@ -530,23 +282,6 @@ mod tests {
             Arc::new(Metrics::default()),
             Bus::disabled(),
         )
-    }
-
-    #[test]
-    fn admit_resume_and_limits() {
-        let h = hub(2);
-        let (a, _, _) = h.admit(None).expect("first");
-        assert_eq!(a.len(), 32);
-        let e = h.admit(Some("bad id")).expect_err("invalid id");
-        assert_eq!(e.code, ErrorCode::BadMessage);
-        let (b, _, _) = h.admit(Some("user-42-tab-1")).expect("resume id");
-        assert_eq!(b, "user-42-tab-1");
-        let e = h.admit(None).expect_err("full");
-        assert_eq!(e.code, ErrorCode::Busy);
-        h.release(&b);
-        let e = h.admit(Some(&a)).expect_err("in use");
-        assert_eq!(e.code, ErrorCode::SessionInUse);
-        assert_eq!(h.count(), 1);
     }
 
     #[tokio::test]
