@@ -83,10 +83,24 @@ impl Asr {
 
     /// Transcribe 16 kHz mono audio on the pool. Empty or sub-100 ms audio gives "".
     pub async fn transcribe(&self, pcm: Vec<f32>) -> Result<Transcript, AsrError> {
+        self.transcribe_holding(pcm, Arc::new(())).await
+    }
+
+    /// [`Asr::transcribe`], holding `alive` until the job has run or been
+    /// skipped: a caller that gave up on it can tell when it stops counting
+    /// in [`Asr::pending`].
+    pub async fn transcribe_holding(
+        &self,
+        pcm: Vec<f32>,
+        alive: Arc<()>,
+    ) -> Result<Transcript, AsrError> {
         let opts = self.options.clone();
         let max_ctx = self.ctx.n_audio_ctx();
         self.pool
-            .run(move |state| run_whisper(state, &pcm, &opts, max_ctx))
+            .run(move |state| {
+                let _alive = alive;
+                run_whisper(state, &pcm, &opts, max_ctx)
+            })
             .await?
     }
 

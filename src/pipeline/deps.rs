@@ -30,7 +30,8 @@ pub trait Inference: Send + Sync {
     ) -> Result<(Vec<f32>, VadState), String>;
     /// Smart Turn: is the turn so far complete?
     async fn turn_complete(&self, audio: Vec<f32>) -> Result<bool, String>;
-    async fn transcribe(&self, audio: Vec<f32>) -> Result<Heard, Failure>;
+    /// Transcribe; `alive` is held until the job has run or been skipped.
+    async fn transcribe(&self, audio: Vec<f32>, alive: Arc<()>) -> Result<Heard, Failure>;
     /// Start a reply for conversation `key`; `Failure::Busy` when its queue is full.
     fn generate(&self, key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure>;
     /// The conversation `key` is over (release its KV cells).
@@ -60,8 +61,8 @@ impl Inference for Engines {
         Ok(p.complete())
     }
 
-    async fn transcribe(&self, audio: Vec<f32>) -> Result<Heard, Failure> {
-        match self.asr.transcribe(audio).await {
+    async fn transcribe(&self, audio: Vec<f32>, alive: Arc<()>) -> Result<Heard, Failure> {
+        match self.asr.transcribe_holding(audio, alive).await {
             Ok(t) => Ok(Heard {
                 text: t.text,
                 decode: t.elapsed,

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -52,7 +52,10 @@ struct Shell {
     key: u64,
     vad: VadState,
     vad_buf: Vec<f32>,
-    asr: HashMap<u64, JoinHandle<()>>,
+    /// ASR jobs: the task awaiting each, and whether its pool job is alive.
+    asr: HashMap<u64, (JoinHandle<()>, Weak<()>)>,
+    /// ASR jobs given up on that may still be running in the pool.
+    given_up: Vec<Weak<()>>,
     prediction: Option<JoinHandle<()>>,
     llm: HashMap<u64, (Arc<AtomicBool>, JoinHandle<()>)>,
     tts: mpsc::UnboundedSender<TtsJob>,
@@ -86,6 +89,7 @@ pub async fn run(
         vad: VadState::default(),
         vad_buf: Vec::with_capacity(WINDOW * 2),
         asr: HashMap::new(),
+        given_up: Vec::new(),
         prediction: None,
         llm: HashMap::new(),
         tts,
@@ -129,7 +133,7 @@ pub async fn run(
                 .send(PromptOutcome::Dropped(DropReason::SessionEnded));
         }
     }
-    for (_, h) in sh.asr.drain() {
+    for (_, (h, _)) in sh.asr.drain() {
         h.abort();
     }
     for (_, (stop, h)) in sh.llm.drain() {
@@ -171,7 +175,8 @@ impl Shell {
             self.execute(actions);
         }
         // Work in the engines beyond this session's own jobs is someone else's.
-        let own = self.asr.len() + self.llm.len();
+        self.given_up.retain(|w| w.strong_count() > 0);
+        let own = self.asr.len() + self.given_up.len() + self.llm.len();
         let others_waiting = self.deps.engines.pending() > own;
         if self.others_waiting != others_waiting {
             self.others_waiting = others_waiting;
@@ -244,16 +249,20 @@ impl Shell {
             Action::StartAsr { job, audio } => {
                 let engines = engines.clone();
                 let results = self.results.clone();
+                let alive = Arc::new(());
+                let weak = Arc::downgrade(&alive);
                 let h = tokio::spawn(async move {
-                    let result = engines.transcribe(audio).await;
+                    let result = engines.transcribe(audio, alive).await;
                     let _ = results.send(Input::Transcript { job, result });
                 });
-                self.asr.insert(job, h);
+                self.asr.insert(job, (h, weak));
             }
             Action::CancelAsr { job } => {
-                // Dropping the job's future tells its pool to skip it.
-                if let Some(h) = self.asr.remove(&job) {
+                // Dropping the job's future tells its pool to skip it; one
+                // already running goes on and still counts as ours.
+                if let Some((h, alive)) = self.asr.remove(&job) {
                     h.abort();
+                    self.given_up.push(alive);
                 }
             }
             Action::PredictTurn { pause, audio } => {

@@ -60,7 +60,7 @@ impl Inference for Fake {
         Ok(true)
     }
 
-    async fn transcribe(&self, audio: Vec<f32>) -> Result<Heard, Failure> {
+    async fn transcribe(&self, audio: Vec<f32>, _alive: Arc<()>) -> Result<Heard, Failure> {
         tokio::time::sleep(Duration::from_millis(30)).await;
         Ok(Heard {
             text: format!("question of {} ms", audio.len() / 16),
