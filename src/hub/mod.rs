@@ -212,10 +212,11 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn hub(max_sessions: usize) -> Arc<Hub> {
+    /// A hub without NATS, for the hub's unit tests.
+    pub(crate) fn hub(max_sessions: usize) -> Arc<Hub> {
         let config = Config {
             max_sessions,
             ..Config::default()

@@ -266,23 +266,12 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::hub;
     use super::*;
     use crate::bus::Bus;
     use crate::config::Config;
     use std::sync::atomic::Ordering;
     use tokio::sync::mpsc;
-
-    fn hub(max_sessions: usize) -> Arc<Hub> {
-        let config = Config {
-            max_sessions,
-            ..Config::default()
-        };
-        Hub::new(
-            Arc::new(config),
-            Arc::new(Metrics::default()),
-            Bus::disabled(),
-        )
-    }
 
     #[tokio::test]
     async fn prompts_reach_attached_sessions_and_wait_for_reconnects() {
