@@ -232,6 +232,7 @@ async fn published_prompts_are_heard_with_their_latency() {
         "Shall I remind you about the meeting tomorrow morning?",
     ];
     let mut latencies = Vec::new();
+    let (mut errors, mut words) = (0.0, 0usize);
     for (i, text) in texts.iter().enumerate() {
         // Let the session be quiet for longer than the grace period, so the
         // figure is delivery + synthesis, not the deliberate wait.
@@ -253,18 +254,30 @@ async fn published_prompts_are_heard_with_their_latency() {
         latencies.push(ms);
         let said = asr.transcribe(audio_since(&client, t0)).await.expect("asr");
         let w = wer(text, &said.text);
+        let n = text.split_whitespace().count();
+        (errors, words) = (errors + w * n as f64, words + n);
         println!(
-            "prompt {i}: publish -> first audio {ms:.0} ms; heard {:?} (WER {:.0} %, bound 25 %, margin {:.0} points)",
+            "prompt {i}: publish -> first audio {ms:.0} ms; heard {:?} (WER {:.0} %, bound 50 %)",
             said.text,
             w * 100.0,
-            25.0 - w * 100.0
         );
+        // One sentence may lose a word or two to tiny.en; one that is
+        // mostly wrong is not this prompt.
         assert!(
-            w <= 0.25,
+            w <= 0.5,
             "prompt audio does not say {text:?}: {:?}",
             said.text
         );
     }
+    // The quality bound is on all the prompts together: tiny.en hears one
+    // of these sentences with 10-20 % WER on this machine (2-5 % overall).
+    let overall = errors / words as f64;
+    println!(
+        "prompts heard: WER {:.1} % over {words} words (bound 15 %, margin {:.1} points)",
+        overall * 100.0,
+        15.0 - overall * 100.0
+    );
+    assert!(overall <= 0.15, "prompt audio WER {:.1} %", overall * 100.0);
     latencies.sort_by(f64::total_cmp);
     println!(
         "prompt delivery latency (publish -> first audio at the client), {} prompts: p50 {:.0} ms, p95 {:.0} ms",

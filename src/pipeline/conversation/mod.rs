@@ -46,8 +46,12 @@ use reply::{Cause, Reply, ReplyKind, Stage};
 
 /// Audio kept from before the turn started (VAD needs a few windows to be sure).
 const PREROLL_MS: usize = 400;
-/// How often queued prompts are looked at when nothing else happens.
-const PROMPT_TICK: Duration = Duration::from_millis(50);
+/// How often queued prompts, and the playout while audio plays, are looked
+/// at when nothing else happens. The playout matters even with no prompt
+/// queued: the end of playback starts the quiet a later prompt waits for,
+/// and a client that sends no audio (text only, no microphone) gives no
+/// other input to notice it by.
+const TICK: Duration = Duration::from_millis(50);
 
 /// A reply whose text is complete but whose audio may still be playing.
 #[derive(Debug)]
@@ -151,8 +155,8 @@ impl Conversation {
     /// When to feed [`Input::Tick`] if nothing else comes first.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let deadline = self.reply.as_ref().and_then(Reply::start_deadline);
-        let prompt = (!self.prompts.is_empty()).then(|| self.now + PROMPT_TICK);
-        match (deadline, prompt) {
+        let look = (!self.prompts.is_empty() || !self.playout.idle).then(|| self.now + TICK);
+        match (deadline, look) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

@@ -151,6 +151,13 @@ impl Harness {
         self.feed(Input::Prompt { prompt: p, ticket });
     }
 
+    /// How long until the conversation wants a tick.
+    pub(super) fn wake_in(&self) -> Option<Duration> {
+        self.c
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(self.now))
+    }
+
     fn since_start(&self) -> Duration {
         self.now.saturating_duration_since(self.c.start.0)
     }

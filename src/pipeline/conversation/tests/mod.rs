@@ -468,6 +468,47 @@ fn scripted_conversations() {
     }
 }
 
+/// With no other input (a client without a microphone), the conversation
+/// still asks for ticks while its audio plays, so the end of playback is
+/// seen when it happens and a prompt waits the grace from there, not from
+/// its own arrival.
+#[test]
+fn the_prompt_grace_counts_from_the_end_of_playback() {
+    let mut h = Harness::new();
+    h.run(
+        "reply",
+        &[
+            ask(),
+            answer_first_piece(),
+            vec![
+                Token("It is large."),
+                LlmDone,
+                Tts(24_000),
+                Tts(24_000),
+                Expect("reply", is_reply),
+            ],
+        ]
+        .concat(),
+    );
+    let tick = h.wake_in().expect("a tick while the audio plays");
+    assert!(tick <= Duration::from_millis(100), "tick in {tick:?}");
+    h.run(
+        "playback ends, then a prompt comes later",
+        &[
+            Wait(2000),
+            Played(96_000, true),
+            Wait(1600),
+            Prompt("news", false),
+            Expect(
+                "prompt at once: the quiet began at the end of playback",
+                is_prompt_event,
+            ),
+        ],
+    );
+    h.run("spoken", &[Tts(30_000), Tts(30_000), Played(60_000, true)]);
+    assert_eq!(h.wake_in(), None, "no ticks once everything has played");
+}
+
 #[test]
 fn expired_prompt_leaves_with_its_reason() {
     let mut h = Harness::new();
