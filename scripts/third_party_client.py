@@ -62,6 +62,8 @@ FRAME = 960  # samples in 20 ms
 FRAME_S = FRAME / RATE
 VOICED = 300  # |s16 sample| above this is voiced (300/32767, DESIGN.md section 5)
 QUIET_END_S = 2.0  # received silence after the reply event that ends a turn
+# The server stage timings (`timings` event) the summaries show.
+STAGES = ("endpoint_ms", "asr_ms", "llm_first_token_ms", "tts_first_audio_ms", "total_ms")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -512,9 +514,8 @@ def summary(results: list[TurnResult]) -> list[str]:
             f"third-party {label}: n={len(vals)} p50={fmt(percentile(vals, 0.5))} "
             f"p95={fmt(percentile(vals, 0.95))} max={fmt(max(vals) if vals else None)} ms"
         )
-    stage_keys = ("endpoint_ms", "asr_ms", "llm_first_token_ms", "tts_first_audio_ms", "total_ms")
     medians = []
-    for key in stage_keys:
+    for key in STAGES:
         vals = [r.timings[key] for r in ok if r.timings.get(key) is not None]
         medians.append(f"{key[:-3]} {fmt(percentile(vals, 0.5))}")
     outside = [r.v2v_ms - r.timings["total_ms"] for r in ok if r.v2v_ms is not None and r.timings.get("total_ms") is not None]
@@ -525,6 +526,62 @@ def summary(results: list[TurnResult]) -> list[str]:
         f"failed {sum(1 for r in results if r.error)}"
     )
     return lines
+
+
+def stage_row(label: str, turns: list[dict]) -> str:
+    """One line of the side-by-side table from turns with `v2v` and `timings`."""
+    v2v = [t["v2v"] for t in turns if t["v2v"] is not None]
+    outside = [
+        t["v2v"] - t["timings"]["total_ms"]
+        for t in turns
+        if t["v2v"] is not None and t["timings"].get("total_ms") is not None
+    ]
+    cells = [len(v2v), percentile(v2v, 0.5), percentile(v2v, 0.95)]
+    for key in STAGES:
+        cells.append(percentile([t["timings"][key] for t in turns if t["timings"].get(key) is not None], 0.5))
+    cells.append(percentile(outside, 0.5))
+    return f"{label:<22}" + "".join(f"{c if isinstance(c, int) else fmt(c):>10}" for c in cells)
+
+
+def compare(third_party_json: Path, loadtest_json: Path) -> int:
+    """Print this client's run and a `voxloop loadtest` run side by side."""
+    try:
+        ours = json.loads(third_party_json.read_text())
+        lt = json.loads(loadtest_json.read_text())
+    except (OSError, ValueError) as exc:
+        raise ClientError(f"cannot read the results to compare: {exc}") from exc
+    ok = [r for r in ours if r["error"] is None and r["busy"] is None]
+    third = [{"q": r["name"], "v2v": r["v2v_ms"], "timings": r["timings"] or {}} for r in ok]
+    third_jb = [{"q": r["name"], "v2v": r["v2v_jb_ms"], "timings": r["timings"] or {}} for r in ok]
+    loadtest = [
+        {"q": t.get("utterance"), "v2v": t.get("voice_to_voice_ms"), "timings": t.get("timings") or {}}
+        for t in lt.get("turns", [])
+        if t.get("outcome") == "replied"
+    ]
+    head = ["n", "p50", "p95", "endpoint", "asr", "llm_first", "tts_first", "total", "outside"]
+    print(f"{'':<22}" + "".join(f"{h:>10}" for h in head))
+    print(stage_row("third-party (aiortc)", third))
+    print(stage_row("  after jitter buffer", third_jb))
+    print(stage_row("voxloop loadtest", loadtest))
+    a = [t["v2v"] for t in third if t["v2v"] is not None]
+    b = [t["v2v"] for t in loadtest if t["v2v"] is not None]
+    if a and b:
+        d50 = percentile(a, 0.5) - percentile(b, 0.5)
+        d95 = percentile(a, 0.95) - percentile(b, 0.95)
+        print(f"third-party minus loadtest: p50 {d50:+.0f} ms, p95 {d95:+.0f} ms")
+    print("(ms; stage columns: medians of the server's `timings`; outside = v2v - total)")
+    print("per question (median ms), third-party | loadtest: v2v, endpoint, outside")
+    for q in sorted({t["q"] for t in third + loadtest if t["q"]}):
+        print(f"  {q:<26} {question_cells(third, q)} | {question_cells(loadtest, q)}")
+    return 0
+
+
+def question_cells(turns: list[dict], q: str) -> str:
+    mine = [t for t in turns if t["q"] == q and t["v2v"] is not None]
+    v2v = percentile([t["v2v"] for t in mine], 0.5)
+    endpoint = percentile([t["timings"]["endpoint_ms"] for t in mine if "endpoint_ms" in t["timings"]], 0.5)
+    outside = percentile([t["v2v"] - t["timings"]["total_ms"] for t in mine if t["timings"].get("total_ms")], 0.5)
+    return f"n={len(mine)} {fmt(v2v):>5} {fmt(endpoint):>4} {fmt(outside):>4}"
 
 
 # ---------------------------------------------------------------- main
@@ -577,7 +634,20 @@ def main() -> int:
     p.add_argument("--turn-timeout", type=float, default=30.0, help="longest wait for a reply to begin, s")
     p.add_argument("--connect-timeout", type=float, default=10.0, help="longest WHIP + ICE + DTLS setup, s")
     p.add_argument("--json-out", type=Path, help="write the per-turn results here")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("THIRD_PARTY_JSON", "LOADTEST_JSON"),
+        help="connect to nothing: print a --json-out file and a loadtest.json side by side",
+    )
     args = p.parse_args()
+    if args.compare:
+        try:
+            return compare(*args.compare)
+        except ClientError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     host = urllib.parse.urlparse(args.url).hostname
     if host not in ("127.0.0.1", "localhost", "::1"):
         p.error(f"--url must be on loopback, not {host!r}")
