@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 11 item 2: what a third-party WebRTC client hears next to our own load
 # tester, on one server, one session each, the ten shared questions.
-# Release build, default models, loopback. Takes about 6 minutes.
+# Release build, default models, loopback. Takes about 10 minutes.
 #   bash scripts/bench-third-party.sh [OUT_DIR]
 # The client is scripts/third_party_client.py (aiortc over WHIP). Its venv
 # lives outside the repository and is made on first use:
@@ -54,6 +54,13 @@ echo "== voxloop loadtest, 1 session"
     --audio tests/data/questions.tsv --seed 1 --out "$out/loadtest" | tee "$out/loadtest.txt"
 uptime
 
+# The same client sending nothing between utterances (a muted track, DTX, or
+# aiortc's MediaPlayer at the end of a file) instead of a live microphone's silence.
+echo "== third-party client, nothing sent between utterances (--tail none)"
+"$venv/bin/python" scripts/third_party_client.py --url "$url" --turns 10 --tail none \
+    --json-out "$out/third_party_tail_none.json" | tee "$out/third_party_tail_none.txt" || true
+uptime
+
 kill "$server" 2>/dev/null || true
 wait "$server" 2>/dev/null || true
 server=""
@@ -62,6 +69,11 @@ echo "== side by side"
 if [ -s "$out/third_party.json" ]; then
     "$venv/bin/python" scripts/third_party_client.py \
         --compare "$out/third_party.json" "$out/loadtest/loadtest.json" | tee "$out/compare.txt"
+fi
+if [ -s "$out/third_party_tail_none.json" ]; then
+    echo "-- with --tail none:"
+    "$venv/bin/python" scripts/third_party_client.py \
+        --compare "$out/third_party_tail_none.json" "$out/loadtest/loadtest.json" | tee "$out/compare_tail_none.txt"
 fi
 echo "end-of-turn decisions (server log):"
 sed 's/\x1b\[[0-9;]*m//g' "$out/serve.log" | grep -o 'end of turn.*' | sed 's/^/  /' || true

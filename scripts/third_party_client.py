@@ -168,28 +168,39 @@ class Spoken:
 
 
 class Microphone(MediaStreamTrack):
-    """A microphone that never stops: a 20 ms frame every 20 ms of the
-    monotonic clock, from the queued utterance or silence, as a browser sends."""
+    """A microphone: a 20 ms frame every 20 ms of the monotonic clock, from
+    the queued utterance or, with `tail="silence"`, silence in between as a
+    browser sends. With `tail="none"` nothing is sent between utterances, as
+    from a muted track, a DTX sender or aiortc's MediaPlayer at end of file."""
 
     kind = "audio"
 
-    def __init__(self, send_clock: "SendClock"):
+    def __init__(self, send_clock: "SendClock", tail: str = "silence"):
         super().__init__()
         self._t0: Optional[float] = None
         self._n = 0
         self._queue: deque[Spoken] = deque()
+        self._queued = asyncio.Event()
         self._current: Optional[Spoken] = None
         self._send_clock = send_clock
+        self._tail = tail
         self.late_frames = 0  # frames handed out more than 10 ms after their time
 
     def speak(self, question: Question) -> Spoken:
         spoken = Spoken(question, asyncio.get_running_loop())
         self._queue.append(spoken)
+        self._queued.set()
         return spoken
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        if self._tail == "none" and self._current is None and not self._queue and self._t0 is not None:
+            self._queued.clear()
+            await self._queued.wait()
+            # Resume on time; the RTP timestamps stay contiguous (PyAV's
+            # resampler insists), which the server does not read anyway.
+            self._t0 = time.monotonic() - self._n * FRAME_S
         now = time.monotonic()
         if self._t0 is None:
             self._t0 = now
@@ -308,12 +319,12 @@ class Ear:
 
 
 class Client:
-    def __init__(self, url: str, connect_timeout: float):
+    def __init__(self, url: str, connect_timeout: float, tail: str):
         self.url = url.rstrip("/")
         self.connect_timeout = connect_timeout
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.send_clock = SendClock()
-        self.mic = Microphone(self.send_clock)
+        self.mic = Microphone(self.send_clock, tail)
         self.ear = Ear()
         self.events: asyncio.Queue = asyncio.Queue()
         self.location: Optional[str] = None
@@ -596,7 +607,7 @@ def loopback_only() -> None:
 async def run(args: argparse.Namespace) -> int:
     questions = read_questions(args.questions, args.audio_dir)
     loopback_only()
-    client = Client(args.url, args.connect_timeout)
+    client = Client(args.url, args.connect_timeout, args.tail)
     results: list[TurnResult] = []
     try:
         started = time.monotonic()
@@ -633,6 +644,12 @@ def main() -> int:
     p.add_argument("--think", type=float, default=1.5, help="silence between a reply and the next question, s")
     p.add_argument("--turn-timeout", type=float, default=30.0, help="longest wait for a reply to begin, s")
     p.add_argument("--connect-timeout", type=float, default=10.0, help="longest WHIP + ICE + DTLS setup, s")
+    p.add_argument(
+        "--tail",
+        choices=("silence", "none"),
+        default="silence",
+        help="between utterances send silence (a live microphone, default) or nothing (muted, DTX)",
+    )
     p.add_argument("--json-out", type=Path, help="write the per-turn results here")
     p.add_argument(
         "--compare",
