@@ -115,6 +115,8 @@ pub fn load_llm(cfg: &Config) -> Result<Llm, EngineError> {
             max_prompt_tokens: inf.llm_max_prompt_tokens,
             max_tokens: inf.llm_max_tokens,
             temperature: inf.llm_temperature,
+            repeat_penalty: inf.llm_repeat_penalty,
+            repeat_last_n: inf.llm_repeat_last_n,
         },
     )?)
 }

@@ -1,5 +1,6 @@
 //! Text utilities shared by the pipeline, the tests and the load tester:
-//! word error rate, and the sentence chunker that feeds streaming TTS.
+//! word error rate, the sentence chunker that feeds streaming TTS, and
+//! the loop check on a reply's clauses.
 
 /// Lower-case words without punctuation ("Paris." → "paris", "I'm" → "im").
 pub fn normalize_words(text: &str) -> Vec<String> {
@@ -104,9 +105,70 @@ impl SentenceChunker {
     }
 }
 
+/// Where `piece` starts repeating a clause said earlier (in `earlier` or
+/// in the piece itself), as a byte offset into `piece`: the model is
+/// looping. Clauses end at punctuation; ones under three words ("Yes.",
+/// "Step one,") may repeat. Compared as [`normalize_words`], so "1/2 cup
+/// maple syrup," and "1/2 cup maple syrup." are the same clause.
+pub fn repeat_at<'a>(earlier: impl IntoIterator<Item = &'a str>, piece: &str) -> Option<usize> {
+    let mut seen: Vec<Vec<String>> = earlier
+        .into_iter()
+        .flat_map(clauses)
+        .map(|(_, words)| words)
+        .collect();
+    for (at, words) in clauses(piece) {
+        if seen.contains(&words) {
+            return Some(at);
+        }
+        seen.push(words);
+    }
+    None
+}
+
+/// The clauses of `text` of three words or more: (byte offset, words).
+fn clauses(text: &str) -> Vec<(usize, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let ends = text.char_indices().chain([(text.len(), '.')]);
+    for (i, c) in ends {
+        if matches!(c, ',' | '.' | ';' | ':' | '!' | '?' | '\n') {
+            let words = normalize_words(&text[start..i]);
+            if words.len() >= 3 {
+                out.push((start, words));
+            }
+            start = (i + c.len_utf8()).min(text.len());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_clause_is_found_where_it_starts() {
+        let cases: &[(&[&str], &str, Option<usize>)] = &[
+            (&[], "Add a cup of syrup, add a cup of syrup.", Some(19)),
+            (&["Add a cup of syrup."], "Then add a cup of syrup!", None),
+            (
+                &["Add a cup of syrup."],
+                "Stir. add a cup of syrup!",
+                Some(5),
+            ),
+            (&["1/2 cup of flour,"], "1/2 cup of flour.", Some(0)),
+            (&["Yes, yes."], "Yes. Step one, step one.", None),
+            (&[], "Sunscreen, sunglasses, sunscreen.", None),
+            (&[], "", None),
+        ];
+        for (earlier, piece, want) in cases {
+            assert_eq!(
+                repeat_at(earlier.iter().copied(), piece),
+                *want,
+                "{piece:?}"
+            );
+        }
+    }
 
     #[test]
     fn wer_counts_edits() {

@@ -638,3 +638,68 @@ async fn end_of_turn_on_shared_audio() {
     );
     assert!(smart_ms < plain_ms, "Smart Turn ended turns no sooner");
 }
+
+/// The most times any run of four words occurs in `text`.
+fn max_4gram_repeats(text: &str) -> usize {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric() && c != '/')
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let mut counts = std::collections::HashMap::new();
+    for w in words.windows(4) {
+        *counts.entry(w.join(" ")).or_insert(0usize) += 1;
+    }
+    counts.into_values().max().unwrap_or(0)
+}
+
+/// Greedy decoding of a small model loops on list-like answers ("sunscreen,"
+/// 68 times, "1/2 cup of flour" 11 times with the penalty off); the
+/// repetition penalty, on by default, keeps a reply from saying the same
+/// words over and over. The penalty-off figures are printed beside, for
+/// the two asks that loop without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_replies_do_not_loop() {
+    let asks = [
+        "Give me a recipe for pancakes.",
+        "What should I pack for a trip to the beach?",
+        "Recommend a good book.",
+        "List the ingredients of a cake.",
+    ];
+    let mut off = config("default");
+    off.inference.llm_repeat_penalty = 1.0;
+    let llm = engines::load_llm(&off).expect("load the default LLM");
+    for ask in &asks[..2] {
+        let c = llm
+            .generate(1, question(ask), None)
+            .unwrap()
+            .collect()
+            .await;
+        let n = max_4gram_repeats(&c.text);
+        println!(
+            "penalty off: {ask:?}: the most repeated 4 words x{n} in {} tokens",
+            c.generated
+        );
+    }
+    drop(llm);
+    let cfg = config("default");
+    let penalty = cfg.inference.llm_repeat_penalty;
+    let llm = engines::load_llm(&cfg).expect("load the default LLM");
+    for ask in asks {
+        let c = llm
+            .generate(1, question(ask), None)
+            .unwrap()
+            .collect()
+            .await;
+        let n = max_4gram_repeats(&c.text);
+        println!(
+            "penalty {penalty}: {ask:?}: the most repeated 4 words x{n} (bound 3, margin {}) in {} tokens: {:?}",
+            3 - n.min(3) as i64,
+            c.generated,
+            c.text
+        );
+        // Three times is where a loop shows; a reply that does not loop
+        // says a run of four words once or twice.
+        assert!(n <= 3, "the reply to {ask:?} loops: {:?}", c.text);
+    }
+}

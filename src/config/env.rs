@@ -70,6 +70,9 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_LLM_SLOTS", |c, v| {
         set(&mut c.inference.llm_slots, v)
     }),
+    ("VOXLOOP_LLM_REPEAT_PENALTY", |c, v| {
+        set(&mut c.inference.llm_repeat_penalty, v)
+    }),
     ("VOXLOOP_START_DEADLINE_MS", |c, v| {
         set(&mut c.inference.start_deadline_ms, v)
     }),

@@ -181,6 +181,15 @@ impl Config {
                 "echo.hangover_ms must be >= 20 and echo.max_utterance_ms >= 1000".into(),
             ));
         }
+        let inf = &self.inference;
+        if !(inf.llm_repeat_penalty.is_finite() && inf.llm_repeat_penalty > 0.0)
+            || inf.llm_repeat_last_n < 0
+        {
+            return Err(ConfigError::Invalid(format!(
+                "inference.llm_repeat_penalty {} must be > 0 (1 = off) and llm_repeat_last_n {} >= 0",
+                inf.llm_repeat_penalty, inf.llm_repeat_last_n
+            )));
+        }
         Ok(())
     }
 
@@ -245,5 +254,21 @@ mod tests {
         let mut c = Config::default();
         c.rtc.udp_bind = vec![IpAddr::from([0, 0, 0, 0])];
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_repetition_penalty_must_be_positive() {
+        for (penalty, last_n, ok) in [
+            (1.15, 64, true),
+            (1.0, 0, true),
+            (0.0, 64, false),
+            (f32::NAN, 64, false),
+            (1.1, -1, false),
+        ] {
+            let mut c = Config::default();
+            c.inference.llm_repeat_penalty = penalty;
+            c.inference.llm_repeat_last_n = last_n;
+            assert_eq!(c.validate().is_ok(), ok, "{penalty} {last_n}");
+        }
     }
 }

@@ -211,6 +211,11 @@ pub struct InferenceConfig {
     pub llm_max_prompt_tokens: usize,
     /// 0 = greedy.
     pub llm_temperature: f32,
+    /// llama.cpp's repetition penalty on the last `llm_repeat_last_n`
+    /// generated tokens; 1 = off. Greedy decoding of a small model loops
+    /// ("1/2 cup maple syrup" twelve times) without it.
+    pub llm_repeat_penalty: f32,
+    pub llm_repeat_last_n: i32,
     pub tts_workers: usize,
     pub tts_queue: usize,
     /// Speaking rate of the voice: > 1 slower, < 1 faster (default: the voice's own).
@@ -236,6 +241,8 @@ impl Default for InferenceConfig {
             llm_max_tokens: 160,
             llm_max_prompt_tokens: 1536,
             llm_temperature: 0.0,
+            llm_repeat_penalty: 1.15,
+            llm_repeat_last_n: 64,
             tts_workers: 1,
             tts_queue: 16,
             tts_length_scale: None,

@@ -8,7 +8,7 @@ use super::{Action, Conversation, Heard, Playing, SpecReply};
 use crate::events::{Event, State, Timings};
 use crate::pipeline::llm::{ChatMessage, Role};
 use crate::prompt::{DropReason, Prompt, PromptOutcome};
-use crate::text::SentenceChunker;
+use crate::text::{SentenceChunker, repeat_at};
 
 #[derive(Debug)]
 pub(super) enum ReplyKind {
@@ -67,7 +67,7 @@ pub(super) struct Reply {
     pub(super) queued: usize,
     /// Words sent to synthesis.
     pub(super) words: usize,
-    /// The spoken-length cap was reached: the LLM is stopped.
+    /// The spoken-length cap was reached, or the reply looped: the LLM is stopped.
     pub(super) capped: bool,
     /// The fallback line replaced an unspeakable reply.
     pub(super) fallback: bool,
@@ -290,7 +290,9 @@ impl Conversation {
     }
 
     /// Synthesize the LLM's pieces up to the spoken-length cap; past it the
-    /// LLM is stopped and the reply ends with the last whole piece.
+    /// LLM is stopped and the reply ends with the last whole piece. A piece
+    /// that repeats an earlier one of the same reply ends it the same way:
+    /// the model is looping, and the penalty in the sampler did not stop it.
     fn speak_pieces(&mut self, r: &mut Reply, pieces: Vec<String>) {
         let cap = self.cfg.max_spoken_words;
         for piece in pieces {
@@ -302,23 +304,36 @@ impl Conversation {
                     cap,
                     "reply reached the spoken-length cap"
                 );
-                if matches!(r.stage, Stage::Generating { llm: true }) {
-                    self.out.push(Action::CancelLlm { reply: r.id });
+                return self.stop_early(r);
+            }
+            if let Some(cut) = repeat_at(r.asked.iter().map(|(t, _)| t.as_str()), &piece) {
+                let kept = piece[..cut].trim();
+                tracing::info!(turn = r.turn, piece = %piece, "reply repeats itself; ending it");
+                if !kept.is_empty() {
+                    r.words += kept.split_whitespace().count();
+                    self.synthesize(r, kept.to_string());
                 }
-                r.stage = Stage::Generating { llm: false };
-                r.capped = true;
-                r.llm_done = true;
-                r.text = r
-                    .asked
-                    .iter()
-                    .map(|(t, _)| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                return;
+                return self.stop_early(r);
             }
             r.words += words;
             self.synthesize(r, piece);
         }
+    }
+
+    /// End `r` with what it has asked to speak so far: stop the LLM.
+    fn stop_early(&mut self, r: &mut Reply) {
+        if matches!(r.stage, Stage::Generating { llm: true }) {
+            self.out.push(Action::CancelLlm { reply: r.id });
+        }
+        r.stage = Stage::Generating { llm: false };
+        r.capped = true;
+        r.llm_done = true;
+        r.text = r
+            .asked
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
     }
 
     pub(super) fn synthesize(&mut self, r: &mut Reply, text: String) {

@@ -301,14 +301,25 @@ impl Engine {
             }
             self.slots[i].cached.extend_from_slice(chunk);
         }
+        // Penalties first: they reshape the logits the choice is made from.
+        // Each sampled token is accepted into the chain by `sample`, so the
+        // penalty window follows the reply as it grows.
+        let penalties = LlamaSampler::penalties(
+            self.model.n_vocab(),
+            self.opts.repeat_last_n.max(0),
+            self.opts.repeat_penalty,
+            0.0,
+            0.0,
+        );
         let sampler = if self.opts.temperature > 0.0 {
             LlamaSampler::chain_simple([
+                penalties,
                 LlamaSampler::top_p(0.9, 1),
                 LlamaSampler::temp(self.opts.temperature),
                 LlamaSampler::dist(rand::random::<u32>()),
             ])
         } else {
-            LlamaSampler::greedy()
+            LlamaSampler::chain_simple([penalties, LlamaSampler::greedy()])
         };
         let mut active = Active {
             req,

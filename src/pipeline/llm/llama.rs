@@ -38,6 +38,9 @@ pub struct LlmOptions {
     pub max_tokens: usize,
     /// 0 = greedy (deterministic).
     pub temperature: f32,
+    /// Repetition penalty over the last `repeat_last_n` tokens; 1 = off.
+    pub repeat_penalty: f32,
+    pub repeat_last_n: i32,
 }
 
 impl Default for LlmOptions {
@@ -49,6 +52,8 @@ impl Default for LlmOptions {
             max_prompt_tokens: 1536,
             max_tokens: 200,
             temperature: 0.0,
+            repeat_penalty: 1.15,
+            repeat_last_n: 64,
         }
     }
 }

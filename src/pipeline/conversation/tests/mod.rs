@@ -252,8 +252,8 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
             "a long reply stops at the spoken-length cap",
             [ask(), vec![
                 Token("One two three four five six seven eight nine ten. "),
-                Token("One two three four five six seven eight nine ten. "),
-                Token("One two three four five six seven eight nine ten. "),
+                Token("Eleven twelve thirteen fourteen fifteen sixteen seventeen. "),
+                Token("Eighteen nineteen twenty and more words past the cap. "),
                 Expect("LLM stopped at the cap", is_cancel_llm),
                 Token("More words that nobody hears. "),
                 Never("nothing past the cap", is_synthesize),
@@ -262,8 +262,27 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
                 Expect("reply", is_reply),
                 History(&[
                     "user: what is the capital of france?",
-                    "assistant: one two three four five six seven eight nine ten. one two three four five six seven eight nine ten.",
+                    "assistant: one two three four five six seven eight nine ten. eleven twelve thirteen fourteen fifteen sixteen seventeen.",
                 ]),
+            ]].concat(),
+        ),
+        (
+            "a reply that repeats a piece is looping: it ends before the repeat",
+            [ask(), vec![
+                Token("Mix the flour and the milk. "),
+                Token("Add half a cup of maple syrup, "),
+                Token("add half a cup of maple syrup. "),
+                Expect("LLM stopped at the repeat", is_cancel_llm),
+                Expect("the sentence up to the repeat", is_synthesize),
+                Tts(10_000),
+                Tts(10_000),
+                Expect("reply", is_reply),
+                History(&[
+                    "user: what is the capital of france?",
+                    "assistant: mix the flour and the milk. add half a cup of maple syrup,",
+                ]),
+                Token("Add half a cup of maple syrup. "),
+                Never("nothing after the loop", is_synthesize),
             ]].concat(),
         ),
         (
