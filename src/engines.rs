@@ -67,7 +67,14 @@ fn ort_env(set: &ModelSet) -> Result<&'static ort::environment::Environment, Eng
     Ok(onnx::init(&set.path("runtime", "")?)?)
 }
 
+/// Bulk inference threads (ASR, LLM, TTS) started from now on run this much
+/// nicer than the real-time path (`pipeline::priority`).
+fn bulk_priority(cfg: &Config) {
+    crate::pipeline::priority::set_bulk_nice(cfg.inference.bulk_nice);
+}
+
 pub fn load_asr(cfg: &Config) -> Result<Asr, EngineError> {
+    bulk_priority(cfg);
     let set = models(cfg)?;
     let inf = &cfg.inference;
     Ok(Asr::load(
@@ -104,6 +111,7 @@ pub fn load_llm_backend(cfg: &Config) -> Result<LlmBackend, EngineError> {
 
 /// The embedded llama.cpp engine with the profile's model.
 pub fn load_llm(cfg: &Config) -> Result<Llm, EngineError> {
+    bulk_priority(cfg);
     let set = models(cfg)?;
     let inf = &cfg.inference;
     Ok(Llm::load(
@@ -122,6 +130,7 @@ pub fn load_llm(cfg: &Config) -> Result<Llm, EngineError> {
 }
 
 pub fn load_tts(cfg: &Config) -> Result<Tts, EngineError> {
+    bulk_priority(cfg);
     let set = models(cfg)?;
     let env = ort_env(&set)?;
     Ok(Tts::load(

@@ -133,6 +133,10 @@ fn assert_media_healthy(run: &Value) {
     assert!(server < 5.0, "server sent {server:.2} % of frames late");
 }
 
+fn md_has_vad_lag(out: &Path) -> bool {
+    std::fs::read_to_string(out.join("report.md")).is_ok_and(|md| md.contains("VAD lag"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_conversational_load() {
     // Replies, not busy lines, even when the machine is shared: the start
@@ -217,6 +221,17 @@ async fn small_conversational_load() {
     assert!(wer <= 25.0, "mean WER {wer:.1} %");
     // Stage timings came from the data channel.
     assert!(summary["stages_ms"]["asr_ms"]["n"].as_u64().unwrap_or(0) >= 1);
+    // The server scored the users' audio and reported how far behind it ran
+    // (a figure, not a bound: timing goals live in the benchmarks).
+    let lag = run["server"]["vad_lag_mean_ms"]
+        .as_f64()
+        .expect("VAD lag in the report");
+    println!(
+        "VAD lag: mean {lag:.1} ms, {} % of batches over 100 ms, max {} ms",
+        run["server"]["vad_lag_over_100ms_pct"], run["server"]["vad_lag_max_ms"]
+    );
+    assert!(lag > 0.0, "a VAD lag of {lag} ms");
+    assert!(md_has_vad_lag(&out), "the report shows the VAD lag");
     // Report and plots.
     let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     assert!(md.contains("voice-to-voice"), "{md}");

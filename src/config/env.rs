@@ -73,6 +73,9 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_LLM_REPEAT_PENALTY", |c, v| {
         set(&mut c.inference.llm_repeat_penalty, v)
     }),
+    ("VOXLOOP_BULK_NICE", |c, v| {
+        set(&mut c.inference.bulk_nice, v)
+    }),
     ("VOXLOOP_START_DEADLINE_MS", |c, v| {
         set(&mut c.inference.start_deadline_ms, v)
     }),

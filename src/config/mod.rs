@@ -190,6 +190,12 @@ impl Config {
                 inf.llm_repeat_penalty, inf.llm_repeat_last_n
             )));
         }
+        if !(0..=19).contains(&inf.bulk_nice) {
+            return Err(ConfigError::Invalid(format!(
+                "inference.bulk_nice {} must be within 0..=19",
+                inf.bulk_nice
+            )));
+        }
         Ok(())
     }
 

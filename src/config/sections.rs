@@ -216,6 +216,11 @@ pub struct InferenceConfig {
     /// ("1/2 cup maple syrup" twelve times) without it.
     pub llm_repeat_penalty: f32,
     pub llm_repeat_last_n: i32,
+    /// How much nicer than the rest of the process the ASR, LLM and TTS
+    /// threads run (0..=19; 0 = same priority), so the media runtime, VAD
+    /// and Smart Turn keep real time when the cores are short
+    /// (`VOXLOOP_BULK_NICE`).
+    pub bulk_nice: i32,
     pub tts_workers: usize,
     pub tts_queue: usize,
     /// Speaking rate of the voice: > 1 slower, < 1 faster (default: the voice's own).
@@ -243,6 +248,7 @@ impl Default for InferenceConfig {
             llm_temperature: 0.0,
             llm_repeat_penalty: 1.15,
             llm_repeat_last_n: 64,
+            bulk_nice: 5,
             tts_workers: 1,
             tts_queue: 16,
             tts_length_scale: None,

@@ -135,6 +135,14 @@ fn summary_tables(out: &mut String, r: &RunRecord) {
             sv.inbound_dropped,
             sv.busy_replies
         );
+        if let Some(mean) = sv.vad_lag_mean_ms {
+            let _ = writeln!(
+                out,
+                "\nVAD lag (how far voice activity detection ran behind the audio): mean {mean:.1} ms, {} % of batches over 100 ms; largest since the server started {} ms.",
+                opt(sv.vad_lag_over_100ms_pct, 2),
+                opt(sv.vad_lag_max_ms, 0)
+            );
+        }
         if let Some(c) = r.client_cpu_per_session_pct {
             let _ = writeln!(
                 out,

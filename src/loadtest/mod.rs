@@ -125,13 +125,16 @@ fn print_run_lines(run: &RunRecord) {
     if let Some(s) = &run.server {
         let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.2}"));
         println!(
-            "server: sessions={:.1} cpu_pct={} cpu_per_session_pct={} late_frames_out_pct={:.2} busy_replies={:.0} client_cpu_per_session_pct={}",
+            "server: sessions={:.1} cpu_pct={} cpu_per_session_pct={} late_frames_out_pct={:.2} busy_replies={:.0} client_cpu_per_session_pct={} vad_lag_mean_ms={} vad_lag_over_100ms_pct={} vad_lag_max_ms={}",
             s.mean_sessions,
             opt(s.cpu_pct),
             opt(s.cpu_per_session_pct),
             s.late_pct,
             s.busy_replies,
             opt(run.client_cpu_per_session_pct),
+            opt(s.vad_lag_mean_ms),
+            opt(s.vad_lag_over_100ms_pct),
+            opt(s.vad_lag_max_ms),
         );
     }
     if run.mode == Mode::Media {

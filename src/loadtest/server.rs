@@ -15,6 +15,11 @@ pub struct ServerSnapshot {
     pub inbound_dropped: f64,
     pub busy_replies: f64,
     pub active_sessions: f64,
+    /// `voxloop_vad_lag_seconds`: batches, their total, those over 100 ms.
+    pub vad_batches: f64,
+    pub vad_lag_sum_s: f64,
+    pub vad_batches_over_100ms: f64,
+    pub vad_lag_max_s: Option<f64>,
 }
 
 impl ServerSnapshot {
@@ -29,6 +34,11 @@ impl ServerSnapshot {
             inbound_dropped: g("voxloop_inbound_frames_dropped_total").unwrap_or(0.0),
             busy_replies: g("voxloop_busy_replies_total").unwrap_or(0.0),
             active_sessions: g("voxloop_active_sessions").unwrap_or(0.0),
+            vad_batches: g("voxloop_vad_lag_seconds_count").unwrap_or(0.0),
+            vad_lag_sum_s: g("voxloop_vad_lag_seconds_sum").unwrap_or(0.0),
+            vad_batches_over_100ms: g("voxloop_vad_lag_seconds_count").unwrap_or(0.0)
+                - g("voxloop_vad_lag_seconds_bucket{le=\"0.1\"}").unwrap_or(0.0),
+            vad_lag_max_s: g("voxloop_vad_lag_max_seconds"),
         }
     }
 }
@@ -50,6 +60,15 @@ pub struct ServerStats {
     pub skipped_frames_out: f64,
     pub inbound_dropped: f64,
     pub busy_replies: f64,
+    /// Mean VAD lag over the window, ms (`None` if nothing was scored).
+    #[serde(default)]
+    pub vad_lag_mean_ms: Option<f64>,
+    /// Share of VAD batches over the window that ran more than 100 ms behind.
+    #[serde(default)]
+    pub vad_lag_over_100ms_pct: Option<f64>,
+    /// The largest VAD lag since the server started, ms.
+    #[serde(default)]
+    pub vad_lag_max_ms: Option<f64>,
 }
 
 impl ServerStats {
@@ -65,6 +84,7 @@ impl ServerStats {
         };
         let frames_out = b.frames_out - a.frames_out;
         let late = b.late_frames_out - a.late_frames_out;
+        let batches = b.vad_batches - a.vad_batches;
         Self {
             window_s,
             mean_sessions,
@@ -83,6 +103,11 @@ impl ServerStats {
             skipped_frames_out: b.skipped_frames_out - a.skipped_frames_out,
             inbound_dropped: b.inbound_dropped - a.inbound_dropped,
             busy_replies: b.busy_replies - a.busy_replies,
+            vad_lag_mean_ms: (batches > 0.0)
+                .then(|| (b.vad_lag_sum_s - a.vad_lag_sum_s) / batches * 1000.0),
+            vad_lag_over_100ms_pct: (batches > 0.0)
+                .then(|| (b.vad_batches_over_100ms - a.vad_batches_over_100ms) / batches * 100.0),
+            vad_lag_max_ms: b.vad_lag_max_s.map(|s| s * 1000.0),
         }
     }
 }
@@ -143,6 +168,22 @@ mod tests {
         assert_eq!(s.cpu_per_session_pct, Some(15.0));
         assert_eq!(s.late_pct, 0.1);
         assert_eq!(s.busy_replies, 2.0);
+        assert_eq!(s.vad_lag_mean_ms, None);
+        let lag = |n, sum, over| {
+            format!(
+                "voxloop_vad_lag_seconds_bucket{{le=\"0.1\"}} {}\nvoxloop_vad_lag_seconds_sum {sum}\nvoxloop_vad_lag_seconds_count {n}\nvoxloop_vad_lag_max_seconds 0.25\n",
+                n - over
+            )
+        };
+        let v = ServerStats::between(
+            &ServerSnapshot::parse(&lag(100, 1.0, 0)),
+            &ServerSnapshot::parse(&lag(300, 5.0, 20)),
+            10.0,
+            4.0,
+        );
+        assert_eq!(v.vad_lag_mean_ms, Some(20.0));
+        assert_eq!(v.vad_lag_over_100ms_pct, Some(10.0));
+        assert_eq!(v.vad_lag_max_ms, Some(250.0));
         let none = ServerStats::between(&ServerSnapshot::default(), &b, 10.0, 4.0);
         assert_eq!(none.cpu_pct, None);
     }

@@ -75,6 +75,7 @@ impl Asr {
         let ctx = Arc::new(ctx);
         let c = ctx.clone();
         let pool = WorkerPool::new("asr", options.workers, options.queue, move |_| {
+            super::priority::bulk_thread();
             c.create_state().map_err(|e| e.to_string())
         })
         .map_err(load_err)?;

@@ -29,6 +29,7 @@ pub mod onnx;
 pub mod phonemes;
 pub mod playout;
 pub mod pool;
+pub mod priority;
 pub mod prompts;
 pub mod speech;
 pub mod tts;

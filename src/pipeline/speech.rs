@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -117,7 +117,16 @@ pub async fn run(
             },
             Some(result) = results_rx.recv() => sh.feed(&mut conv, result),
             f = super::next_input(&mut input, conv.in_turn()) => match f {
-                Some(pcm) => sh.on_audio(&mut conv, &pcm).await,
+                Some(pcm) => {
+                    let t = Instant::now();
+                    if sh.on_audio(&mut conv, &pcm).await {
+                        // The VAD lag: this batch's wait and run on the VAD
+                        // thread, plus the audio that queued meanwhile (20 ms
+                        // chunks). Real time means it stays near one window.
+                        let queued = Duration::from_millis(u64::from(crate::FRAME_MS)) * input.len() as u32;
+                        sh.deps.metrics.vad_lag.observe(t.elapsed() + queued);
+                    }
+                }
                 None => break,
             },
             _ = sleep_until_opt(timeout) => sh.feed(&mut conv, Input::Tick),
@@ -203,10 +212,11 @@ impl Shell {
 
     /// Cut the input into VAD windows, score them (on the VAD's thread) and
     /// feed each one.
-    async fn on_audio(&mut self, conv: &mut Conversation, pcm: &[f32]) {
+    /// Returns whether a batch was scored.
+    async fn on_audio(&mut self, conv: &mut Conversation, pcm: &[f32]) -> bool {
         self.vad_buf.extend_from_slice(pcm);
         if self.vad_buf.len() < WINDOW {
-            return;
+            return false;
         }
         let n = self.vad_buf.len() / WINDOW;
         let windows: Vec<Vec<f32>> = self
@@ -231,6 +241,7 @@ impl Shell {
         for (pcm, prob) in windows.into_iter().zip(probs) {
             self.feed(conv, Input::Window { pcm, prob });
         }
+        true
     }
 
     fn execute(&mut self, actions: Vec<Action>) {

@@ -107,6 +107,8 @@ impl Tts {
         let voice = std::sync::Arc::new(voice);
         let model = model.to_path_buf();
         let pool = WorkerPool::new("tts", workers, queue, move |_| {
+            // Before the session: its threads inherit the priority.
+            super::priority::bulk_thread();
             onnx::session(env, &model, 1)
         })?;
         Ok(Self { pool, voice })

@@ -113,13 +113,16 @@ impl Llm {
         let opts = options.clone();
         std::thread::Builder::new()
             .name("llm".into())
-            .spawn(move || match Engine::new(backend, model, &opts) {
-                Ok(mut engine) => {
-                    let _ = ready_tx.send(Ok(()));
-                    engine.run(rx, &p);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+            .spawn(move || {
+                crate::pipeline::priority::bulk_thread();
+                match Engine::new(backend, model, &opts) {
+                    Ok(mut engine) => {
+                        let _ = ready_tx.send(Ok(()));
+                        engine.run(rx, &p);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
                 }
             })
             .map_err(|e| load_err(e.to_string()))?;

@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::error_code::ErrorCode;
 
+mod lag;
+pub use lag::LagHistogram;
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub active_sessions: AtomicI64,
@@ -28,6 +31,8 @@ pub struct Metrics {
     pub prompts_received: AtomicU64,
     pub prompts_spoken: AtomicU64,
     pub prompts_dropped: AtomicU64,
+    /// How far voice activity detection runs behind the audio received.
+    pub vad_lag: LagHistogram,
     signaling_errors: ByKind,
     data_channel_errors: ByKind,
 }
@@ -143,6 +148,12 @@ impl Metrics {
             out,
             "# HELP voxloop_active_sessions Sessions currently live.\n# TYPE voxloop_active_sessions gauge\nvoxloop_active_sessions {}",
             self.active_sessions.load(Ordering::Relaxed)
+        );
+        self.vad_lag.render(
+            &mut out,
+            "voxloop_vad_lag_seconds",
+            "How far voice activity detection runs behind the audio received, per scored batch: the batch's wait and run plus the audio that queued meanwhile.",
+            "voxloop_vad_lag_max_seconds",
         );
         by_kind(
             &mut out,
