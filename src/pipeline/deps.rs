@@ -5,6 +5,7 @@
 //! pipeline never imports its loader.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::asr::AsrError;
 use super::conversation::{Failure, Heard};
@@ -36,8 +37,9 @@ pub trait Inference: Send + Sync {
     fn generate(&self, key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure>;
     /// The conversation `key` is over (release its KV cells).
     fn forget(&self, key: u64);
-    /// Speech for `text`, at the wire rate (48 kHz).
-    async fn synthesize(&self, text: String) -> Result<Vec<f32>, String>;
+    /// Speech for `text`, at the wire rate (48 kHz), needed by `due`
+    /// (earlier first across sessions).
+    async fn synthesize(&self, text: String, due: Instant) -> Result<Vec<f32>, String>;
     /// ASR and LLM jobs queued or running, for every session.
     fn pending(&self) -> usize;
 }
@@ -82,8 +84,12 @@ impl Inference for Engines {
         self.llm.forget(key);
     }
 
-    async fn synthesize(&self, text: String) -> Result<Vec<f32>, String> {
-        let speech = self.tts.synthesize(text).await.map_err(|e| e.to_string())?;
+    async fn synthesize(&self, text: String, due: Instant) -> Result<Vec<f32>, String> {
+        let speech = self
+            .tts
+            .synthesize_by(text, due)
+            .await
+            .map_err(|e| e.to_string())?;
         resample_clip(&speech.pcm, speech.sample_rate, WIRE_RATE).map_err(|e| e.to_string())
     }
 

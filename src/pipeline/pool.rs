@@ -7,9 +7,11 @@
 //! [`WorkerPool::try_run`] fails at once with [`Busy`], so callers can answer
 //! "one moment, please" instead of piling up work.
 
+use std::cmp::Ordering as Cmp;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -20,10 +22,54 @@ pub struct Busy(pub &'static str);
 
 type Job<W> = Box<dyn FnOnce(&mut W) + Send>;
 
-/// Threads each holding a `W`, fed from one bounded queue.
+/// A queued job and when its result is needed.
+struct Entry<W> {
+    due: Instant,
+    seq: u64,
+    job: Job<W>,
+}
+
+impl<W> PartialEq for Entry<W> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl<W> Eq for Entry<W> {}
+impl<W> PartialOrd for Entry<W> {
+    fn partial_cmp(&self, other: &Self) -> Option<Cmp> {
+        Some(self.cmp(other))
+    }
+}
+impl<W> Ord for Entry<W> {
+    /// Reversed: `BinaryHeap` pops the greatest, the earliest due must come
+    /// out first (then the earliest queued).
+    fn cmp(&self, other: &Self) -> Cmp {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+struct State<W> {
+    heap: BinaryHeap<Entry<W>>,
+    seq: u64,
+    /// Workers waiting for a job: a job handed straight to one does not wait.
+    idle: usize,
+    closed: bool,
+}
+
+/// The waiting jobs, earliest due first.
+struct Queue<W> {
+    state: Mutex<State<W>>,
+    ready: Condvar,
+}
+
+/// Threads each holding a `W`, fed from one bounded queue ordered by when
+/// each job's result is needed (earliest deadline first; equal deadlines in
+/// arrival order).
 pub struct WorkerPool<W> {
     name: &'static str,
-    tx: SyncSender<Job<W>>,
+    queue: Arc<Queue<W>>,
+    /// Jobs that may wait beyond those handed to idle workers.
+    capacity: usize,
     pending: Arc<AtomicUsize>,
 }
 
@@ -35,13 +81,26 @@ impl<W: 'static> WorkerPool<W> {
         F: Fn(usize) -> Result<W, E> + Send + Sync + 'static,
         E: Send + 'static,
     {
-        let (tx, rx) = sync_channel::<Job<W>>(queue);
-        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(Queue {
+            state: Mutex::new(State {
+                heap: BinaryHeap::new(),
+                seq: 0,
+                idle: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
         let make = Arc::new(make);
         let pending = Arc::new(AtomicUsize::new(0));
+        let pool = Self {
+            name,
+            queue: shared.clone(),
+            capacity: queue,
+            pending: pending.clone(),
+        };
         for i in 0..threads.max(1) {
             let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), E>>();
-            let rx = rx.clone();
+            let shared = shared.clone();
             let make = make.clone();
             let pending = pending.clone();
             std::thread::Builder::new()
@@ -49,7 +108,7 @@ impl<W: 'static> WorkerPool<W> {
                 .spawn(move || match make(i) {
                     Ok(mut worker) => {
                         let _ = ready_tx.send(Ok(()));
-                        worker_loop(&rx, &mut worker, &pending);
+                        worker_loop(&shared, &mut worker, &pending);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -62,11 +121,23 @@ impl<W: 'static> WorkerPool<W> {
                 Err(_) => panic!("inference thread {name}-{i} died while starting"),
             }
         }
-        Ok(Self { name, tx, pending })
+        Ok(pool)
     }
 
-    /// Queue `f` to run on a worker thread; its result arrives on the receiver.
+    /// Queue `f` to run on a worker thread as soon as one is free; its
+    /// result arrives on the receiver.
     pub fn try_run<R, F>(&self, f: F) -> Result<oneshot::Receiver<R>, Busy>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut W) -> R + Send + 'static,
+    {
+        self.try_run_by(Instant::now(), f)
+    }
+
+    /// Queue `f`, whose result is needed by `due`: jobs due earlier run
+    /// first. A session about to fall silent goes before one that still has
+    /// seconds of audio to play.
+    pub fn try_run_by<R, F>(&self, due: Instant, f: F) -> Result<oneshot::Receiver<R>, Busy>
     where
         R: Send + 'static,
         F: FnOnce(&mut W) -> R + Send + 'static,
@@ -86,14 +157,19 @@ impl<W: 'static> WorkerPool<W> {
             pending.fetch_sub(1, Ordering::SeqCst);
             let _ = tx.send(r);
         });
-        self.pending.fetch_add(1, Ordering::SeqCst);
-        match self.tx.try_send(job) {
-            Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.pending.fetch_sub(1, Ordering::SeqCst);
-                Err(Busy(self.name))
-            }
+        let Ok(mut st) = self.queue.state.lock() else {
+            return Err(Busy(self.name));
+        };
+        if st.closed || st.heap.len() >= self.capacity + st.idle {
+            return Err(Busy(self.name));
         }
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let seq = st.seq;
+        st.seq += 1;
+        st.heap.push(Entry { due, seq, job });
+        drop(st);
+        self.queue.ready.notify_one();
+        Ok(rx)
     }
 
     /// Run `f` and wait for it (queueing error or result).
@@ -102,7 +178,16 @@ impl<W: 'static> WorkerPool<W> {
         R: Send + 'static,
         F: FnOnce(&mut W) -> R + Send + 'static,
     {
-        let rx = self.try_run(f)?;
+        self.run_by(Instant::now(), f).await
+    }
+
+    /// Run `f`, due by `due` (see [`Self::try_run_by`]), and wait for it.
+    pub async fn run_by<R, F>(&self, due: Instant, f: F) -> Result<R, Busy>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut W) -> R + Send + 'static,
+    {
+        let rx = self.try_run_by(due, f)?;
         rx.await.map_err(|_| Busy(self.name))
     }
 
@@ -112,13 +197,35 @@ impl<W: 'static> WorkerPool<W> {
     }
 }
 
-fn worker_loop<W>(rx: &Mutex<Receiver<Job<W>>>, worker: &mut W, pending: &AtomicUsize) {
+impl<W> Drop for WorkerPool<W> {
+    /// The workers finish what is queued, then end.
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.queue.state.lock() {
+            st.closed = true;
+        }
+        self.queue.ready.notify_all();
+    }
+}
+
+fn worker_loop<W>(queue: &Queue<W>, worker: &mut W, pending: &AtomicUsize) {
     loop {
         let job = {
-            let Ok(guard) = rx.lock() else { return };
-            match guard.recv() {
-                Ok(j) => j,
-                Err(_) => return, // pool dropped
+            let Ok(mut st) = queue.state.lock() else {
+                return;
+            };
+            loop {
+                if let Some(e) = st.heap.pop() {
+                    break e.job;
+                }
+                if st.closed {
+                    return; // pool dropped
+                }
+                st.idle += 1;
+                st = match queue.ready.wait(st) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+                st.idle -= 1;
             }
         };
         // A panicking job must not take the thread (and the model) down.
@@ -180,6 +287,49 @@ mod tests {
         gate_tx.send(()).unwrap();
         blocker.await.unwrap();
         assert_eq!(pool.run(|w| *w).await.unwrap(), 0, "the abandoned job ran");
+        assert_eq!(pool.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_earliest_due_job_runs_first() {
+        let pool: WorkerPool<Vec<&str>> =
+            WorkerPool::new("edf", 1, 8, |_| Ok::<_, ()>(Vec::new())).unwrap();
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = pool
+            .try_run(move |_| {
+                let _ = gate_rx.recv_timeout(Duration::from_secs(5));
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = Instant::now();
+        let secs = Duration::from_secs;
+        let mut results = Vec::new();
+        for (due, name) in [
+            (now + secs(3), "speaking, 3 s buffered"),
+            (now + secs(1), "speaking, 1 s buffered"),
+            (now, "first audio"),
+            (now, "first audio, queued later"),
+        ] {
+            results.push(
+                pool.try_run_by(due, move |w: &mut Vec<&str>| w.push(name))
+                    .unwrap(),
+            );
+        }
+        gate_tx.send(()).unwrap();
+        blocker.await.unwrap();
+        for r in results {
+            r.await.unwrap();
+        }
+        let order = pool.run(|w| w.clone()).await.unwrap();
+        assert_eq!(
+            order,
+            [
+                "first audio",
+                "first audio, queued later",
+                "speaking, 1 s buffered",
+                "speaking, 3 s buffered"
+            ]
+        );
         assert_eq!(pool.pending(), 0);
     }
 

@@ -77,7 +77,12 @@ pub async fn run(
 ) {
     let (results, mut results_rx) = mpsc::unbounded_channel();
     let (tts, tts_rx) = mpsc::unbounded_channel();
-    let tts_task = tokio::spawn(tts_worker(deps.clone(), tts_rx, results.clone()));
+    let tts_task = tokio::spawn(tts_worker(
+        deps.clone(),
+        tts_rx,
+        results.clone(),
+        out.clone(),
+    ));
     let settings = Settings::from_config(&deps.config);
     let mut conv = Conversation::new(settings, Instant::now(), time::OffsetDateTime::now_utc());
     let mut sh = Shell {
@@ -383,14 +388,21 @@ async fn tts_worker(
     deps: SpeechDeps,
     mut jobs: mpsc::UnboundedReceiver<TtsJob>,
     results: mpsc::UnboundedSender<Input>,
+    out: Arc<Mutex<OutQueue>>,
 ) {
     while let Some(job) = jobs.recv().await {
         if job.cancel.is_cancelled() {
             continue;
         }
+        // The piece is needed when the audio already queued runs out: now
+        // for a reply's first piece, seconds away for a later one. Across
+        // sessions the TTS pool serves the earliest first.
+        let buffered = out.lock().map_or(0, |q| q.queued());
+        let due =
+            Instant::now() + Duration::from_secs_f64(buffered as f64 / f64::from(crate::WIRE_RATE));
         let pcm = tokio::select! {
             _ = job.cancel.cancelled() => continue,
-            s = deps.engines.synthesize(job.text) => s,
+            s = deps.engines.synthesize(job.text, due) => s,
         };
         let pcm = pcm
             .map_err(|e| tracing::warn!(error = %e, "TTS failed for a piece"))

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -109,7 +109,7 @@ impl Inference for Fake {
         0
     }
 
-    async fn synthesize(&self, text: String) -> Result<Vec<f32>, String> {
+    async fn synthesize(&self, text: String, _due: Instant) -> Result<Vec<f32>, String> {
         tokio::time::sleep(Duration::from_millis(10)).await;
         // 100 ms of audio per word.
         Ok(vec![0.3; 4800 * text.split_whitespace().count()])
@@ -251,7 +251,10 @@ async fn a_spoken_turn_is_answered_and_played() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn barge_in_flushes_playout_and_cancels_the_llm() {
     // A long, slow reply: still generating when the user speaks again.
-    let long = "This is a long answer that goes on and on. ".repeat(20);
+    // Distinct sentences: a repeated one would end the reply as a loop.
+    let long: String = (0..20)
+        .map(|i| format!("This is part {i} of a long answer that goes on. "))
+        .collect();
     let fake = Arc::new(Fake::new(&long, Duration::from_millis(40)));
     let mut s = start(fake.clone());
     s.say(600, true).await;

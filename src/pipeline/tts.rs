@@ -120,9 +120,21 @@ impl Tts {
 
     /// Synthesize one sentence (or a few). Empty text gives empty audio.
     pub async fn synthesize(&self, text: String) -> Result<Speech, TtsError> {
+        self.synthesize_by(text, std::time::Instant::now()).await
+    }
+
+    /// Synthesize, needed by `due`: pieces due earlier are synthesized first
+    /// (a reply's first piece before another session's later ones).
+    pub async fn synthesize_by(
+        &self,
+        text: String,
+        due: std::time::Instant,
+    ) -> Result<Speech, TtsError> {
         let voice = self.voice.clone();
         self.pool
-            .run(move |session| synthesize_blocking(session, &voice, &text))
+            .run_by(due, move |session| {
+                synthesize_blocking(session, &voice, &text)
+            })
             .await?
     }
 }
