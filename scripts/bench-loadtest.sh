@@ -10,27 +10,7 @@ cargo build --release --locked
 bin="$CARGO_TARGET_DIR/release/voxloop"
 out="${1:-loadtest-results/bench}"
 mkdir -p "$out"
-server=""
-trap '[ -n "$server" ] && kill "$server" 2>/dev/null || true' EXIT
-
-# Start `voxloop serve ARGS` on PORT and wait for /healthz.
-serve() {
-    local port=$1; shift
-    VOXLOOP_LOG=warn "$bin" serve --bind "127.0.0.1:$port" "$@" >"$out/serve-$port.log" 2>&1 &
-    server=$!
-    for _ in $(seq 120); do
-        curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0
-        sleep 1
-    done
-    echo "server on $port did not come up" >&2
-    return 1
-}
-
-stop() {
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    server=""
-}
+source scripts/bench-lib.sh
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 uptime
