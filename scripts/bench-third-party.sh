@@ -6,12 +6,13 @@
 # The client is scripts/third_party_client.py (aiortc over WHIP). Its venv
 # lives outside the repository and is made on first use:
 #   ~/.cache/voxloop/venv-aiortc (pip install -r scripts/third_party_requirements.txt)
-# An existing release binary is used as it is; BUILD=1 rebuilds it first.
+# An existing release binary is used as it is; BUILD=1 rebuilds it first,
+# VOXLOOP_BIN=PATH measures another binary (before/after a change).
 # Run it on a quiet machine (check `uptime`): the output notes the load average.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-bin="$CARGO_TARGET_DIR/release/voxloop"
+bin="${VOXLOOP_BIN:-$CARGO_TARGET_DIR/release/voxloop}"
 if [ ! -x "$bin" ] || [ "${BUILD:-0}" = 1 ]; then
     cargo build --release --locked
 else
