@@ -33,7 +33,7 @@ use crate::pipeline::playout::OutQueue;
 use crate::pipeline::speech::{self, SpeechDeps};
 use crate::pipeline::{EchoEvent, EchoGate, next_input};
 use crate::prompt::{Control, DropReason, PromptOutcome};
-use crate::rtc::{InboundFrame, Peer, PeerEvent};
+use crate::rtc::{GapFill, InboundFrame, Peer, PeerEvent};
 use crate::{PIPELINE_FRAME, PIPELINE_RATE, WIRE_FRAME, WIRE_RATE};
 
 /// Events held while the data channel is not open yet.
@@ -42,6 +42,14 @@ const MAX_PENDING_EVENTS: usize = 64;
 const MAX_TYPED_CHARS: usize = 2000;
 /// 16 kHz chunks the pipeline may lag behind the network (4 s).
 const PIPELINE_QUEUE: usize = 200;
+/// A packet this late counts as missing: the inbound stream's gap is then
+/// silence, 20 ms per 20 ms (see `rtc::gap`). As eager as `next_input`'s
+/// stall rule and no more, so a stall under load puts no more silence inside
+/// speech than before; the backlog comes at once, so the first decision (a
+/// `short_pause_ms` of 200) is not delayed by it.
+const INBOUND_GRACE: Duration = crate::pipeline::INPUT_STALL;
+/// The longest gap filled: past the end-of-turn fallback (`max_silence_ms`).
+const INBOUND_FILL_MAX: Duration = Duration::from_secs(2);
 
 /// Sends events on the data channel (serialized once, here), holding early
 /// ones until it opens.
@@ -262,24 +270,46 @@ async fn inbound_loop(
             return;
         }
     };
+    let silence = vec![0.0f32; WIRE_FRAME];
+    let mut gap = GapFill::new(
+        Duration::from_millis(u64::from(crate::FRAME_MS)),
+        INBOUND_GRACE,
+        INBOUND_FILL_MAX,
+    );
     loop {
-        let frame = tokio::select! {
+        let deadline = gap.next_deadline();
+        let (pcm, frames) = tokio::select! {
+            biased;
             _ = cancel.cancelled() => break,
             f = audio.recv() => match f {
-                Some(f) => f,
+                Some(f) => {
+                    gap.on_frame(Instant::now());
+                    Metrics::inc(&metrics.audio_frames_in);
+                    (f.pcm, 1)
+                }
                 None => break,
             },
+            _ = sleep_until_opt(deadline) => (silence.clone(), gap.fill(Instant::now())),
         };
-        Metrics::inc(&metrics.audio_frames_in);
-        match down.push(&frame.pcm) {
-            Ok(pcm16) if !pcm16.is_empty() => {
-                if pcm_tx.try_send(pcm16).is_err() {
-                    Metrics::inc(&metrics.inbound_frames_dropped);
+        for _ in 0..frames {
+            match down.push(&pcm) {
+                Ok(pcm16) if !pcm16.is_empty() => {
+                    if pcm_tx.try_send(pcm16).is_err() {
+                        Metrics::inc(&metrics.inbound_frames_dropped);
+                    }
                 }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "resampling inbound audio failed"),
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "resampling inbound audio failed"),
         }
+    }
+}
+
+/// Sleep until `at`, or forever without one.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
     }
 }
 

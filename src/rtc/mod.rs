@@ -5,9 +5,11 @@
 //! signaling types, so the engine can be swapped (str0m is the fallback named
 //! in ARCHITECTURE.md) without touching sessions, the server or the client.
 
+pub mod gap;
 pub mod peer;
 pub mod signaling;
 
+pub use gap::GapFill;
 pub use peer::{InboundFrame, Peer, PeerError, PeerEvent, PeerStreams, RtcSettings, wait_gathered};
 pub use signaling::{
     ClientMessage, ErrorCode, IceCandidate, Negotiation, ServerMessage, SignalError,
