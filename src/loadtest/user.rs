@@ -217,7 +217,9 @@ struct User<'a> {
 struct TurnState {
     last_voiced_sent: Option<Instant>,
     speak_done: bool,
-    transcripts: Vec<String>,
+    /// The server's transcripts by turn number: a later one for the same
+    /// turn (a turn that went on after an early end) replaces the earlier.
+    transcripts: Vec<(u64, String)>,
     reply: Option<String>,
     busy: Option<String>,
     server_error: Option<String>,
@@ -340,7 +342,12 @@ impl User<'_> {
             ));
         }
         if self.cfg.mode == Mode::Conversation && !st.transcripts.is_empty() {
-            let heard = st.transcripts.join(" ");
+            let heard = st
+                .transcripts
+                .iter()
+                .map(|(_, t)| t.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
             rec.wer = Some(crate::text::wer(&utt.text, &heard));
             rec.transcript = Some(heard);
         }
@@ -468,8 +475,11 @@ impl User<'_> {
         let after = st.last_voiced_sent.is_some();
         let conversation = self.cfg.mode == Mode::Conversation;
         match ev {
-            Event::Transcript { text, .. } if conversation => {
-                st.transcripts.push(text.clone());
+            Event::Transcript { turn, text, .. } if conversation => {
+                match st.transcripts.iter_mut().find(|(t, _)| t == turn) {
+                    Some((_, old)) => *old = text.clone(),
+                    None => st.transcripts.push((*turn, text.clone())),
+                }
                 st.transcript_since_thinking = true;
             }
             Event::Timings(t) if conversation && after => {

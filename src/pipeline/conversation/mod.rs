@@ -53,6 +53,16 @@ const PREROLL_MS: usize = 400;
 /// other input to notice it by.
 const TICK: Duration = Duration::from_millis(50);
 
+/// A turn Smart Turn ended before the silence fallback would have.
+#[derive(Debug)]
+struct EndedEarly {
+    turn: u64,
+    audio: Vec<f32>,
+    /// When the user's pause began, and when the turn was ended.
+    paused_at: Instant,
+    ended_at: Instant,
+}
+
 /// A reply whose text is complete but whose audio may still be playing.
 #[derive(Debug)]
 struct Playing {
@@ -99,6 +109,11 @@ pub struct Conversation {
     others_waiting: bool,
     /// Decodes of turns whose reply was cut: (job, turn), reported when done.
     orphans: Vec<(u64, u64)>,
+    /// The last turn Smart Turn ended early, while the user might still
+    /// go on (see `turn::Conversation::continue_turn`).
+    ended_early: Option<EndedEarly>,
+    /// The next reply answers a continued turn and keeps its number.
+    continued_turn: Option<u64>,
     history: Vec<ChatMessage>,
     turn: u64,
     next_id: u64,
@@ -131,6 +146,8 @@ impl Conversation {
             },
             others_waiting: false,
             orphans: Vec::new(),
+            ended_early: None,
+            continued_turn: None,
             history,
             turn: 0,
             next_id: 1,
@@ -342,7 +359,10 @@ impl Conversation {
 
     /// A new reply numbered as the next turn.
     fn new_reply(&mut self, kind: ReplyKind, silence_ms: u32) -> Reply {
-        self.turn += 1;
+        match self.continued_turn.take() {
+            Some(t) if matches!(kind, ReplyKind::Speech) => self.turn = t,
+            _ => self.turn += 1,
+        }
         let id = self.next_id();
         let deadline = match kind {
             ReplyKind::Prompt { .. } => None,

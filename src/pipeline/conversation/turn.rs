@@ -3,7 +3,9 @@
 //! transcripts coming back.
 
 use super::reply::{Cause, ReplyKind, Stage};
-use super::{Action, Conversation, Count, Failure, Heard, PREROLL_MS, SpecReply, Speculative};
+use super::{
+    Action, Conversation, Count, EndedEarly, Failure, Heard, PREROLL_MS, SpecReply, Speculative,
+};
 use crate::PIPELINE_RATE;
 use crate::events::{Event, State};
 use crate::pipeline::llm::{ChatMessage, Role};
@@ -29,6 +31,7 @@ impl Conversation {
             TurnEvent::SpeechStarted => {
                 self.utterance = self.preroll.iter().copied().collect();
                 self.drop_speculation();
+                self.continue_turn();
                 self.emit(Event::state(State::UserSpeaking));
             }
             TurnEvent::SustainedSpeech => {
@@ -63,6 +66,45 @@ impl Conversation {
             }
             TurnEvent::EndOfTurn { silence_ms, reason } => self.end_turn(silence_ms, reason),
         }
+    }
+
+    /// The user speaks again soon after Smart Turn ended the turn ("Thank
+    /// you, | that is all for today"): if the pause so far is shorter than
+    /// the silence that ends a turn without Smart Turn, and nothing of the
+    /// reply has been heard, the turn was not over. Its reply is dropped
+    /// (not a barge-in: nobody heard it), the new speech joins its audio,
+    /// and the turn keeps its number, so its transcript replaces the early
+    /// one and the history holds one user message.
+    fn continue_turn(&mut self) {
+        let Some(e) = self.ended_early.take() else {
+            return;
+        };
+        let pause = self.now.saturating_duration_since(e.paused_at);
+        let unheard = self.reply.as_ref().is_some_and(|r| {
+            r.turn == e.turn && r.queued == 0 && matches!(r.kind, ReplyKind::Speech)
+        });
+        if pause.as_millis() > u128::from(self.cfg.turn.max_silence_ms) || !unheard {
+            return;
+        }
+        let Some(r) = self.reply.take() else {
+            return;
+        };
+        tracing::info!(
+            turn = e.turn,
+            pause_ms = pause.as_millis() as u64,
+            "the user went on: the turn continues"
+        );
+        self.cancel_work(&r);
+        // The new speech's preroll reaches back before it began; keep only
+        // what came after the early turn's own audio.
+        let gap = (self.now.saturating_duration_since(e.ended_at).as_millis() as usize)
+            .saturating_mul(PIPELINE_RATE as usize / 1000);
+        let gap_audio = self.utterance.len().min(gap);
+        let since = self.utterance.len() - gap_audio;
+        let mut audio = e.audio;
+        audio.extend_from_slice(&self.utterance[since..]);
+        self.utterance = audio;
+        self.continued_turn = Some(e.turn);
     }
 
     pub(super) fn drop_speculation(&mut self) {
@@ -116,6 +158,15 @@ impl Conversation {
         // A speculative transcript is valid if only silence came after it.
         let spec = self.spec.take();
         let mut r = self.new_reply(ReplyKind::Speech, silence_ms);
+        self.ended_early = (reason == EndReason::Predicted).then(|| EndedEarly {
+            turn: r.turn,
+            audio: audio.clone(),
+            paused_at: self
+                .now
+                .checked_sub(std::time::Duration::from_millis(u64::from(silence_ms)))
+                .unwrap_or(self.now),
+            ended_at: self.now,
+        });
         match spec {
             Some(Speculative {
                 job, result: None, ..

@@ -297,6 +297,9 @@ pub(super) fn is_reply_delta(a: &Action) -> bool {
 pub(super) fn is_transcript(a: &Action) -> bool {
     matches!(a, Action::Emit(Event::Transcript { .. }))
 }
+pub(super) fn is_transcript_of_turn_1(a: &Action) -> bool {
+    matches!(a, Action::Emit(Event::Transcript { turn: 1, .. }))
+}
 pub(super) fn is_start_asr(a: &Action) -> bool {
     matches!(a, Action::StartAsr { .. })
 }
