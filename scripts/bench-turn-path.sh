@@ -26,10 +26,10 @@ run() { # NAME PORT SESSIONS: one 60 s load test, its labelled lines
 echo "== one session, converse"; load
 "$bin" converse --profile default tests/data/q*.wav 2>/dev/null | grep '^timings:'
 
-echo "== 4 sessions, bulk inference niced (default)"
-serve 18490 --pipeline speech; run sessions-4 18490 4; stop
-echo "== 4 sessions, VOXLOOP_BULK_NICE=0"
-VOXLOOP_BULK_NICE=0 serve 18491 --pipeline speech; run sessions-4-nice0 18491 4; stop
+echo "== 4 sessions, bulk inference niced"
+VOXLOOP_BULK_NICE=5 serve 18490 --pipeline speech; run sessions-4-nice5 18490 4; stop
+echo "== 4 sessions (default: VOXLOOP_BULK_NICE=0)"
+serve 18491 --pipeline speech; run sessions-4 18491 4; stop
 
 echo "== 1 session, two CPU hogs in another process group"
 serve 18492 --pipeline speech

@@ -217,9 +217,12 @@ pub struct InferenceConfig {
     pub llm_repeat_penalty: f32,
     pub llm_repeat_last_n: i32,
     /// How much nicer than the rest of the process the ASR, LLM and TTS
-    /// threads run (0..=19; 0 = same priority), so the media runtime, VAD
-    /// and Smart Turn keep real time when the cores are short
-    /// (`VOXLOOP_BULK_NICE`).
+    /// threads run (0..=19; 0 = same priority, the default), so the media
+    /// runtime, VAD and Smart Turn come first when the cores are short
+    /// (`VOXLOOP_BULK_NICE`). Off by default: VAD keeps real time on its own
+    /// thread at 4 sessions without it, and niced ggml threads that meet at
+    /// spinning barriers stall badly beside busy threads of the same
+    /// process group (docs/BENCHMARKS.md).
     pub bulk_nice: i32,
     pub tts_workers: usize,
     pub tts_queue: usize,
@@ -248,7 +251,7 @@ impl Default for InferenceConfig {
             llm_temperature: 0.0,
             llm_repeat_penalty: 1.15,
             llm_repeat_last_n: 64,
-            bulk_nice: 5,
+            bulk_nice: 0,
             tts_workers: 1,
             tts_queue: 16,
             tts_length_scale: None,

@@ -8,11 +8,12 @@
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// How much nicer than the process bulk inference threads run, set from
-/// `inference.bulk_nice` when the engines load (default 5: weight 335
-/// against 1024 in Linux's scheduler, so a waking real-time thread
-/// pre-empts them and gets ~75 % of a contended core; with spare cores
-/// they run at full speed. Not more by default: a CPU hog in the same
-/// process group (autogroup) would take the rest from the replies).
+/// `inference.bulk_nice` when the engines load (0 by default). At 5, weight
+/// 335 against 1024 in Linux's scheduler: a waking real-time thread
+/// pre-empts them and gets ~75 % of a contended core; with spare cores they
+/// run at full speed. The cost: ggml's threads meet at spinning barriers,
+/// and beside busy threads of the same process group (autogroup) niced ones
+/// are pre-empted often enough to stall a computation for seconds.
 static BULK_NICE: AtomicI32 = AtomicI32::new(0);
 
 /// Set how much bulk threads started from now on are niced (0 = not).
