@@ -653,6 +653,20 @@ fn max_4gram_repeats(text: &str) -> usize {
     counts.into_values().max().unwrap_or(0)
 }
 
+/// The LLM's reply to `ask`, and the most times a run of four words occurs in it.
+async fn ask_counting_repeats(
+    llm: &voxloop::pipeline::llm::Llm,
+    ask: &str,
+) -> (voxloop::pipeline::llm::Completion, usize) {
+    let c = llm
+        .generate(1, question(ask), None)
+        .unwrap()
+        .collect()
+        .await;
+    let n = max_4gram_repeats(&c.text);
+    (c, n)
+}
+
 /// Greedy decoding of a small model loops on list-like answers ("sunscreen,"
 /// 68 times, "1/2 cup of flour" 11 times with the penalty off); the
 /// repetition penalty, on by default, keeps a reply from saying the same
@@ -670,12 +684,7 @@ async fn llm_replies_do_not_loop() {
     off.inference.llm_repeat_penalty = 1.0;
     let llm = engines::load_llm(&off).expect("load the default LLM");
     for ask in &asks[..2] {
-        let c = llm
-            .generate(1, question(ask), None)
-            .unwrap()
-            .collect()
-            .await;
-        let n = max_4gram_repeats(&c.text);
+        let (c, n) = ask_counting_repeats(&llm, ask).await;
         println!(
             "penalty off: {ask:?}: the most repeated 4 words x{n} in {} tokens",
             c.generated
@@ -686,12 +695,7 @@ async fn llm_replies_do_not_loop() {
     let penalty = cfg.inference.llm_repeat_penalty;
     let llm = engines::load_llm(&cfg).expect("load the default LLM");
     for ask in asks {
-        let c = llm
-            .generate(1, question(ask), None)
-            .unwrap()
-            .collect()
-            .await;
-        let n = max_4gram_repeats(&c.text);
+        let (c, n) = ask_counting_repeats(&llm, ask).await;
         println!(
             "penalty {penalty}: {ask:?}: the most repeated 4 words x{n} (bound 3, margin {}) in {} tokens: {:?}",
             3 - n.min(3) as i64,

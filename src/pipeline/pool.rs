@@ -243,6 +243,20 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Occupy the pool's only thread until the returned sender sends.
+    async fn block<W: 'static>(
+        pool: &WorkerPool<W>,
+    ) -> (std::sync::mpsc::Sender<()>, oneshot::Receiver<()>) {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = pool
+            .try_run(move |_| {
+                let _ = gate_rx.recv_timeout(Duration::from_secs(5));
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (gate_tx, blocker)
+    }
+
     #[tokio::test]
     async fn runs_jobs_and_refuses_when_full() {
         let pool: WorkerPool<u32> = WorkerPool::new("test", 1, 1, |_| Ok::<u32, ()>(0)).unwrap();
@@ -256,13 +270,7 @@ mod tests {
             1
         );
         // Block the only thread, fill the one queue slot, then overflow.
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let blocker = pool
-            .try_run(move |_| {
-                let _ = gate_rx.recv_timeout(Duration::from_secs(5));
-            })
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (gate_tx, blocker) = block(&pool).await;
         let queued = pool.try_run(|w| *w).unwrap();
         assert_eq!(pool.try_run(|w| *w).unwrap_err(), Busy("test"));
         gate_tx.send(()).unwrap();
@@ -274,13 +282,7 @@ mod tests {
     #[tokio::test]
     async fn abandoned_jobs_are_skipped() {
         let pool: WorkerPool<u32> = WorkerPool::new("skip", 1, 4, |_| Ok::<u32, ()>(0)).unwrap();
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let blocker = pool
-            .try_run(move |_| {
-                let _ = gate_rx.recv_timeout(Duration::from_secs(5));
-            })
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (gate_tx, blocker) = block(&pool).await;
         // Queued behind the blocker, then abandoned by its caller.
         let abandoned = pool.try_run(|w| *w += 1).unwrap();
         drop(abandoned);
@@ -294,13 +296,7 @@ mod tests {
     async fn the_earliest_due_job_runs_first() {
         let pool: WorkerPool<Vec<&str>> =
             WorkerPool::new("edf", 1, 8, |_| Ok::<_, ()>(Vec::new())).unwrap();
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let blocker = pool
-            .try_run(move |_| {
-                let _ = gate_rx.recv_timeout(Duration::from_secs(5));
-            })
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (gate_tx, blocker) = block(&pool).await;
         let now = Instant::now();
         let secs = Duration::from_secs;
         let mut results = Vec::new();
