@@ -33,24 +33,27 @@ pub fn bulk_thread() {
     {
         let target = (current_nice().unwrap_or(0) + by).min(19);
         // SAFETY: plain syscalls on the calling thread; no memory is passed.
-        let rc = unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, target)
-        };
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid(), target) };
         if rc != 0 {
             tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower an inference thread's priority");
         }
     }
 }
 
+/// The calling thread's id: Linux keeps nice values per thread, by this id.
+#[cfg(target_os = "linux")]
+fn tid() -> libc::id_t {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
+}
+
 /// The calling thread's nice value (Linux), for tests and diagnostics.
 pub fn current_nice() -> Option<i32> {
     #[cfg(target_os = "linux")]
     {
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
         // -1 is also a valid nice value, so errno tells an error apart.
         unsafe { *libc::__errno_location() = 0 };
-        let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+        let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid()) };
         let failed = unsafe { *libc::__errno_location() } != 0;
         return (!failed).then_some(nice);
     }

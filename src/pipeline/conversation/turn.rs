@@ -80,13 +80,14 @@ impl Conversation {
             return;
         };
         let pause = self.now.saturating_duration_since(e.paused_at);
-        let unheard = self.reply.as_ref().is_some_and(|r| {
-            r.turn == e.turn && r.queued == 0 && matches!(r.kind, ReplyKind::Speech)
-        });
-        if pause.as_millis() > u128::from(self.cfg.turn.max_silence_ms) || !unheard {
+        if pause.as_millis() > u128::from(self.cfg.turn.max_silence_ms) {
             return;
         }
-        let Some(r) = self.reply.take() else {
+        // Only the early turn's own reply, and only while none of it is heard.
+        let Some(r) = self
+            .reply
+            .take_if(|r| r.turn == e.turn && r.queued == 0 && matches!(r.kind, ReplyKind::Speech))
+        else {
             return;
         };
         tracing::info!(
