@@ -360,11 +360,14 @@ fn mel_digest(feats: &[f32]) -> Vec<f64> {
 /// (a digest, within 1e-4: rounding gives < 1e-5, the subtlest broken
 /// pipeline tried, one filter shifted by one FFT bin, 5e-3), and the
 /// probabilities loosely, as a mean over the 20 clips (rounding-level noise
-/// gave at most 0.08 in simulation; a skipped log 0.33).
+/// gave at most 0.08 in simulation; a skipped log 0.33). The int8 kernels
+/// onnxruntime picks depend on the CPU: on an AVX-512 VNNI machine of this
+/// kind the same features gave a mean of 0.168 against the reference taken
+/// on an AVX2 one, hence 0.25, still 0.08 below the broken pipeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smart_turn_matches_the_pipecat_reference() {
     const FEATURE_TOL: f64 = 1e-4;
-    const MEAN_PROB_TOL: f64 = 0.15;
+    const MEAN_PROB_TOL: f64 = 0.25;
     let cfg = config("fast");
     let turn = engines::load_turn(&cfg).unwrap();
     let mel = voxloop::pipeline::mel::MelExtractor::new();
