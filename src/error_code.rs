@@ -35,6 +35,14 @@ pub enum ErrorCode {
     SessionInUse,
     /// Binary frames are not part of the protocol.
     Binary,
+    /// The request's Content-Type is not the one the route takes (HTTP 415).
+    BadContentType,
+    /// The client was too slow: no request headers, body or offer in time.
+    Timeout,
+    /// No such resource (HTTP 404).
+    NotFound,
+    /// The route exists but not for this method (HTTP 405).
+    MethodNotAllowed,
     /// The server failed; the message says why.
     Internal,
 }
@@ -53,6 +61,10 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::SessionInUse => "session_in_use",
             ErrorCode::Binary => "binary",
+            ErrorCode::BadContentType => "bad_content_type",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Internal => "internal",
         }
     }

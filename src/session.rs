@@ -247,12 +247,28 @@ impl Session {
     }
 
     /// Stop the tasks and close the peer connection.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.cancel.cancel();
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
         self.peer.close().await;
+    }
+}
+
+/// A session dropped without [`Session::stop`] (its owner's task panicked
+/// or was aborted) still stops its tasks and closes its peer, so nothing
+/// outlives the slot its owner held.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.tasks.is_empty() {
+            return; // stopped
+        }
+        self.cancel.cancel();
+        let peer = self.peer.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { peer.close().await });
+        }
     }
 }
 

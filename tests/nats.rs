@@ -645,6 +645,7 @@ async fn a_conversation_turn_publishes_ordered_events_and_the_http_api_works() {
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{}/sessions/{sid}/prompt?wait=true", server.url))
+        .header("content-type", "application/json")
         .body(json!({"text": "Anything else I can help with?"}).to_string())
         .send()
         .await
@@ -655,6 +656,7 @@ async fn a_conversation_turn_publishes_ordered_events_and_the_http_api_works() {
     assert_eq!(out["turn"], 3);
     let resp = http
         .post(format!("{}/sessions/not-a-live-session/prompt", server.url))
+        .header("content-type", "application/json")
         .body(json!({"text": "Hello?"}).to_string())
         .send()
         .await
@@ -662,6 +664,7 @@ async fn a_conversation_turn_publishes_ordered_events_and_the_http_api_works() {
     assert_eq!(resp.status().as_u16(), 404);
     let resp = http
         .post(format!("{}/sessions/{sid}/prompt", server.url))
+        .header("content-type", "application/json")
         .body("{\"text\": 5}")
         .send()
         .await
@@ -669,6 +672,17 @@ async fn a_conversation_turn_publishes_ordered_events_and_the_http_api_works() {
     assert_eq!(resp.status().as_u16(), 400);
     let err: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
     assert_eq!(err["error"]["code"], "bad_payload");
+    // JSON only: a cross-site form posts text/plain without a preflight.
+    let resp = http
+        .post(format!("{}/sessions/{sid}/prompt", server.url))
+        .header("content-type", "text/plain")
+        .body(json!({"text": "Hello?"}).to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 415);
+    let err: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("json");
+    assert_eq!(err["error"]["code"], "bad_content_type");
     listening(&mut client, 30).await;
     client.bye().await;
     assert!(server.sessions_drained(Duration::from_secs(10)).await);

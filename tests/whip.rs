@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::{Server, clip48};
 use voxloop::audio::{OpusEncoder, first_voiced};
-use voxloop::rtc::PeerEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_session_echoes_and_deletes() {
@@ -35,30 +34,7 @@ async fn whip_session_echoes_and_deletes() {
     assert_eq!(body["code"], "bad_sdp", "{body}");
 
     // A real offer with its candidates (WHIP does not trickle).
-    let (peer, mut streams, offer) = common::real_offer().await;
-    let r = http
-        .post(format!("{}/whip", server.url))
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with("/whip/"), "{location}");
-    let answer = r.text().await.unwrap();
-    assert!(answer.contains("a=candidate"), "answer without candidates");
-    peer.accept_answer(&answer).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(ev) = streams.events.recv().await {
-            if ev == PeerEvent::Connected {
-                return;
-            }
-        }
-        panic!("events ended before connecting");
-    })
-    .await
-    .expect("WHIP peer connects");
+    let (peer, mut streams, location) = common::whip_join(&server.url).await;
 
     // Speak, then wait for the echo.
     let mut enc = OpusEncoder::new(48_000).unwrap();

@@ -515,9 +515,15 @@ fn forward_event(ev: &PeerEvent, tx: &mpsc::Sender<Event>, shared: &Shared) {
             // A newer server may send events this client does not know.
             Err(e) => tracing::debug!(error = %e, "data channel message that is not a known event"),
         },
-        PeerEvent::Ended(why) => {
+        // A load tester or test gives up on a lost path at once; the
+        // server's grace period is for users on flaky networks.
+        PeerEvent::Ended(_) | PeerEvent::Disconnected => {
+            let why = match ev {
+                PeerEvent::Ended(why) => why.clone(),
+                _ => "disconnected".to_string(),
+            };
             if let Ok(mut e) = shared.ended.lock() {
-                *e = Some(why.clone());
+                *e = Some(why);
             }
         }
         _ => {}

@@ -44,6 +44,27 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_RTC_ICE_CHECK_MS", |c, v| {
         set(&mut c.rtc.ice_check_interval_ms, v)
     }),
+    ("VOXLOOP_HTTP_HEADER_TIMEOUT_MS", |c, v| {
+        set(&mut c.http.header_timeout_ms, v)
+    }),
+    ("VOXLOOP_HTTP_BODY_TIMEOUT_MS", |c, v| {
+        set(&mut c.http.body_timeout_ms, v)
+    }),
+    ("VOXLOOP_HTTP_MAX_CONNECTIONS", |c, v| {
+        set(&mut c.http.max_connections, v)
+    }),
+    ("VOXLOOP_WS_IDLE_TIMEOUT_MS", |c, v| {
+        set(&mut c.http.ws_idle_timeout_ms, v)
+    }),
+    ("VOXLOOP_DRAIN_TIMEOUT_MS", |c, v| {
+        set(&mut c.shutdown.drain_timeout_ms, v)
+    }),
+    ("VOXLOOP_RTC_CONNECT_TIMEOUT_MS", |c, v| {
+        set(&mut c.rtc.connect_timeout_ms, v)
+    }),
+    ("VOXLOOP_RTC_DISCONNECT_GRACE_MS", |c, v| {
+        set(&mut c.rtc.disconnect_grace_ms, v)
+    }),
     ("VOXLOOP_MODELS_DIR", |c, v| {
         c.models.dir = v.into();
         Ok(())

@@ -96,6 +96,8 @@ pub struct Config {
     pub bus: BusConfig,
     pub prompts: PromptsConfig,
     pub intent: IntentConfig,
+    pub http: HttpConfig,
+    pub shutdown: ShutdownConfig,
 }
 
 impl Default for Config {
@@ -119,6 +121,8 @@ impl Default for Config {
             bus: BusConfig::default(),
             prompts: PromptsConfig::default(),
             intent: IntentConfig::default(),
+            http: HttpConfig::default(),
+            shutdown: ShutdownConfig::default(),
         }
     }
 }
@@ -147,6 +151,17 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "rtc.udp_bind must list concrete addresses (0.0.0.0 / :: skip loopback in the WebRTC engine)".into(),
             ));
+        }
+        if self.http.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "http.max_connections must be at least 1".into(),
+            ));
+        }
+        if self.rtc.connect_timeout_ms < 100 {
+            return Err(ConfigError::Invalid(format!(
+                "rtc.connect_timeout_ms {} is too short to connect (at least 100)",
+                self.rtc.connect_timeout_ms
+            )));
         }
         if !(6_000..=510_000).contains(&self.audio.opus_bitrate) {
             return Err(ConfigError::Invalid(format!(

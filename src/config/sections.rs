@@ -288,6 +288,12 @@ pub struct RtcConfig {
     pub public_ips: Vec<String>,
     /// ICE connectivity-check interval in ms (`VOXLOOP_RTC_ICE_CHECK_MS`).
     pub ice_check_interval_ms: u64,
+    /// A peer that has not connected this long after its offer was answered
+    /// is dropped and its slot freed, ms (`VOXLOOP_RTC_CONNECT_TIMEOUT_MS`).
+    pub connect_timeout_ms: u64,
+    /// A connected peer that loses its path may recover for this long
+    /// before the session ends, ms (`VOXLOOP_RTC_DISCONNECT_GRACE_MS`).
+    pub disconnect_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -314,6 +320,8 @@ impl Default for RtcConfig {
             udp_bind: vec![IpAddr::from([127, 0, 0, 1])],
             public_ips: vec![],
             ice_check_interval_ms: 20,
+            connect_timeout_ms: 10_000,
+            disconnect_grace_ms: 5_000,
         }
     }
 }
@@ -332,6 +340,53 @@ impl Default for EchoConfig {
             threshold_dbfs: -40.0,
             hangover_ms: 500,
             max_utterance_ms: 30_000,
+        }
+    }
+}
+
+/// Limits of the HTTP server (the `[http]` table). Without them a slowloris
+/// client or a pile of idle sockets held connections forever, and shutdown
+/// waited on them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request's headers must arrive within this; an idle connection is
+    /// closed after it too, ms (`VOXLOOP_HTTP_HEADER_TIMEOUT_MS`).
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive within this, ms (`VOXLOOP_HTTP_BODY_TIMEOUT_MS`).
+    pub body_timeout_ms: u64,
+    /// Most open connections (WebSockets included); more wait in the
+    /// listen backlog (`VOXLOOP_HTTP_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// A signaling WebSocket that has no session and sends nothing this
+    /// long is closed, ms (`VOXLOOP_WS_IDLE_TIMEOUT_MS`).
+    pub ws_idle_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            max_connections: 4096,
+            ws_idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// How the server stops (the `[shutdown]` table).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM/Ctrl-C, connections still open this long are cut, ms
+    /// (`VOXLOOP_DRAIN_TIMEOUT_MS`).
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout_ms: 10_000,
         }
     }
 }

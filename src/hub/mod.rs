@@ -53,6 +53,47 @@ pub struct SessionInfo {
     pub turns: u64,
 }
 
+/// A reserved place in the session table. Dropping it frees the place, on
+/// every path: the session ended, its offer failed, the request that made
+/// it was abandoned, or its owner panicked. Before this guard a WHIP client
+/// that hung up while the server gathered candidates left its entry behind
+/// for good.
+pub struct Slot {
+    hub: Arc<Hub>,
+    pub id: String,
+    /// Cancelled to end the session (`DELETE /whip/{id}`, shutdown).
+    pub cancel: CancellationToken,
+    pub events: Arc<SessionEvents>,
+    attached: bool,
+}
+
+impl Slot {
+    /// The session's tasks run: route prompts to `control` and count it live.
+    pub fn attach(&mut self, control: mpsc::Sender<Control>) {
+        self.hub.attach(&self.id, control);
+        if !self.attached {
+            self.attached = true;
+            Metrics::inc(&self.hub.metrics.sessions_total);
+            self.hub
+                .metrics
+                .active_sessions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.attached {
+            self.hub
+                .metrics
+                .active_sessions
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.hub.release(&self.id);
+    }
+}
+
 /// Registry of live sessions and router of prompts.
 pub struct Hub {
     config: Arc<Config>,
@@ -85,10 +126,7 @@ impl Hub {
 
     /// Reserve a slot for a new session, with the client's id if it asked
     /// for one (to resume), or refuse with `busy` / `session_in_use`.
-    pub fn admit(
-        &self,
-        requested: Option<&str>,
-    ) -> Result<(String, CancellationToken, Arc<SessionEvents>), SignalError> {
+    pub fn admit(self: &Arc<Self>, requested: Option<&str>) -> Result<Slot, SignalError> {
         let mut sessions = self.table()?;
         if sessions.len() >= self.config.max_sessions {
             return Err(SignalError::new(
@@ -126,11 +164,17 @@ impl Hub {
                 started_at: OffsetDateTime::now_utc(),
             },
         );
-        Ok((id, cancel, events))
+        Ok(Slot {
+            hub: self.clone(),
+            id,
+            cancel,
+            events,
+            attached: false,
+        })
     }
 
     /// The session's tasks run: prompts may now reach it.
-    pub fn attach(&self, id: &str, control: mpsc::Sender<Control>) {
+    fn attach(&self, id: &str, control: mpsc::Sender<Control>) {
         if let Ok(mut s) = self.sessions.lock()
             && let Some(e) = s.get_mut(id)
         {
@@ -140,8 +184,8 @@ impl Hub {
         self.changed.notify_waiters();
     }
 
-    /// Forget a session (ended, or its offer failed).
-    pub fn release(&self, id: &str) {
+    /// Forget a session (ended, or its offer failed); only [`Slot`]'s drop calls it.
+    fn release(&self, id: &str) {
         let gone = self.sessions.lock().ok().and_then(|mut s| s.remove(id));
         if let Some(e) = gone
             && e.control.is_some()
@@ -231,17 +275,49 @@ pub(crate) mod tests {
     #[test]
     fn admit_resume_and_limits() {
         let h = hub(2);
-        let (a, _, _) = h.admit(None).expect("first");
-        assert_eq!(a.len(), 32);
-        let e = h.admit(Some("bad id")).expect_err("invalid id");
+        let a = h.admit(None).expect("first");
+        assert_eq!(a.id.len(), 32);
+        let e = h.admit(Some("bad id")).err().expect("invalid id");
         assert_eq!(e.code, ErrorCode::BadMessage);
-        let (b, _, _) = h.admit(Some("user-42-tab-1")).expect("resume id");
-        assert_eq!(b, "user-42-tab-1");
-        let e = h.admit(None).expect_err("full");
+        let b = h.admit(Some("user-42-tab-1")).expect("resume id");
+        assert_eq!(b.id, "user-42-tab-1");
+        let e = h.admit(None).err().expect("full");
         assert_eq!(e.code, ErrorCode::Busy);
-        h.release(&b);
-        let e = h.admit(Some(&a)).expect_err("in use");
+        drop(b);
+        let e = h.admit(Some(&a.id)).err().expect("in use");
         assert_eq!(e.code, ErrorCode::SessionInUse);
         assert_eq!(h.count(), 1);
+    }
+
+    #[test]
+    fn a_slot_is_freed_on_every_path() {
+        let h = hub(4);
+        let mut s = h.admit(None).expect("slot");
+        let (tx, _rx) = mpsc::channel(1);
+        s.attach(tx);
+        assert_eq!(h.count(), 1);
+        assert_eq!(
+            h.metrics
+                .active_sessions
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        drop(s);
+        assert_eq!(h.count(), 0);
+        assert_eq!(
+            h.metrics
+                .active_sessions
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        // A panicking owner frees its slot too.
+        let h2 = h.clone();
+        let r = std::thread::spawn(move || {
+            let _s = h2.admit(None).expect("slot");
+            panic!("owner dies");
+        })
+        .join();
+        assert!(r.is_err());
+        assert_eq!(h.count(), 0);
     }
 }

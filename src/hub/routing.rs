@@ -276,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn prompts_reach_attached_sessions_and_wait_for_reconnects() {
         let h = hub(4);
-        let (id, _, _) = h.admit(Some("session-one")).expect("admit");
+        let mut slot = h.admit(Some("session-one")).expect("admit");
         // Not attached yet: a prompt waits for it.
         let h2 = h.clone();
         let waiting = tokio::spawn(async move {
@@ -285,7 +285,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let (tx, mut rx) = mpsc::channel(4);
-        h.attach(&id, tx);
+        slot.attach(tx);
         let Some(Control::Prompt(d)) = rx.recv().await else {
             panic!("prompt not delivered");
         };

@@ -6,10 +6,12 @@
 //! in ARCHITECTURE.md) without touching sessions, the server or the client.
 
 pub mod gap;
+pub mod liveness;
 pub mod peer;
 pub mod signaling;
 
 pub use gap::GapFill;
+pub use liveness::{GiveUp, Liveness};
 pub use peer::{InboundFrame, Peer, PeerError, PeerEvent, PeerStreams, RtcSettings, wait_gathered};
 pub use signaling::{
     ClientMessage, ErrorCode, IceCandidate, Negotiation, ServerMessage, SignalError,

@@ -87,7 +87,9 @@ pub enum PeerEvent {
     LocalCandidate(IceCandidate),
     GatheringComplete,
     Connected,
-    /// Failed, disconnected or closed: the session is over.
+    /// ICE lost the path; it may come back (`Connected` again) or fail.
+    Disconnected,
+    /// Failed or closed: the session is over.
     Ended(String),
     DataOpen,
     DataMessage(String),
@@ -143,12 +145,17 @@ impl PeerConnectionEventHandler for Handler {
         tracing::debug!(%state, "peer connection state");
         let ev = match state {
             RTCPeerConnectionState::Connected => PeerEvent::Connected,
-            RTCPeerConnectionState::Failed
-            | RTCPeerConnectionState::Disconnected
-            | RTCPeerConnectionState::Closed => PeerEvent::Ended(state.to_string()),
+            RTCPeerConnectionState::Disconnected => PeerEvent::Disconnected,
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                PeerEvent::Ended(state.to_string())
+            }
             _ => return,
         };
-        let _ = self.events.try_send(ev);
+        // State changes wait for room rather than being dropped with the
+        // candidates and data messages: a lost `Ended` left a session (and
+        // its slot) alive with no peer. They are few, and the owner always
+        // drains the queue; an owner that is gone makes this return at once.
+        let _ = self.events.send(ev).await;
     }
 
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {

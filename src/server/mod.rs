@@ -1,17 +1,19 @@
 //! HTTP (axum): the web page, signaling (`/ws`, `/whip`), the session REST
 //! API (`/sessions`), health and metrics.
 
+mod errors;
+mod listen;
 mod rest;
 mod whip;
 mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
+use axum::handler::HandlerWithoutStateExt;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
@@ -19,12 +21,14 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::hub::{Hub, SessionEvents};
+use crate::hub::{Hub, Slot};
 use crate::metrics::Metrics;
 use crate::pipeline::speech::SpeechDeps;
+use crate::rtc::liveness::{self, Liveness};
 use crate::rtc::{ErrorCode, Peer, PeerEvent, PeerStreams, RtcSettings, SignalError};
 use crate::session::{Session, SessionContext};
 
@@ -65,15 +69,8 @@ impl AppState {
 
     /// Reserve a slot for a new session (with the client's id to resume, if
     /// given), or refuse with `busy` / `session_in_use`.
-    fn admit(
-        &self,
-        requested: Option<&str>,
-    ) -> Result<(String, CancellationToken, Arc<SessionEvents>), SignalError> {
+    fn admit(&self, requested: Option<&str>) -> Result<Slot, SignalError> {
         self.hub.admit(requested)
-    }
-
-    fn release(&self, id: &str) {
-        self.hub.release(id);
     }
 
     /// Number of live sessions.
@@ -86,31 +83,39 @@ impl AppState {
         self.hub.cancel_all();
     }
 
-    /// Answer an offer and start its session. On failure the slot is released.
+    /// Answer an offer and start its session in `slot`. On failure the
+    /// slot is dropped, which frees it.
     async fn open_session(
         self: &Arc<Self>,
-        id: &str,
-        bus_events: Arc<SessionEvents>,
+        mut slot: Slot,
         offer_sdp: &str,
-    ) -> Result<(Session, mpsc::Receiver<PeerEvent>, String), SignalError> {
+    ) -> Result<Opened, SignalError> {
         let settings = RtcSettings::from(&self.config.rtc);
         match Peer::answer(&settings, offer_sdp).await {
             Ok((peer, PeerStreams { events, audio }, answer)) => {
                 let session = Session::start(
-                    id.to_string(),
+                    slot.id.clone(),
                     Arc::new(peer),
                     audio,
                     self.session_context(),
-                    bus_events,
+                    slot.events.clone(),
                 );
-                self.hub.attach(id, session.control());
-                self.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
-                self.metrics.active_sessions.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(session = %id, "session started");
-                Ok((session, events, answer))
+                slot.attach(session.control());
+                tracing::info!(session = %slot.id, "session started");
+                let rtc = &self.config.rtc;
+                Ok(Opened {
+                    session,
+                    events,
+                    answer,
+                    slot,
+                    liveness: Liveness::new(
+                        Instant::now(),
+                        Duration::from_millis(rtc.connect_timeout_ms),
+                        Duration::from_millis(rtc.disconnect_grace_ms),
+                    ),
+                })
             }
             Err(e) => {
-                self.release(id);
                 let code = match e {
                     crate::rtc::PeerError::Sdp(_) => ErrorCode::BadSdp,
                     _ => ErrorCode::Internal,
@@ -121,12 +126,10 @@ impl AppState {
     }
 
     /// Stop a session and free its slot.
-    async fn close_session(&self, session: Session, reason: &str) {
-        let id = session.id.clone();
+    async fn close_session(&self, session: Session, slot: Slot, reason: &str) {
         session.stop().await;
-        self.release(&id);
-        self.metrics.active_sessions.fetch_sub(1, Ordering::Relaxed);
-        tracing::info!(session = %id, reason, "session ended");
+        tracing::info!(session = %slot.id, reason, "session ended");
+        drop(slot);
     }
 
     fn record_error(&self, err: &SignalError) {
@@ -135,33 +138,66 @@ impl AppState {
     }
 }
 
-/// Drive a session's peer events until it ends or is cancelled; used by WHIP
-/// (the WebSocket handler has its own loop that also reads the socket).
-async fn run_session_events(
-    state: Arc<AppState>,
+/// A session whose offer was answered, with everything its owner drives.
+struct Opened {
     session: Session,
-    mut events: mpsc::Receiver<PeerEvent>,
-    cancel: CancellationToken,
-) {
+    events: mpsc::Receiver<PeerEvent>,
+    answer: String,
+    slot: Slot,
+    liveness: Liveness,
+}
+
+/// What ended a session's event loop, or `None` to go on.
+async fn next_peer_step(opened: &mut Opened) -> Option<&'static str> {
+    let Opened {
+        session,
+        events,
+        slot,
+        liveness,
+        ..
+    } = opened;
+    tokio::select! {
+        _ = slot.cancel.cancelled() => Some("deleted"),
+        _ = liveness::sleep_until(liveness.deadline()) => {
+            liveness.check(Instant::now()).map(|g| {
+                tracing::info!(session = %slot.id, reason = g.as_str(), "giving up on the peer");
+                g.as_str()
+            })
+        }
+        ev = events.recv() => match ev {
+            Some(PeerEvent::Ended(why)) => {
+                tracing::debug!(%why, "peer ended");
+                Some("peer ended")
+            }
+            Some(ev) => {
+                liveness.on_event(&ev, Instant::now());
+                session.on_peer_event(&ev).await;
+                None
+            }
+            None => Some("peer gone"),
+        },
+    }
+}
+
+/// Drive a session's peer events until it ends, is cancelled or is given up
+/// on; used by WHIP (the WebSocket handler has its own loop that also reads
+/// the socket).
+async fn run_session_events(state: Arc<AppState>, mut opened: Opened) {
     let reason = loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break "deleted",
-            ev = events.recv() => match ev {
-                Some(PeerEvent::Ended(why)) => {
-                    tracing::debug!(%why, "peer ended");
-                    break "peer ended";
-                }
-                Some(ev) => session.on_peer_event(&ev).await,
-                None => break "peer gone",
-            },
+        if let Some(reason) = next_peer_step(&mut opened).await {
+            break reason;
         }
     };
-    state.close_session(session, reason).await;
+    state
+        .close_session(opened.session, opened.slot, reason)
+        .await;
 }
 
 /// The axum router for `state`.
 pub fn router(state: Arc<AppState>) -> Router {
-    let static_files = ServeDir::new(&state.config.web_dir);
+    let static_files =
+        ServeDir::new(&state.config.web_dir).not_found_service(errors::not_found.into_service());
+    let body_timeout = Duration::from_millis(state.config.http.body_timeout_ms);
     Router::new()
         .route("/ws", get(ws::handler))
         .route(
@@ -181,6 +217,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback_service(static_files)
+        .method_not_allowed_fallback(errors::method_not_allowed)
+        // A body trickled in byte by byte must not hold a handler forever.
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
 }
 
@@ -255,12 +294,16 @@ pub async fn serve(
     println!("listening: http://{addr}");
     tracing::info!(%addr, "voxloop serving");
     let st = state.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            consumer_cancel.cancel();
-            st.cancel_all();
-        })
-        .await?;
+    let limits = listen::Limits {
+        header_timeout: Duration::from_millis(config.http.header_timeout_ms),
+        max_connections: config.http.max_connections,
+        drain_timeout: Duration::from_millis(config.shutdown.drain_timeout_ms),
+    };
+    listen::serve(listener, app, limits, async move {
+        shutdown.await;
+        consumer_cancel.cancel();
+        st.cancel_all();
+    })
+    .await;
     Ok(())
 }

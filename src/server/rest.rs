@@ -8,11 +8,11 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::AppState;
+use super::{AppState, errors};
 use crate::metrics::Metrics;
 use crate::prompt::{DropReason, Prompt, PromptOutcome, parse_prompt};
 
@@ -26,20 +26,18 @@ pub struct PromptQuery {
     wait: bool,
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message.into()}})),
-    )
-        .into_response()
-}
-
 pub async fn post_prompt(
     State(state): State<Arc<AppState>>,
     Path(session_id): Path<String>,
     Query(query): Query<PromptQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // JSON only: a cross-site HTML form can post text/plain without a
+    // preflight, but not application/json.
+    if let Err(e) = errors::require_content_type(&headers, "application/json") {
+        return errors::error(e.code, e.message);
+    }
     // The id is optional over HTTP: give one to a payload that has none.
     let mut body = body.to_vec();
     if let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&body)
@@ -58,12 +56,12 @@ pub async fn post_prompt(
                 DropReason::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 _ => StatusCode::BAD_REQUEST,
             };
-            return error(status, r.reason.as_str(), r.detail);
+            return errors::error_with(status, r.reason.as_str(), r.detail);
         }
     };
     let prompt_id = prompt.id.clone();
     let Some(outcome) = state.hub.offer(&session_id, prompt).await else {
-        return error(
+        return errors::error_with(
             StatusCode::NOT_FOUND,
             DropReason::NoSession.as_str(),
             format!("no live session {session_id:?}"),

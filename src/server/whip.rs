@@ -8,25 +8,20 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::oneshot;
 
-use super::{AppState, run_session_events};
+use super::{AppState, errors, run_session_events};
 use crate::rtc::{ErrorCode, SignalError, wait_gathered};
 
 /// How long to wait for ICE gathering before answering with what we have.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// WHIP refusals carry the signaling protocol's `error` message as their
+/// body, so one client parser reads both.
 fn error_response(state: &AppState, err: SignalError) -> Response {
     state.record_error(&err);
-    let status = match err.code {
-        ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::SessionInUse => StatusCode::CONFLICT,
-        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorCode::BadMessage => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        _ => StatusCode::BAD_REQUEST,
-    };
     (
-        status,
+        errors::status_of(err.code),
         [(header::CONTENT_TYPE, "application/json")],
         serde_json::to_string(&err.to_message()).unwrap_or_default(),
     )
@@ -45,18 +40,8 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ctype.starts_with("application/sdp") {
-        return error_response(
-            &state,
-            SignalError::new(
-                ErrorCode::BadMessage,
-                format!("Content-Type must be application/sdp, not {ctype:?}"),
-            ),
-        );
+    if let Err(e) = errors::require_content_type(&headers, "application/sdp") {
+        return error_response(&state, e);
     }
     let Ok(offer) = std::str::from_utf8(&body) else {
         return error_response(
@@ -70,39 +55,76 @@ pub async fn post(
             SignalError::new(ErrorCode::BadSdp, "the body is not an SDP offer"),
         );
     }
-    let (id, cancel, bus_events) = match state.admit(query.session.as_deref()) {
-        Ok(x) => x,
-        Err(e) => return error_response(&state, e),
-    };
-    let (session, mut events, _) = match state.open_session(&id, bus_events, offer).await {
-        Ok(x) => x,
-        Err(e) => return error_response(&state, e),
-    };
-    // No trickle: wait for gathering so the answer carries every candidate.
-    let (gathered, early) = wait_gathered(&mut events, GATHER_TIMEOUT).await;
-    if !gathered {
-        tracing::warn!(session = %id, "ICE gathering incomplete; answering with what we have");
+    // The session is opened in its own task: if the client hangs up while
+    // we gather candidates, hyper drops this handler, and the session must
+    // still have an owner that frees it (at once, as nobody reads the answer).
+    let (answered, answer) = oneshot::channel();
+    tokio::spawn(open_and_run(
+        state.clone(),
+        query.session,
+        offer.to_string(),
+        answered,
+    ));
+    match answer.await {
+        Ok(Ok((id, answer))) => (
+            StatusCode::CREATED,
+            [
+                (header::CONTENT_TYPE, "application/sdp".to_string()),
+                (header::LOCATION, format!("/whip/{id}")),
+            ],
+            answer,
+        )
+            .into_response(),
+        Ok(Err(e)) => error_response(&state, e),
+        Err(_) => error_response(
+            &state,
+            SignalError::new(ErrorCode::Internal, "the session failed while starting"),
+        ),
     }
-    let answer = session.peer.local_sdp().await.unwrap_or_default();
-    for ev in &early {
-        session.on_peer_event(ev).await;
-    }
-    tokio::spawn(run_session_events(state.clone(), session, events, cancel));
-    (
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/sdp".to_string()),
-            (header::LOCATION, format!("/whip/{id}")),
-        ],
-        answer,
-    )
-        .into_response()
 }
 
-pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> StatusCode {
+/// Admit, answer, gather, hand the answer to the request, then own the
+/// session until it ends.
+async fn open_and_run(
+    state: Arc<AppState>,
+    requested: Option<String>,
+    offer: String,
+    answered: oneshot::Sender<Result<(String, String), SignalError>>,
+) {
+    let opened = match state.admit(requested.as_deref()) {
+        Ok(slot) => state.open_session(slot, &offer).await,
+        Err(e) => Err(e),
+    };
+    let mut opened = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = answered.send(Err(e));
+            return;
+        }
+    };
+    // No trickle: wait for gathering so the answer carries every candidate.
+    let (gathered, early) = wait_gathered(&mut opened.events, GATHER_TIMEOUT).await;
+    if !gathered {
+        tracing::warn!(session = %opened.slot.id, "ICE gathering incomplete; answering with what we have");
+    }
+    let answer = opened.session.peer.local_sdp().await.unwrap_or_default();
+    for ev in &early {
+        opened.liveness.on_event(ev, std::time::Instant::now());
+        opened.session.on_peer_event(ev).await;
+    }
+    if answered.send(Ok((opened.slot.id.clone(), answer))).is_err() {
+        state
+            .close_session(opened.session, opened.slot, "client left before the answer")
+            .await;
+        return;
+    }
+    run_session_events(state, opened).await;
+}
+
+pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     if state.hub.cancel_session(&id) {
-        StatusCode::OK
+        StatusCode::OK.into_response()
     } else {
-        StatusCode::NOT_FOUND
+        errors::error(ErrorCode::NotFound, format!("no live session {id:?}"))
     }
 }

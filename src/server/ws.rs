@@ -1,20 +1,20 @@
 //! `GET /ws`: JSON signaling over a WebSocket (DESIGN.md §2), trickle ICE both ways.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::AppState;
+use super::{AppState, Opened};
+use crate::rtc::liveness;
 use crate::rtc::signaling::Action;
 use crate::rtc::{
     ErrorCode, Negotiation, PeerEvent, ServerMessage, SignalError, parse_client_message,
 };
-use crate::session::Session;
 
 /// Frames above this are refused by the WebSocket layer itself (the socket
 /// closes). Messages between `max_message_bytes` and this get an `error`
@@ -27,13 +27,7 @@ pub async fn handler(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -
         .on_upgrade(move |socket| run(state, socket))
 }
 
-struct Live {
-    session: Session,
-    events: mpsc::Receiver<PeerEvent>,
-    cancel: CancellationToken,
-}
-
-async fn next_event(live: &mut Option<Live>) -> Option<PeerEvent> {
+async fn next_event(live: &mut Option<Opened>) -> Option<PeerEvent> {
     match live {
         Some(l) => l.events.recv().await,
         None => std::future::pending().await,
@@ -50,14 +44,25 @@ async fn cancelled(cancel: Option<CancellationToken>) {
 async fn run(state: Arc<AppState>, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
     let mut negotiation = Negotiation::default();
-    let mut live: Option<Live> = None;
+    let mut live: Option<Opened> = None;
+    // A socket that never offers would otherwise hold its connection forever.
+    let idle = Duration::from_millis(state.config.http.ws_idle_timeout_ms);
+    let mut idle_until = Instant::now() + idle;
 
     let reason = loop {
-        let cancel = live.as_ref().map(|l| l.cancel.clone());
+        let cancel = live.as_ref().map(|l| l.slot.cancel.clone());
+        let give_up_at = live.as_ref().and_then(|l| l.liveness.deadline());
         let out: Option<ServerMessage> = tokio::select! {
+            _ = tokio::time::sleep_until(idle_until.into()), if live.is_none() => {
+                let e = SignalError::new(ErrorCode::Timeout, format!("no offer within {} ms; closing", idle.as_millis()));
+                state.record_error(&e);
+                let _ = send(&mut tx, &e.to_message()).await;
+                break "idle";
+            }
             msg = rx.next() => match msg {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break "socket closed",
                 Some(Ok(Message::Text(text))) => {
+                    idle_until = Instant::now() + idle;
                     match handle_text(&state, &mut negotiation, &mut live, text.as_str()).await {
                         Ok(Step::Reply(msgs)) => {
                             let mut failed = false;
@@ -91,13 +96,21 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
                     break "peer ended";
                 }
                 Some(ev) => {
-                    if let Some(l) = &live {
+                    if let Some(l) = &mut live {
+                        l.liveness.on_event(&ev, Instant::now());
                         l.session.on_peer_event(&ev).await;
                     }
                     None
                 }
                 None => break "peer gone",
             },
+            _ = liveness::sleep_until(give_up_at) => {
+                if let Some(g) = live.as_ref().and_then(|l| l.liveness.check(Instant::now())) {
+                    tracing::info!(reason = g.as_str(), "giving up on the peer");
+                    break g.as_str();
+                }
+                None
+            }
             _ = cancelled(cancel) => break "server shutdown",
         };
         if let Some(m) = out
@@ -108,7 +121,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
     };
 
     if let Some(l) = live {
-        state.close_session(l.session, reason).await;
+        state.close_session(l.session, l.slot, reason).await;
     }
     let _ = tx.close().await;
 }
@@ -121,24 +134,25 @@ enum Step {
 async fn handle_text(
     state: &Arc<AppState>,
     negotiation: &mut Negotiation,
-    live: &mut Option<Live>,
+    live: &mut Option<Opened>,
     text: &str,
 ) -> Result<Step, SignalError> {
     let msg = parse_client_message(text, state.config.max_message_bytes)?;
     match negotiation.on_message(msg)? {
         Action::Answer { sdp, session_id } => {
-            let (id, cancel, bus_events) = state.admit(session_id.as_deref())?;
-            let (session, events, answer) = state.open_session(&id, bus_events, &sdp).await?;
+            let slot = state.admit(session_id.as_deref())?;
+            let opened = state.open_session(slot, &sdp).await?;
             negotiation.answered();
-            *live = Some(Live {
-                session,
-                events,
-                cancel,
-            });
-            Ok(Step::Reply(vec![
-                ServerMessage::Session { id },
-                ServerMessage::Answer { sdp: answer },
-            ]))
+            let reply = vec![
+                ServerMessage::Session {
+                    id: opened.slot.id.clone(),
+                },
+                ServerMessage::Answer {
+                    sdp: opened.answer.clone(),
+                },
+            ];
+            *live = Some(opened);
+            Ok(Step::Reply(reply))
         }
         Action::AddCandidate(c) => {
             if let Some(l) = live.as_ref() {

@@ -95,6 +95,29 @@ impl Server {
         false
     }
 
+    /// Send SIGTERM and wait up to `timeout` for the process to exit; its
+    /// exit code and how long it took, or `None` if it is still running.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<(Option<i32>, Duration)> {
+        let t0 = std::time::Instant::now();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        while t0.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((status.code(), t0.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Live sessions as `/healthz` counts them (slots included that are
+    /// still answering their offer).
+    pub async fn healthz_sessions(&self) -> u64 {
+        let (_, body) = self.get("/healthz").await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("healthz json");
+        v["sessions"].as_u64().expect("healthz sessions")
+    }
+
     /// Is the process still running?
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -118,6 +141,39 @@ pub async fn real_offer() -> (voxloop::rtc::Peer, voxloop::rtc::PeerStreams, Str
     assert!(gathered, "ICE gathering did not finish");
     let sdp = peer.local_sdp().await.unwrap_or(sdp);
     (peer, streams, sdp)
+}
+
+/// A user joining over WHIP with a real peer: offer, answer, connected.
+/// Returns the peer, its streams and the session's `Location`.
+pub async fn whip_join(url: &str) -> (voxloop::rtc::Peer, voxloop::rtc::PeerStreams, String) {
+    let (peer, mut streams, offer) = real_offer().await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/whip"))
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .expect("POST /whip");
+    assert_eq!(r.status().as_u16(), 201, "WHIP join refused");
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    assert!(location.starts_with("/whip/"), "{location}");
+    let answer = r.text().await.expect("answer");
+    assert!(answer.contains("a=candidate"), "answer without candidates");
+    peer.accept_answer(&answer).await.expect("accept answer");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = streams.events.recv().await {
+            if ev == voxloop::rtc::PeerEvent::Connected {
+                return;
+            }
+        }
+        panic!("events ended before connecting");
+    })
+    .await
+    .expect("WHIP peer connects");
+    (peer, streams, location)
 }
 
 pub fn data(name: &str) -> PathBuf {

@@ -1,0 +1,273 @@
+//! Issue 14 against the real binary and real WebRTC peers: abandoned and
+//! silent offers leave no session behind, slow and idle sockets do not
+//! lock users out or hold up shutdown, and every refusal is readable.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use voxloop::client::Signaling;
+use voxloop::rtc::{ErrorCode, ServerMessage};
+
+fn host(server: &Server) -> String {
+    server.url.trim_start_matches("http://").to_string()
+}
+
+/// Wait until `/healthz` counts no session; how long that took, or `None`.
+async fn slots_free(server: &Server, within: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if server.healthz_sessions().await == 0 {
+            return Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_and_silent_offers_leave_no_session() {
+    const CONNECT_MS: u64 = 3000;
+    let server = Server::start(
+        &["--pipeline", "echo"],
+        &[
+            ("VOXLOOP_RTC_CONNECT_TIMEOUT_MS", &CONNECT_MS.to_string()),
+            ("VOXLOOP_MAX_SESSIONS", "400"),
+        ],
+    );
+    // One real offer, sent many times: the server builds a peer for each,
+    // and nobody ever connects to them.
+    let (_peer, _streams, offer) = common::real_offer().await;
+    let addr = host(&server);
+
+    // 300 WHIP POSTs abandoned mid-request: half hang up inside the body,
+    // half right after it, while the server is answering.
+    let mut tasks = JoinSet::new();
+    for i in 0..300 {
+        if tasks.len() >= 32 {
+            tasks.join_next().await;
+        }
+        let (addr, offer) = (addr.clone(), offer.clone());
+        tasks.spawn(async move {
+            let mut s = TcpStream::connect(&addr).await.expect("connect");
+            let head = format!(
+                "POST /whip HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
+                offer.len()
+            );
+            let body = if i % 2 == 0 {
+                &offer[..offer.len() / 2]
+            } else {
+                &offer[..]
+            };
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(body.as_bytes()).await;
+            // Dropped here: the socket closes without reading an answer.
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+
+    // 300 offers answered whose peers never connect.
+    let http = reqwest::Client::new();
+    let mut answered = 0;
+    for _ in 0..10 {
+        let mut wave = JoinSet::new();
+        for _ in 0..30 {
+            let (http, url, offer) = (http.clone(), server.url.clone(), offer.clone());
+            wave.spawn(async move {
+                http.post(format!("{url}/whip"))
+                    .header("content-type", "application/sdp")
+                    .body(offer)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            });
+        }
+        while let Some(r) = wave.join_next().await {
+            if matches!(r, Ok(Ok(201))) {
+                answered += 1;
+            }
+        }
+    }
+    assert_eq!(answered, 300, "every silent offer is answered");
+    let peak = server.healthz_sessions().await;
+    let freed = slots_free(&server, Duration::from_millis(CONNECT_MS + 5000)).await;
+    println!(
+        "slots: {peak} live after the last answer, all free after {:?} (connect timeout {CONNECT_MS} ms)",
+        freed
+    );
+    assert!(
+        freed.is_some(),
+        "sessions still live {} ms after the connect timeout",
+        5000
+    );
+
+    // A normal user joins right after.
+    let (peer, _streams, _location) = common::whip_join(&server.url).await;
+    assert_eq!(server.healthz_sessions().await, 1);
+    peer.close().await;
+}
+
+/// Has the server closed this socket? (EOF or reset within `within`.)
+async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // a 408 answer, then the close
+        }
+    }
+}
+
+/// A slowloris client: a request line, then one header byte at a time.
+/// Returns how long the server let it go on.
+async fn slowloris(addr: String) -> Duration {
+    let t0 = Instant::now();
+    let Ok(mut s) = TcpStream::connect(&addr).await else {
+        return t0.elapsed();
+    };
+    let _ = s.write_all(b"POST /whip HTTP/1.1\r\nX-Slow: ").await;
+    let mut buf = [0u8; 64];
+    loop {
+        tokio::select! {
+            r = s.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { return t0.elapsed() },
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if s.write_all(b"a").await.is_err() {
+                    return t0.elapsed();
+                }
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            return t0.elapsed();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_sockets_lock_nobody_out_nor_hold_shutdown() {
+    const HEADER_MS: u64 = 3000;
+    const DRAIN_MS: u64 = 2000;
+    let mut server = Server::start(
+        &["--pipeline", "echo"],
+        &[
+            ("VOXLOOP_HTTP_HEADER_TIMEOUT_MS", &HEADER_MS.to_string()),
+            ("VOXLOOP_DRAIN_TIMEOUT_MS", &DRAIN_MS.to_string()),
+        ],
+    );
+    let addr = host(&server);
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(TcpStream::connect(&addr).await.expect("idle socket"));
+    }
+    let slow = tokio::spawn(slowloris(addr.clone()));
+
+    let t0 = Instant::now();
+    let (peer, _streams, _location) = common::whip_join(&server.url).await;
+    println!(
+        "a user joined in {} ms beside 1000 idle sockets and a slowloris client",
+        t0.elapsed().as_millis()
+    );
+
+    let lasted = slow.await.expect("slowloris task");
+    println!("slowloris cut after {} ms", lasted.as_millis());
+    assert!(
+        lasted < Duration::from_millis(HEADER_MS + 2000),
+        "the slowloris client kept its connection for {lasted:?}"
+    );
+    let mut closed = 0;
+    for s in &mut idle {
+        if closed_by_server(s, Duration::from_millis(HEADER_MS + 2000)).await {
+            closed += 1;
+        }
+    }
+    println!("{closed} of 1000 idle sockets closed by the header timeout");
+    assert_eq!(closed, 1000);
+
+    // Shutdown with slow and idle sockets still open, and a live session.
+    let mut idle: Vec<TcpStream> = Vec::new();
+    for _ in 0..200 {
+        idle.push(TcpStream::connect(&addr).await.expect("idle socket"));
+    }
+    let _slow = tokio::spawn(slowloris(addr.clone()));
+    let _ws = Signaling::connect(&server.url).await.expect("websocket");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, took) = server
+        .terminate(Duration::from_secs(15))
+        .expect("the server exits after SIGTERM");
+    println!(
+        "SIGTERM -> exit {code:?} in {} ms (drain timeout {DRAIN_MS} ms)",
+        took.as_millis()
+    );
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_millis(DRAIN_MS + 3000), "{took:?}");
+    peer.close().await;
+}
+
+async fn json_error(resp: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(resp.status().as_u16(), status);
+    let text = resp.text().await.expect("body");
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+    let got = v["error"]["code"].as_str().or(v["code"].as_str());
+    assert_eq!(got, Some(code), "{v}");
+    println!("{status} {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_readable() {
+    let server = Server::start(
+        &["--pipeline", "echo"],
+        &[("VOXLOOP_WS_IDLE_TIMEOUT_MS", "500")],
+    );
+    let http = reqwest::Client::new();
+    let url = &server.url;
+    json_error(
+        http.get(format!("{url}/no/such/page"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    json_error(
+        http.get(format!("{url}/whip")).send().await.unwrap(),
+        405,
+        "method_not_allowed",
+    )
+    .await;
+    json_error(
+        http.delete(format!("{url}/whip/nobody-here-at-all"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    json_error(
+        http.post(format!("{url}/whip"))
+            .header("content-type", "application/sdpx")
+            .body("v=0")
+            .send()
+            .await
+            .unwrap(),
+        415,
+        "bad_content_type",
+    )
+    .await;
+    // A WebSocket that never offers is told why, then closed.
+    let mut sig = Signaling::connect(url).await.expect("socket");
+    match sig.recv_non_candidate(Duration::from_secs(5)).await {
+        Ok(Some(ServerMessage::Error { code, message })) => {
+            assert_eq!(code, ErrorCode::Timeout, "{message}");
+            println!("idle socket: {message}");
+        }
+        other => panic!("expected a timeout error, got {other:?}"),
+    }
+}
