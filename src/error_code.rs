@@ -43,6 +43,20 @@ pub enum ErrorCode {
     NotFound,
     /// The route exists but not for this method (HTTP 405).
     MethodNotAllowed,
+    /// Auth is on and the request carries no token (HTTP 401).
+    NoToken,
+    /// The token is malformed, or not signed by one of the server's keys (401).
+    BadToken,
+    /// The token has expired, or is not valid yet (401).
+    TokenExpired,
+    /// The token lacks the grant this needs (403).
+    MissingGrant,
+    /// The token is bound to another session, or to none when one was asked for (403).
+    WrongSession,
+    /// The page's `Origin` is not allowed to use the server (403).
+    OriginNotAllowed,
+    /// The `Host` header is not one this server answers to (403).
+    HostNotAllowed,
     /// The server failed; the message says why.
     Internal,
 }
@@ -65,6 +79,13 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::NoToken => "no_token",
+            ErrorCode::BadToken => "bad_token",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::MissingGrant => "missing_grant",
+            ErrorCode::WrongSession => "wrong_session",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::Internal => "internal",
         }
     }

@@ -220,7 +220,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Intent
         .await
         .map_err(|e| IntentError::Join(e.to_string()))??;
     let llm = Arc::new(llm);
-    let client = async_nats::ConnectOptions::new()
+    let client = crate::bus::creds::apply(async_nats::ConnectOptions::new(), &config.bus)
+        .await?
         .name("voxloop-intent-worker")
         .retry_on_initial_connect()
         .max_reconnects(None)

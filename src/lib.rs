@@ -5,6 +5,7 @@
 //! runs. See `ARCHITECTURE.md` for the module map and its invariants.
 
 pub mod audio;
+pub mod auth;
 pub mod bus;
 pub mod client;
 pub mod config;

@@ -40,11 +40,44 @@ enum Command {
     IntentWorker(IntentArgs),
     /// Load a running server with virtual users (real WebRTC clients) and report latency.
     Loadtest(voxloop::loadtest::LoadtestArgs),
+    /// Mint a join token (HS256 JWT) with the configured auth key; prints it
+    /// (or, with --url, a join link) alone on its last line.
+    Token(TokenArgs),
     /// Fetch, list and verify the local models (models/manifest.toml).
     Models {
         #[command(subcommand)]
         action: ModelsAction,
     },
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Who holds the token (a user id, a service name).
+    #[arg(long)]
+    identity: String,
+    /// Bind the token to this session id: it joins and resumes only that id.
+    #[arg(long)]
+    session: Option<String>,
+    /// What it may do (repeat or comma-separate): join, prompt, admin.
+    #[arg(
+        long = "grant",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "join"
+    )]
+    grants: Vec<voxloop::auth::Grant>,
+    /// How long it is valid: 30m, 1h, 7d is 168h.
+    #[arg(long, default_value = "1h", value_parser = voxloop::config::parse_duration)]
+    ttl: std::time::Duration,
+    /// Sign with this key id instead of the first configured key.
+    #[arg(long)]
+    kid: Option<String>,
+    /// Print a join link for the web page (the token in its fragment) instead.
+    #[arg(long)]
+    url: bool,
+    /// The server's base URL for --url (default: http:// and the configured bind).
+    #[arg(long)]
+    base_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +211,9 @@ struct ServeArgs {
     /// Most concurrent sessions (VOXLOOP_MAX_SESSIONS).
     #[arg(long)]
     max_sessions: Option<usize>,
+    /// Serve a non-loopback address without auth (VOXLOOP_INSECURE_NO_AUTH).
+    #[arg(long)]
+    insecure_no_auth: bool,
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -218,12 +254,48 @@ fn main() -> anyhow::Result<()> {
             if let Some(v) = args.max_sessions {
                 config.max_sessions = v;
             }
+            config.auth.insecure_no_auth |= args.insecure_no_auth;
             config.validate()?;
             init_tracing(&config.log);
             eprintln!("# effective configuration\n{}", config.redacted_toml());
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(voxloop::server::serve(config, shutdown_signal()))
                 .context("server failed")?;
+        }
+        Command::Token(args) => {
+            let keys = voxloop::auth::KeySet::new(
+                config
+                    .auth
+                    .keys
+                    .iter()
+                    .map(|k| (k.kid.as_str(), k.secret.as_str())),
+            )
+            .map_err(anyhow::Error::msg)?;
+            if let Some(sid) = &args.session
+                && !voxloop::bus::valid_session_id(sid)
+            {
+                anyhow::bail!("--session must be 8 to 64 letters, digits, '-' or '_'");
+            }
+            let now = voxloop::auth::unix_now();
+            let claims = voxloop::auth::Claims {
+                sub: args.identity,
+                sid: args.session,
+                grants: args.grants,
+                exp: now + args.ttl.as_secs(),
+                nbf: None,
+                iat: now,
+            };
+            let token = keys
+                .mint(&claims, args.kid.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            if args.url {
+                let base = args
+                    .base_url
+                    .unwrap_or_else(|| format!("http://{}", config.bind));
+                println!("{}/#token={token}", base.trim_end_matches('/'));
+            } else {
+                println!("{token}");
+            }
         }
         Command::Models { action } => {
             let (args, verb) = match &action {

@@ -370,6 +370,37 @@ fn microphone_denied_then_connect_without_it() {
     assert_eq!(r["muteDisabled"], true);
 }
 
+/// Auth on (issue 14): the page without a token is refused; opened from a
+/// `voxloop token --url` join link it connects.
+#[test]
+fn join_link_connects_with_auth_on() {
+    let _one = lock();
+    require_tools();
+    let scratch = Scratch::new("join_link");
+    let mic = silence_wav(&scratch.0);
+    let server = Server::start(
+        &["--pipeline", "echo"],
+        &[("VOXLOOP_AUTH_KEY", common::AUTH_KEY)],
+    );
+    let link = common::mint_token(&[
+        "--identity",
+        "browser-user",
+        "--url",
+        "--base-url",
+        &server.url,
+    ]);
+    assert!(
+        link.starts_with(&format!("{}/#token=", server.url)),
+        "{link}"
+    );
+    let (ok, r) = run_scenario("join_link.mjs", &link, &mic, &scratch.0, no_steps);
+    println!("result: {r}");
+    assert!(ok, "the join link scenario failed: {r:#}");
+    assert_eq!(r["refusedWithoutToken"], true);
+    assert_eq!(r["hashCleared"], true);
+    assert_eq!(r["connected"], true);
+}
+
 /// The page renders every documented data-channel event: injected on the
 /// real events channel of a live call (the server's side of these events is
 /// tested in tests/conversation.rs).

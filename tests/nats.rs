@@ -1021,3 +1021,49 @@ async fn voxloop_say_prints_the_outcome() {
     assert!(err.contains("cannot reach NATS"), "{err}");
     client.bye().await;
 }
+
+/// NATS with a user and password: the server logs in with
+/// `VOXLOOP_NATS_USER`/`VOXLOOP_NATS_PASSWORD` (not in the URL); a wrong
+/// password leaves it serving without NATS, saying so in `/healthz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_logs_in_to_nats_with_credentials() {
+    let nats = Nats::start_with(
+        "authorization { user: voxloop, password: \"nats-test-password\" }",
+        Some(("voxloop", "nats-test-password")),
+    )
+    .await;
+    let good = Server::start(
+        &["--pipeline", "echo"],
+        &[
+            ("VOXLOOP_NATS_URL", nats.url.as_str()),
+            ("VOXLOOP_NATS_USER", "voxloop"),
+            ("VOXLOOP_NATS_PASSWORD", "nats-test-password"),
+        ],
+    );
+    wait_nats_state(&good, "connected", 10).await;
+    // The prompt stream exists: the server created it as that user.
+    wait_stream(&jetstream::new(
+        async_nats::ConnectOptions::with_user_and_password(
+            "voxloop".into(),
+            "nats-test-password".into(),
+        )
+        .connect(&nats.url)
+        .await
+        .expect("login"),
+    ))
+    .await;
+    let bad = Server::start(
+        &["--pipeline", "echo"],
+        &[
+            ("VOXLOOP_NATS_URL", nats.url.as_str()),
+            ("VOXLOOP_NATS_USER", "voxloop"),
+            ("VOXLOOP_NATS_PASSWORD", "wrong"),
+        ],
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, body) = bad.get("/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_ne!(v["nats"], "connected", "{body}");
+    println!("wrong password: healthz nats = {}", v["nats"]);
+}

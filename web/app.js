@@ -27,6 +27,7 @@ const ERROR_TEXT = {
   insecure: () =>
     "This browser offers the microphone only to https:// pages and to http://localhost. Open the page " +
     "that way, or connect without a microphone and type.",
+  auth: (m) => `This server needs a join link (${m}). Ask for a new link: voxloop token --url.`,
   unreachable: (m) =>
     `Cannot reach the voxloop server (${m}). Check that "voxloop serve" is running, then press Try again.`,
   busy: (m) => `The server is busy: every conversation slot is taken (${m}). Try again in a minute.`,
@@ -37,6 +38,18 @@ const ERROR_TEXT = {
   lost: (m) => `The connection to the server was lost (${m}). Press Try again to reconnect (the session id is kept, so prompts sent meanwhile still arrive).`,
 };
 const MIC_ERRORS = new Set(["mic_denied", "no_mic", "insecure"]);
+
+// A join link (`voxloop token --url`) carries a token in its fragment, which
+// never reaches a server log: keep it for this tab, then take it out of the
+// address bar so it is not shared by copying the URL.
+const joinToken = (() => {
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem("voxloop.token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem("voxloop.token");
+})();
 
 const ui = {
   call: null,
@@ -76,6 +89,18 @@ function showError(code, detail) {
   $("listen-only").hidden = !MIC_ERRORS.has(code);
   $("alert").hidden = false;
   setState("error");
+}
+
+// A refused WebSocket upgrade looks like an unreachable server to a page;
+// /healthz says whether the server wants a join token.
+async function explainUnreachable(err) {
+  let auth = false;
+  try {
+    const r = await fetch("/healthz");
+    auth = r.ok && (await r.json()).auth === true;
+  } catch (_) { /* the server is really unreachable */ }
+  if (auth) showError("auth", joinToken ? "the join link was refused (expired, or for another server)" : "no join link was used");
+  else showError(err.code, err.message);
 }
 
 function clearError() {
@@ -142,7 +167,7 @@ async function open(microphone) {
   ui.conversation += 1;
   // After a lost connection, ask for the same session id: prompts sent to it
   // meanwhile are still delivered (the server waits for a reconnect).
-  const call = new Call(signalingUrl(location), ui.mic, ui.resumeId);
+  const call = new Call(signalingUrl(location), ui.mic, ui.resumeId, joinToken);
   ui.call = call;
   setConnectedControls(true);
   call.addEventListener("session", (ev) => {
@@ -173,7 +198,8 @@ async function open(microphone) {
     // A hang-up starts the next call fresh; so does an id the server refused.
     if (!err || err.serverCode === "session_in_use") ui.resumeId = null;
     teardown(err);
-    if (err) showError(err.code, err.message);
+    if (err && err.code === "unreachable") explainUnreachable(err);
+    else if (err) showError(err.code, err.message);
   });
   startMeters();
   // Failures arrive as the "end" event above.

@@ -90,10 +90,13 @@ export class Call extends EventTarget {
    * @param {MediaStream|null} mic the microphone, or null to only listen (and type)
    * @param {string|null} resumeId a previous session id to continue (after a
    *   lost connection), so prompts addressed to it still arrive
+   * @param {string|null} token a join token, for a server with auth on; sent as
+   *   the `voxloop.token.<JWT>` subprotocol (a page cannot set WebSocket headers)
    */
-  constructor(url, mic, resumeId = null) {
+  constructor(url, mic, resumeId = null, token = null) {
     super();
     this.url = url;
+    this.token = token;
     this.mic = mic;
     this.resumeId = resumeId;
     this.sessionId = null;
@@ -133,7 +136,9 @@ export class Call extends EventTarget {
     return new Promise((resolve, reject) => {
       let ws;
       try {
-        ws = new WebSocket(this.url);
+        ws = this.token
+          ? new WebSocket(this.url, ["voxloop", `voxloop.token.${this.token}`])
+          : new WebSocket(this.url);
       } catch (e) {
         reject(new CallError("unreachable", `${this.url}: ${e.message}`));
         return;

@@ -16,6 +16,7 @@
 //! unreachable server; the client reconnects in the background and
 //! `/healthz` shows the state.
 
+pub mod creds;
 pub mod payload;
 pub mod say;
 
@@ -54,6 +55,8 @@ pub enum BusError {
     JetStream(String),
     #[error("NATS: {0}")]
     Nats(String),
+    #[error("NATS credentials: {0}")]
+    Credentials(String),
 }
 
 /// Subject and stream names, all derived from one prefix.
@@ -179,7 +182,8 @@ impl Bus {
         let w = warned.clone();
         let shown = redact(url);
         let shown_cb = shown.clone();
-        let client = async_nats::ConnectOptions::new()
+        let options = creds::apply(async_nats::ConnectOptions::new(), config).await?;
+        let client = options
             .name("voxloop")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))

@@ -73,7 +73,8 @@ pub async fn say(
     opts: &SayOptions,
     mut on_outcome: impl FnMut(&Outcome),
 ) -> Result<Vec<Outcome>, BusError> {
-    let client = async_nats::ConnectOptions::new()
+    let client = super::creds::apply(async_nats::ConnectOptions::new(), &opts.bus)
+        .await?
         .name("voxloop-say")
         .connection_timeout(Duration::from_secs(3))
         .connect(&opts.url)

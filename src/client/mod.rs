@@ -61,8 +61,29 @@ pub struct Signaling {
 
 impl Signaling {
     pub async fn connect(server: &str) -> Result<Self, ClientError> {
+        Self::connect_with_token(server, None).await
+    }
+
+    /// Connect with a join token (a server with auth on), sent as the
+    /// `voxloop.token.<JWT>` subprotocol as the web page does.
+    pub async fn connect_with_token(
+        server: &str,
+        token: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = ws_url(server)?;
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        let mut req = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ClientError::Socket(e.to_string()))?;
+        if let Some(t) = token {
+            let protocols = format!("voxloop, voxloop.token.{t}");
+            let value = protocols
+                .parse()
+                .map_err(|_| ClientError::Socket("the token is not a valid header value".into()))?;
+            req.headers_mut().insert("sec-websocket-protocol", value);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req)
             .await
             .map_err(|e| ClientError::Socket(e.to_string()))?;
         Ok(Self { ws })
@@ -157,6 +178,8 @@ pub struct ClientOptions {
     /// Resume this session id (e.g. after the server restarted) instead of
     /// getting a fresh one.
     pub session_id: Option<String>,
+    /// Join token, for a server with auth on (`voxloop token`).
+    pub token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -166,6 +189,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             opus_bitrate: 48_000,
             session_id: None,
+            token: None,
         }
     }
 }
@@ -198,7 +222,7 @@ impl Client {
     /// Connect to a voxloop server (`http://host:port`) and wait until media flows.
     pub async fn connect(server: &str, opts: ClientOptions) -> Result<Self, ClientError> {
         let started = Instant::now();
-        let mut sig = Signaling::connect(server).await?;
+        let mut sig = Signaling::connect_with_token(server, opts.token.as_deref()).await?;
         let (peer, streams, offer) = Peer::offer(&opts.rtc).await?;
         let peer = Arc::new(peer);
         let mut peer_events = streams.events;

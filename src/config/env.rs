@@ -59,6 +59,29 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_DRAIN_TIMEOUT_MS", |c, v| {
         set(&mut c.shutdown.drain_timeout_ms, v)
     }),
+    ("VOXLOOP_NATS_CREDS", |c, v| {
+        c.bus.creds_file = Some(v.into());
+        Ok(())
+    }),
+    ("VOXLOOP_NATS_NKEY", |c, v| text(&mut c.bus.nkey_seed, v)),
+    ("VOXLOOP_NATS_TOKEN", |c, v| text(&mut c.bus.token, v)),
+    ("VOXLOOP_NATS_USER", |c, v| text(&mut c.bus.user, v)),
+    ("VOXLOOP_NATS_PASSWORD", |c, v| text(&mut c.bus.password, v)),
+    ("VOXLOOP_AUTH_KEY", |c, v| {
+        c.auth.keys = parse_keys(v)?;
+        Ok(())
+    }),
+    ("VOXLOOP_ALLOWED_ORIGINS", |c, v| {
+        c.auth.allowed_origins = parse_list(v)?;
+        Ok(())
+    }),
+    ("VOXLOOP_ALLOWED_HOSTS", |c, v| {
+        c.auth.allowed_hosts = parse_list(v)?;
+        Ok(())
+    }),
+    ("VOXLOOP_INSECURE_NO_AUTH", |c, v| {
+        set(&mut c.auth.insecure_no_auth, v)
+    }),
     ("VOXLOOP_RTC_CONNECT_TIMEOUT_MS", |c, v| {
         set(&mut c.rtc.connect_timeout_ms, v)
     }),
@@ -154,6 +177,26 @@ where
         .collect()
 }
 
+/// `SECRET` (one key, id `default`) or `KID:SECRET,KID:SECRET`.
+fn parse_keys(value: &str) -> Result<Vec<super::AuthKey>, String> {
+    let key = |kid: &str, secret: &str| super::AuthKey {
+        kid: kid.to_string(),
+        secret: secret.to_string(),
+    };
+    if !value.contains(',') && !value.contains(':') {
+        return Ok(vec![key("default", value.trim())]);
+    }
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.split_once(':') {
+            Some((kid, secret)) if !kid.is_empty() => Ok(key(kid, secret)),
+            _ => Err("expected SECRET or KID:SECRET,KID:SECRET".to_string()),
+        })
+        .collect()
+}
+
 /// Parse a duration flag: `500ms`, `30s`, `2m`, `1h`, `1.5s` or bare seconds.
 /// Shared by every command that takes one (`say`, `intent-worker`, `loadtest`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -199,7 +242,18 @@ impl Config {
             };
             setter(self, &value).map_err(|message| ConfigError::Env {
                 var: var.clone(),
-                value: value.clone(),
+                // A bad secret must not land in a log.
+                value: if matches!(
+                    var.as_str(),
+                    "VOXLOOP_AUTH_KEY"
+                        | "VOXLOOP_NATS_NKEY"
+                        | "VOXLOOP_NATS_TOKEN"
+                        | "VOXLOOP_NATS_PASSWORD"
+                ) {
+                    "***".into()
+                } else {
+                    value.clone()
+                },
                 message,
             })?;
         }

@@ -98,6 +98,7 @@ pub struct Config {
     pub intent: IntentConfig,
     pub http: HttpConfig,
     pub shutdown: ShutdownConfig,
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -123,6 +124,7 @@ impl Default for Config {
             intent: IntentConfig::default(),
             http: HttpConfig::default(),
             shutdown: ShutdownConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -219,6 +221,18 @@ impl Config {
         let mut shown = self.clone();
         shown.nats_url = redact_url(&self.nats_url);
         shown.llm.url = redact_url(&self.llm.url);
+        for k in &mut shown.auth.keys {
+            k.secret = "***".into();
+        }
+        for secret in [
+            &mut shown.bus.nkey_seed,
+            &mut shown.bus.token,
+            &mut shown.bus.password,
+        ] {
+            if !secret.is_empty() {
+                *secret = "***".into();
+            }
+        }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}"))
     }
 }

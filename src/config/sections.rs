@@ -21,6 +21,15 @@ pub struct BusConfig {
     pub event_buffer: usize,
     /// How long events stay in the event stream, in hours.
     pub event_retention_hours: u64,
+    /// NATS credentials, at most one kind (`bus::creds`): a `.creds` file
+    /// (`VOXLOOP_NATS_CREDS`), an nkey seed (`VOXLOOP_NATS_NKEY`), a token
+    /// (`VOXLOOP_NATS_TOKEN`), or a user and password (`VOXLOOP_NATS_USER`,
+    /// `VOXLOOP_NATS_PASSWORD`). Secrets are masked in the printed config.
+    pub creds_file: Option<PathBuf>,
+    pub nkey_seed: String,
+    pub token: String,
+    pub user: String,
+    pub password: String,
 }
 
 impl Default for BusConfig {
@@ -30,6 +39,11 @@ impl Default for BusConfig {
             consumer: "voxloop-server".into(),
             event_buffer: 1024,
             event_retention_hours: 24,
+            creds_file: None,
+            nkey_seed: String::new(),
+            token: String::new(),
+            user: String::new(),
+            password: String::new(),
         }
     }
 }
@@ -389,4 +403,32 @@ impl Default for ShutdownConfig {
             drain_timeout_ms: 10_000,
         }
     }
+}
+
+/// One signing key of join tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthKey {
+    /// The key's id, named by tokens in their `kid` header (rotation).
+    pub kid: String,
+    /// The HMAC secret, at least 32 bytes.
+    pub secret: String,
+}
+
+/// Who may use the server (the `[auth]` table). With no key, auth is off,
+/// which only a loopback bind allows (or `insecure_no_auth`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Token keys; any verifies, the first signs (`VOXLOOP_AUTH_KEY`:
+    /// `SECRET` for one key with id `default`, or `KID:SECRET,KID:SECRET`).
+    pub keys: Vec<AuthKey>,
+    /// Origins besides the server's own that may open `/ws` and post to
+    /// `/whip`, e.g. `https://app.example.org` (`VOXLOOP_ALLOWED_ORIGINS`).
+    pub allowed_origins: Vec<String>,
+    /// Accepted `Host` names (DNS rebinding); empty = loopback names on a
+    /// loopback bind, any name otherwise (`VOXLOOP_ALLOWED_HOSTS`).
+    pub allowed_hosts: Vec<String>,
+    /// Serve a non-loopback address without auth (`--insecure-no-auth`).
+    pub insecure_no_auth: bool,
 }

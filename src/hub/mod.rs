@@ -17,6 +17,7 @@ mod routing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -43,6 +44,8 @@ struct Entry {
     control: Option<mpsc::Sender<Control>>,
     events: Arc<SessionEvents>,
     started_at: OffsetDateTime,
+    /// The token identity that opened it (auth on), to recognise its own token.
+    owner: Option<String>,
 }
 
 /// A live session, as `GET /sessions` lists it.
@@ -100,8 +103,14 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     bus: Bus,
     sessions: Mutex<HashMap<String, Entry>>,
+    /// Who owned recently ended sessions, so the same identity may resume
+    /// its id (a page reconnecting) while prompts wait for it; nobody else may.
+    recent_owners: Mutex<HashMap<String, (String, Instant)>>,
     changed: Notify,
 }
+
+/// Most ended sessions whose owner is remembered.
+const RECENT_OWNERS: usize = 4096;
 
 impl Hub {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, bus: Bus) -> Arc<Self> {
@@ -110,6 +119,7 @@ impl Hub {
             metrics,
             bus,
             sessions: Mutex::new(HashMap::new()),
+            recent_owners: Mutex::new(HashMap::new()),
             changed: Notify::new(),
         })
     }
@@ -126,7 +136,11 @@ impl Hub {
 
     /// Reserve a slot for a new session, with the client's id if it asked
     /// for one (to resume), or refuse with `busy` / `session_in_use`.
-    pub fn admit(self: &Arc<Self>, requested: Option<&str>) -> Result<Slot, SignalError> {
+    pub fn admit(
+        self: &Arc<Self>,
+        requested: Option<&str>,
+        owner: Option<String>,
+    ) -> Result<Slot, SignalError> {
         let mut sessions = self.table()?;
         if sessions.len() >= self.config.max_sessions {
             return Err(SignalError::new(
@@ -162,6 +176,7 @@ impl Hub {
                 control: None,
                 events: events.clone(),
                 started_at: OffsetDateTime::now_utc(),
+                owner,
             },
         );
         Ok(Slot {
@@ -187,6 +202,16 @@ impl Hub {
     /// Forget a session (ended, or its offer failed); only [`Slot`]'s drop calls it.
     fn release(&self, id: &str) {
         let gone = self.sessions.lock().ok().and_then(|mut s| s.remove(id));
+        if let Some(owner) = gone.as_ref().and_then(|e| e.owner.clone())
+            && let Ok(mut recent) = self.recent_owners.lock()
+        {
+            let now = Instant::now();
+            recent.retain(|_, (_, until)| *until > now);
+            if recent.len() < RECENT_OWNERS {
+                let keep = Duration::from_millis(self.config.prompts.reconnect_wait_ms);
+                recent.insert(id.to_string(), (owner, now + keep));
+            }
+        }
         if let Some(e) = gone
             && e.control.is_some()
         {
@@ -194,6 +219,20 @@ impl Hub {
                 turn: e.events.last_turn(),
             });
         }
+    }
+
+    /// Who opened session `id` (`Some(None)`: nobody known, auth off), or
+    /// `None` if it is not live.
+    pub fn owner_of(&self, id: &str) -> Option<Option<String>> {
+        let s = self.sessions.lock().ok()?;
+        s.get(id).map(|e| e.owner.clone())
+    }
+
+    /// The identity that owned ended session `id`, while it may resume.
+    pub fn recent_owner(&self, id: &str) -> Option<String> {
+        let recent = self.recent_owners.lock().ok()?;
+        let (owner, until) = recent.get(id)?;
+        (*until > Instant::now()).then(|| owner.clone())
     }
 
     pub fn cancel_session(&self, id: &str) -> bool {
@@ -275,16 +314,16 @@ pub(crate) mod tests {
     #[test]
     fn admit_resume_and_limits() {
         let h = hub(2);
-        let a = h.admit(None).expect("first");
+        let a = h.admit(None, None).expect("first");
         assert_eq!(a.id.len(), 32);
-        let e = h.admit(Some("bad id")).err().expect("invalid id");
+        let e = h.admit(Some("bad id"), None).err().expect("invalid id");
         assert_eq!(e.code, ErrorCode::BadMessage);
-        let b = h.admit(Some("user-42-tab-1")).expect("resume id");
+        let b = h.admit(Some("user-42-tab-1"), None).expect("resume id");
         assert_eq!(b.id, "user-42-tab-1");
-        let e = h.admit(None).err().expect("full");
+        let e = h.admit(None, None).err().expect("full");
         assert_eq!(e.code, ErrorCode::Busy);
         drop(b);
-        let e = h.admit(Some(&a.id)).err().expect("in use");
+        let e = h.admit(Some(&a.id), None).err().expect("in use");
         assert_eq!(e.code, ErrorCode::SessionInUse);
         assert_eq!(h.count(), 1);
     }
@@ -292,7 +331,7 @@ pub(crate) mod tests {
     #[test]
     fn a_slot_is_freed_on_every_path() {
         let h = hub(4);
-        let mut s = h.admit(None).expect("slot");
+        let mut s = h.admit(None, None).expect("slot");
         let (tx, _rx) = mpsc::channel(1);
         s.attach(tx);
         assert_eq!(h.count(), 1);
@@ -313,7 +352,7 @@ pub(crate) mod tests {
         // A panicking owner frees its slot too.
         let h2 = h.clone();
         let r = std::thread::spawn(move || {
-            let _s = h2.admit(None).expect("slot");
+            let _s = h2.admit(None, None).expect("slot");
             panic!("owner dies");
         })
         .join();

@@ -12,6 +12,13 @@ use crate::rtc::{ErrorCode, SignalError};
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::NoToken | ErrorCode::BadToken | ErrorCode::TokenExpired => {
+            StatusCode::UNAUTHORIZED
+        }
+        ErrorCode::MissingGrant
+        | ErrorCode::WrongSession
+        | ErrorCode::OriginNotAllowed
+        | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
         ErrorCode::SessionInUse => StatusCode::CONFLICT,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::BadContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

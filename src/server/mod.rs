@@ -1,6 +1,7 @@
 //! HTTP (axum): the web page, signaling (`/ws`, `/whip`), the session REST
 //! API (`/sessions`), health and metrics.
 
+mod access;
 mod errors;
 mod listen;
 mod rest;
@@ -14,8 +15,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::handler::HandlerWithoutStateExt;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -23,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
+use crate::auth::Grant;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::hub::{Hub, Slot};
@@ -31,12 +34,14 @@ use crate::pipeline::speech::SpeechDeps;
 use crate::rtc::liveness::{self, Liveness};
 use crate::rtc::{ErrorCode, Peer, PeerEvent, PeerStreams, RtcSettings, SignalError};
 use crate::session::{Session, SessionContext};
+use access::{Access, Caller};
 
 /// Shared state of the HTTP server.
 pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub hub: Arc<Hub>,
+    access: Access,
     speech: Option<SpeechDeps>,
     started: Instant,
 }
@@ -48,12 +53,14 @@ impl AppState {
         metrics: Arc<Metrics>,
         speech: Option<SpeechDeps>,
         bus: Bus,
+        access: Access,
     ) -> Arc<Self> {
         let hub = Hub::new(config.clone(), metrics.clone(), bus);
         Arc::new(Self {
             config,
             metrics,
             hub,
+            access,
             speech,
             started: Instant::now(),
         })
@@ -67,10 +74,24 @@ impl AppState {
         }
     }
 
-    /// Reserve a slot for a new session (with the client's id to resume, if
-    /// given), or refuse with `busy` / `session_in_use`.
-    fn admit(&self, requested: Option<&str>) -> Result<Slot, SignalError> {
-        self.hub.admit(requested)
+    /// Reserve a slot for a new session of `caller` (with the id it asked
+    /// for, to resume), or refuse with `busy` / `session_in_use` /
+    /// `wrong_session`.
+    fn admit(&self, caller: &Caller, requested: Option<&str>) -> Result<Slot, SignalError> {
+        let id = match (caller.session_id(requested), requested) {
+            (Ok(id), _) => id,
+            // An unbound token may resume an id its own identity held until
+            // just now: the page reconnecting after a lost connection.
+            (Err(e), Some(r)) if e.code == ErrorCode::WrongSession => {
+                if caller.identity().is_some() && self.hub.recent_owner(r) == caller.identity() {
+                    Some(r.to_string())
+                } else {
+                    return Err(e);
+                }
+            }
+            (Err(e), _) => return Err(e),
+        };
+        self.hub.admit(id.as_deref(), caller.identity())
     }
 
     /// Number of live sessions.
@@ -218,6 +239,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback_service(static_files)
         .method_not_allowed_fallback(errors::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::host_check,
+        ))
         // A body trickled in byte by byte must not hold a handler forever.
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
@@ -230,15 +255,23 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "uptime_s": state.started.elapsed().as_secs(),
         "pipeline": state.config.pipeline,
         "nats": state.hub.bus().state(),
+        "auth": state.access.enabled(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if state.access.enabled()
+        && let Err(e) = state.access.require(access::bearer(&headers), Grant::Admin)
+    {
+        state.record_error(&e);
+        return errors::error(e.code, e.message);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+        .into_response()
 }
 
 /// The server could not start.
@@ -249,6 +282,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Access(String),
     #[error(transparent)]
     Speech(#[from] crate::engines::LoadError),
     #[error(transparent)]
@@ -264,6 +299,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let config = Arc::new(config);
+    // Before the models load: a server that must not start says so at once.
+    let access = Access::new(&config).map_err(ServeError::Access)?;
+    if !access.enabled() {
+        tracing::warn!(bind = %config.bind, "auth is off (no auth key): anyone who can reach this address may use it");
+    }
     let metrics = Arc::new(Metrics::default());
     let speech = match config.pipeline {
         crate::config::PipelineKind::Speech => {
@@ -282,7 +322,7 @@ pub async fn serve(
         })?;
     let addr: SocketAddr = listener.local_addr()?;
     let bus = Bus::connect(&config.nats_url, &config.bus, metrics.clone()).await?;
-    let state = AppState::new(config.clone(), metrics, speech, bus.clone());
+    let state = AppState::new(config.clone(), metrics, speech, bus.clone(), access);
     let consumer_cancel = CancellationToken::new();
     bus.spawn_prompt_consumer(
         state.hub.prompt_handler(),

@@ -12,12 +12,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{AppState, errors};
+use super::{AppState, access, errors};
+use crate::auth::Grant;
 use crate::metrics::Metrics;
 use crate::prompt::{DropReason, Prompt, PromptOutcome, parse_prompt};
+use crate::rtc::{ErrorCode, SignalError};
 
-pub async fn list_sessions(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    Json(json!({ "sessions": state.hub.list() }))
+pub async fn list_sessions(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = state.access.require(access::bearer(&headers), Grant::Admin) {
+        state.record_error(&e);
+        return errors::error(e.code, e.message);
+    }
+    Json(json!({ "sessions": state.hub.list() })).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -33,6 +39,24 @@ pub async fn post_prompt(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let caller = match state.access.caller(access::bearer(&headers)) {
+        Ok(c) => c,
+        Err(e) => {
+            state.record_error(&e);
+            return errors::error(e.code, e.message);
+        }
+    };
+    let owner = state.hub.owner_of(&session_id).flatten();
+    if !caller.may_act_on(&session_id, owner.as_deref(), Grant::Prompt) {
+        let e = SignalError::new(
+            ErrorCode::MissingGrant,
+            format!(
+                "prompting session {session_id:?} needs the prompt grant, admin, or its own token"
+            ),
+        );
+        state.record_error(&e);
+        return errors::error(e.code, e.message);
+    }
     // JSON only: a cross-site HTML form can post text/plain without a
     // preflight, but not application/json.
     if let Err(e) = errors::require_content_type(&headers, "application/json") {

@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::oneshot;
 
+use super::access::{self, Caller};
 use super::{AppState, errors, run_session_events};
+use crate::auth::Grant;
 use crate::rtc::{ErrorCode, SignalError, wait_gathered};
 
 /// How long to wait for ICE gathering before answering with what we have.
@@ -40,6 +42,14 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let caller = match state
+        .access
+        .check_origin(&headers)
+        .and_then(|()| state.access.require(access::bearer(&headers), Grant::Join))
+    {
+        Ok(c) => c,
+        Err(e) => return error_response(&state, e),
+    };
     if let Err(e) = errors::require_content_type(&headers, "application/sdp") {
         return error_response(&state, e);
     }
@@ -61,6 +71,7 @@ pub async fn post(
     let (answered, answer) = oneshot::channel();
     tokio::spawn(open_and_run(
         state.clone(),
+        caller,
         query.session,
         offer.to_string(),
         answered,
@@ -87,11 +98,12 @@ pub async fn post(
 /// session until it ends.
 async fn open_and_run(
     state: Arc<AppState>,
+    caller: Caller,
     requested: Option<String>,
     offer: String,
     answered: oneshot::Sender<Result<(String, String), SignalError>>,
 ) {
-    let opened = match state.admit(requested.as_deref()) {
+    let opened = match state.admit(&caller, requested.as_deref()) {
         Ok(slot) => state.open_session(slot, &offer).await,
         Err(e) => Err(e),
     };
@@ -121,10 +133,27 @@ async fn open_and_run(
     run_session_events(state, opened).await;
 }
 
-pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    if state.hub.cancel_session(&id) {
-        StatusCode::OK.into_response()
-    } else {
-        errors::error(ErrorCode::NotFound, format!("no live session {id:?}"))
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match state.access.caller(access::bearer(&headers)) {
+        Ok(c) => c,
+        Err(e) => return error_response(&state, e),
+    };
+    let Some(owner) = state.hub.owner_of(&id) else {
+        return errors::error(ErrorCode::NotFound, format!("no live session {id:?}"));
+    };
+    if !caller.may_act_on(&id, owner.as_deref(), Grant::Join) {
+        return error_response(
+            &state,
+            SignalError::new(
+                ErrorCode::WrongSession,
+                format!("this token may not end session {id:?} (its own token or admin)"),
+            ),
+        );
     }
+    state.hub.cancel_session(&id);
+    StatusCode::OK.into_response()
 }

@@ -3,13 +3,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{AppState, Opened};
+use super::access::{self, Caller};
+use super::{AppState, Opened, errors};
+use crate::auth::Grant;
 use crate::rtc::liveness;
 use crate::rtc::signaling::Action;
 use crate::rtc::{
@@ -21,10 +24,40 @@ use crate::rtc::{
 /// message and the socket stays open.
 const WS_HARD_LIMIT: usize = 4 * 1024 * 1024;
 
-pub async fn handler(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
-    ws.max_message_size(WS_HARD_LIMIT)
+/// `?token=` (the other place a WebSocket token may come from is the
+/// `voxloop.token.<JWT>` subprotocol, see `access`).
+#[derive(Debug, serde::Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+pub async fn handler(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    // Checked before the upgrade, so a refused client gets an HTTP status
+    // and a readable body, as with WHIP.
+    let token = query
+        .token
+        .as_deref()
+        .or_else(|| access::ws_protocol_token(&headers));
+    let caller = match state
+        .access
+        .check_origin(&headers)
+        .and_then(|()| state.access.require(token, Grant::Join))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            state.record_error(&e);
+            return errors::error(e.code, e.message);
+        }
+    };
+    ws.protocols([access::WS_PROTOCOL])
+        .max_message_size(WS_HARD_LIMIT)
         .max_frame_size(WS_HARD_LIMIT)
-        .on_upgrade(move |socket| run(state, socket))
+        .on_upgrade(move |socket| run(state, socket, caller))
 }
 
 async fn next_event(live: &mut Option<Opened>) -> Option<PeerEvent> {
@@ -41,7 +74,7 @@ async fn cancelled(cancel: Option<CancellationToken>) {
     }
 }
 
-async fn run(state: Arc<AppState>, socket: WebSocket) {
+async fn run(state: Arc<AppState>, socket: WebSocket, caller: Caller) {
     let (mut tx, mut rx) = socket.split();
     let mut negotiation = Negotiation::default();
     let mut live: Option<Opened> = None;
@@ -63,7 +96,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket) {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break "socket closed",
                 Some(Ok(Message::Text(text))) => {
                     idle_until = Instant::now() + idle;
-                    match handle_text(&state, &mut negotiation, &mut live, text.as_str()).await {
+                    match handle_text(&state, &caller, &mut negotiation, &mut live, text.as_str()).await {
                         Ok(Step::Reply(msgs)) => {
                             let mut failed = false;
                             for m in msgs {
@@ -133,6 +166,7 @@ enum Step {
 
 async fn handle_text(
     state: &Arc<AppState>,
+    caller: &Caller,
     negotiation: &mut Negotiation,
     live: &mut Option<Opened>,
     text: &str,
@@ -140,7 +174,7 @@ async fn handle_text(
     let msg = parse_client_message(text, state.config.max_message_bytes)?;
     match negotiation.on_message(msg)? {
         Action::Answer { sdp, session_id } => {
-            let slot = state.admit(session_id.as_deref())?;
+            let slot = state.admit(caller, session_id.as_deref())?;
             let opened = state.open_session(slot, &sdp).await?;
             negotiation.answered();
             let reply = vec![

@@ -176,6 +176,31 @@ pub async fn whip_join(url: &str) -> (voxloop::rtc::Peer, voxloop::rtc::PeerStre
     (peer, streams, location)
 }
 
+/// A test auth key (32+ bytes, as HS256 wants).
+pub const AUTH_KEY: &str = "test-key-0123456789-0123456789-0123456789";
+
+/// `voxloop token ARGS` with `AUTH_KEY`: its last stdout line.
+pub fn mint_token(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_voxloop"))
+        .arg("token")
+        .args(args)
+        .env_remove("VOXLOOP_CONFIG")
+        .env("VOXLOOP_AUTH_KEY", AUTH_KEY)
+        .output()
+        .expect("run voxloop token");
+    assert!(
+        out.status.success(),
+        "voxloop token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .last()
+        .expect("a line")
+        .to_string()
+}
+
 pub fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
@@ -220,6 +245,7 @@ pub struct Nats {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    login: Option<(String, String)>,
 }
 
 /// The nats-server binary: `VOXLOOP_NATS_SERVER`, else the one `models fetch` installs.
@@ -232,6 +258,12 @@ pub fn nats_server_bin() -> PathBuf {
 
 impl Nats {
     pub async fn start() -> Nats {
+        Self::start_with("", None).await
+    }
+
+    /// With `extra` lines in its config (e.g. an `authorization` block) and
+    /// the user and password the readiness probe logs in with.
+    pub async fn start_with(extra: &str, login: Option<(&str, &str)>) -> Nats {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -242,7 +274,7 @@ impl Nats {
         // max_payload above 1 MiB so an oversized prompt reaches the server
         // and is dropped there with a reason.
         let conf = format!(
-            "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: {:?} }}\n",
+            "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: {:?} }}\n{extra}\n",
             dir.join("store").display().to_string()
         );
         std::fs::write(dir.join("nats.conf"), conf).expect("nats conf");
@@ -251,6 +283,7 @@ impl Nats {
             port,
             dir,
             child: None,
+            login: login.map(|(u, p)| (u.to_string(), p.to_string())),
         };
         nats.restart().await;
         nats
@@ -275,7 +308,11 @@ impl Nats {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(c) = async_nats::connect(&self.url).await {
+            let mut options = async_nats::ConnectOptions::new();
+            if let Some((u, p)) = &self.login {
+                options = options.user_and_password(u.clone(), p.clone());
+            }
+            if let Ok(c) = options.connect(&self.url).await {
                 let js = async_nats::jetstream::new(c);
                 if js.query_account().await.is_ok() {
                     return;
