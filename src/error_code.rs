@@ -57,6 +57,8 @@ pub enum ErrorCode {
     OriginNotAllowed,
     /// The `Host` header is not one this server answers to (403).
     HostNotAllowed,
+    /// The server is shutting down and takes no new session (503).
+    Draining,
     /// The server failed; the message says why.
     Internal,
 }
@@ -86,6 +88,7 @@ impl ErrorCode {
             ErrorCode::WrongSession => "wrong_session",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::HostNotAllowed => "host_not_allowed",
+            ErrorCode::Draining => "draining",
             ErrorCode::Internal => "internal",
         }
     }

@@ -57,6 +57,9 @@ pub struct EventOut {
     peer: Arc<Peer>,
     open: AtomicBool,
     pending: Mutex<VecDeque<String>>,
+    /// The last state sent was not `listening`: a turn or a reply is under
+    /// way (a draining server waits for it).
+    busy: Arc<AtomicBool>,
 }
 
 impl EventOut {
@@ -65,10 +68,15 @@ impl EventOut {
             peer,
             open: AtomicBool::new(false),
             pending: Mutex::new(VecDeque::new()),
+            busy: Arc::new(AtomicBool::new(false)),
         }
     }
 
     pub async fn send(&self, event: &Event) {
+        if let Event::State { state, .. } = event {
+            self.busy
+                .store(*state != crate::events::State::Listening, Ordering::Release);
+        }
         let text = match serde_json::to_string(event) {
             Ok(t) => t,
             Err(e) => {
@@ -244,6 +252,11 @@ impl Session {
     /// Where prompts and typed messages for this session go.
     pub fn control(&self) -> mpsc::Sender<Control> {
         self.control.clone()
+    }
+
+    /// True while a turn or a reply is under way.
+    pub fn busy_flag(&self) -> Arc<AtomicBool> {
+        self.events.busy.clone()
     }
 
     /// Stop the tasks and close the peer connection.

@@ -1067,3 +1067,72 @@ async fn the_server_logs_in_to_nats_with_credentials() {
     assert_ne!(v["nats"], "connected", "{body}");
     println!("wrong password: healthz nats = {}", v["nats"]);
 }
+
+/// SIGTERM while a reply plays and a prompt waits in the session: the reply
+/// plays to its end, the process exits 0, and the prompt goes back to
+/// JetStream (nak), so a second server on the same NATS speaks it when the
+/// user reconnects there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_server_hands_its_unspoken_prompts_to_the_next() {
+    let nats = Nats::start().await;
+    let js = js(&nats.url).await;
+    let mut first = serve(&nats, &[("VOXLOOP_DRAIN_TIMEOUT_MS", "20000")]);
+    wait_stream(&js).await;
+    let events = Events::subscribe(&nats.url).await;
+    let opts = ClientOptions {
+        session_id: Some("drain-me-0001".into()),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::connect(&first.url, opts).await.expect("connect");
+    // Typing needs the events channel open: its `session` event says so.
+    wait_ev(&mut client, 10, |e| match e {
+        Event::Session { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(client.send_text("Tell me about the history of Rome.").await);
+    wait_ev(&mut client, 30, |e| match e {
+        Event::State {
+            state: voxloop::events::State::Speaking,
+            ..
+        } => Some(()),
+        _ => None,
+    })
+    .await;
+    publish_prompt(
+        &js,
+        "drain-me-0001",
+        json!({"id": "after-drain", "text": "Are you still there?"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.signal_term();
+    listening(&mut client, 30).await;
+    let (code, _) = first
+        .wait_exit(Duration::from_secs(25))
+        .expect("the first server exits");
+    assert_eq!(code, Some(0));
+    assert!(
+        !events
+            .all()
+            .iter()
+            .any(|(s, v)| s == "voxloop.event.prompt.dropped" && v["prompt_id"] == "after-drain"),
+        "the prompt was dropped, not handed back"
+    );
+
+    let second = serve(&nats, &[]);
+    let opts = ClientOptions {
+        session_id: Some("drain-me-0001".into()),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::connect(&second.url, opts).await.expect("reconnect");
+    let (_, said) = prompt_ev(&mut client, 30, |id| id == "after-drain").await;
+    assert_eq!(said, "Are you still there?");
+    events
+        .wait("voxloop.event.prompt.spoken", 20, |v| {
+            v["prompt_id"] == "after-drain"
+        })
+        .await;
+    println!("the prompt queued at SIGTERM was spoken by the second server");
+    client.bye().await;
+}

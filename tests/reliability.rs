@@ -11,7 +11,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-use voxloop::client::Signaling;
+use voxloop::client::{Client, ClientOptions, Signaling};
+use voxloop::events::{Event, State};
 use voxloop::rtc::{ErrorCode, ServerMessage};
 
 fn host(server: &Server) -> String {
@@ -270,4 +271,82 @@ async fn refusals_are_readable() {
         }
         other => panic!("expected a timeout error, got {other:?}"),
     }
+}
+
+/// SIGTERM while the server is speaking: `/readyz` turns false, a new join
+/// is refused with `draining`, the reply plays to its end, and the process
+/// exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_reply_in_progress_finish() {
+    const DRAIN_MS: u64 = 20_000;
+    let mut server = Server::start(
+        &["--pipeline", "echo"],
+        &[("VOXLOOP_DRAIN_TIMEOUT_MS", &DRAIN_MS.to_string())],
+    );
+    let mut client = Client::connect(&server.url, ClientOptions::default())
+        .await
+        .expect("connect");
+    let (status, _) = server.get("/readyz").await;
+    assert_eq!(status, 200);
+    // The echo pipeline's reply is the utterance played back (~11 s here).
+    let clip = common::clip48("q10_long.wav");
+    client.send_pcm(&clip, 1.0).await.expect("send");
+    client
+        .send_silence(Duration::from_millis(700))
+        .await
+        .expect("send");
+    let speaking = client
+        .wait_event(Duration::from_secs(10), |e| {
+            matches!(
+                e,
+                Event::State {
+                    state: State::Speaking,
+                    ..
+                }
+            )
+        })
+        .await;
+    assert!(speaking.is_some(), "the echo did not start");
+    let t0 = Instant::now();
+    server.signal_term();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let (_peer, _streams, offer) = common::real_offer().await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/whip", server.url))
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .expect("POST /whip");
+    assert_eq!(r.status().as_u16(), 503);
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["code"], "draining", "{v}");
+    let done = client
+        .wait_event(Duration::from_millis(DRAIN_MS), |e| {
+            matches!(
+                e,
+                Event::State {
+                    state: State::Listening,
+                    ..
+                }
+            )
+        })
+        .await;
+    let played = t0.elapsed();
+    assert!(done.is_some(), "the reply did not play to its end");
+    let (code, took) = server
+        .wait_exit(Duration::from_millis(DRAIN_MS))
+        .expect("the server exits once the reply is over");
+    println!(
+        "SIGTERM mid-reply: the reply went on {} ms, the process exited {code:?} {} ms after it",
+        played.as_millis(),
+        took.as_millis()
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        played > Duration::from_secs(3),
+        "the reply ended {played:?} after SIGTERM: cut, not finished"
+    );
 }

@@ -135,7 +135,16 @@ pub struct PromptIn {
 }
 
 /// Decides a prompt's fate; the returned future ends when the prompt may be acked.
-pub type PromptHandler = Arc<dyn Fn(PromptIn) -> BoxFuture<'static, ()> + Send + Sync>;
+pub type PromptHandler = Arc<dyn Fn(PromptIn) -> BoxFuture<'static, Settle> + Send + Sync>;
+
+/// What the consumer does with a prompt once its handler is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Spoken or dropped for good: remove it from the stream.
+    Ack,
+    /// Not spoken, and another server may: deliver it again now.
+    Nak,
+}
 
 struct Outgoing {
     subject: String,
@@ -481,16 +490,20 @@ async fn consume(
         let fut = handler(input);
         tokio::spawn(async move {
             tokio::pin!(fut);
-            loop {
+            let settle = loop {
                 tokio::select! {
-                    _ = &mut fut => break,
+                    s = &mut fut => break s,
                     _ = tokio::time::sleep(PROGRESS_EVERY) => {
                         let _ = msg.ack_with(jetstream::AckKind::Progress).await;
                     }
                 }
-            }
-            if let Err(e) = msg.ack().await {
-                tracing::warn!(error = %e, "could not ack a prompt; it may be delivered again (and dropped as a duplicate)");
+            };
+            let sent = match settle {
+                Settle::Ack => msg.ack().await,
+                Settle::Nak => msg.ack_with(jetstream::AckKind::Nak(None)).await,
+            };
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, ?settle, "could not settle a prompt; it may be delivered again (and dropped as a duplicate)");
             }
         });
     }

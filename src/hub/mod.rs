@@ -16,6 +16,7 @@ mod events;
 mod routing;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,8 @@ struct Entry {
     started_at: OffsetDateTime,
     /// The token identity that opened it (auth on), to recognise its own token.
     owner: Option<String>,
+    /// The session's busy flag, once attached.
+    busy: Option<Arc<AtomicBool>>,
 }
 
 /// A live session, as `GET /sessions` lists it.
@@ -71,16 +74,17 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// The session's tasks run: route prompts to `control` and count it live.
-    pub fn attach(&mut self, control: mpsc::Sender<Control>) {
-        self.hub.attach(&self.id, control);
+    /// The session's tasks run: route prompts to `control` and count it
+    /// live; `busy` says when it is in a turn (for a draining server).
+    pub fn attach(&mut self, control: mpsc::Sender<Control>, busy: Arc<AtomicBool>) {
+        self.hub.attach(&self.id, control, busy);
         if !self.attached {
             self.attached = true;
             Metrics::inc(&self.hub.metrics.sessions_total);
             self.hub
                 .metrics
                 .active_sessions
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -91,7 +95,7 @@ impl Drop for Slot {
             self.hub
                 .metrics
                 .active_sessions
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                .fetch_sub(1, Ordering::Relaxed);
         }
         self.hub.release(&self.id);
     }
@@ -106,6 +110,7 @@ pub struct Hub {
     /// Who owned recently ended sessions, so the same identity may resume
     /// its id (a page reconnecting) while prompts wait for it; nobody else may.
     recent_owners: Mutex<HashMap<String, (String, Instant)>>,
+    draining: AtomicBool,
     changed: Notify,
 }
 
@@ -120,6 +125,7 @@ impl Hub {
             bus,
             sessions: Mutex::new(HashMap::new()),
             recent_owners: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
             changed: Notify::new(),
         })
     }
@@ -177,6 +183,7 @@ impl Hub {
                 events: events.clone(),
                 started_at: OffsetDateTime::now_utc(),
                 owner,
+                busy: None,
             },
         );
         Ok(Slot {
@@ -189,11 +196,12 @@ impl Hub {
     }
 
     /// The session's tasks run: prompts may now reach it.
-    fn attach(&self, id: &str, control: mpsc::Sender<Control>) {
+    fn attach(&self, id: &str, control: mpsc::Sender<Control>, busy: Arc<AtomicBool>) {
         if let Ok(mut s) = self.sessions.lock()
             && let Some(e) = s.get_mut(id)
         {
             e.control = Some(control);
+            e.busy = Some(busy);
             e.events.publish(Event::SessionStarted { turn: 0 });
         }
         self.changed.notify_waiters();
@@ -239,6 +247,27 @@ impl Hub {
         match self.sessions.lock() {
             Ok(s) => s.get(id).map(|e| e.cancel.cancel()).is_some(),
             Err(_) => false,
+        }
+    }
+
+    /// Shutting down: a prompt whose session ends now is handed back to
+    /// JetStream (nak) for another server, not recorded as dropped.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Sessions in a turn or a reply.
+    pub fn busy_count(&self) -> usize {
+        match self.sessions.lock() {
+            Ok(s) => s
+                .values()
+                .filter(|e| e.busy.as_ref().is_some_and(|b| b.load(Ordering::Acquire)))
+                .count(),
+            Err(_) => 0,
         }
     }
 
@@ -333,7 +362,7 @@ pub(crate) mod tests {
         let h = hub(4);
         let mut s = h.admit(None, None).expect("slot");
         let (tx, _rx) = mpsc::channel(1);
-        s.attach(tx);
+        s.attach(tx, Arc::new(AtomicBool::new(false)));
         assert_eq!(h.count(), 1);
         assert_eq!(
             h.metrics

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::Hub;
 use time::OffsetDateTime;
 
-use crate::bus::{PromptHandler, PromptIn, Target, now_rfc3339};
+use crate::bus::{PromptHandler, PromptIn, Settle, Target, now_rfc3339};
 use crate::events::{BusEvent, Event};
 use crate::metrics::Metrics;
 use crate::prompt::{Control, DropReason, Prompt, PromptDelivery, PromptOutcome};
@@ -51,7 +51,11 @@ impl Hub {
             let outcome = done
                 .await
                 .unwrap_or(PromptOutcome::Dropped(DropReason::SessionEnded));
-            hub.record(Some(&sid), &prompt_id, &outcome, started.elapsed(), None);
+            if hub.handed_back(&outcome) {
+                tracing::info!(session = %sid, prompt = %prompt_id, "server draining: prompt handed back to JetStream");
+            } else {
+                hub.record(Some(&sid), &prompt_id, &outcome, started.elapsed(), None);
+            }
             let _ = tx.send(outcome);
         });
         Some(rx)
@@ -210,6 +214,12 @@ impl Hub {
     }
 
     /// The handler the NATS prompt consumer calls for each message.
+    /// A prompt whose session ended because the server is draining goes
+    /// back to JetStream unspoken (nak), so another server can speak it.
+    fn handed_back(&self, outcome: &PromptOutcome) -> bool {
+        self.draining() && *outcome == PromptOutcome::Dropped(DropReason::SessionEnded)
+    }
+
     pub fn prompt_handler(self: &Arc<Self>) -> PromptHandler {
         let hub = self.clone();
         Arc::new(move |input: PromptIn| {
@@ -218,7 +228,7 @@ impl Hub {
         })
     }
 
-    async fn handle(self: Arc<Self>, input: PromptIn) {
+    async fn handle(self: Arc<Self>, input: PromptIn) -> Settle {
         let session_of = |t: &Option<Target>| match t {
             Some(Target::Session(id)) => Some(id.clone()),
             _ => None,
@@ -242,7 +252,7 @@ impl Hub {
                 Duration::ZERO,
                 Some(&detail),
             );
-            return;
+            return Settle::Ack;
         };
         let prompt = match input.prompt {
             Ok(p) => p,
@@ -257,10 +267,16 @@ impl Hub {
                     Duration::ZERO,
                     Some(&r.detail),
                 );
-                return;
+                return Settle::Ack;
             }
         };
-        self.deliver(target, prompt).await;
+        let single = matches!(target, Target::Session(_));
+        let out = self.deliver(target, prompt).await;
+        if single && out.iter().any(|d| self.handed_back(&d.outcome)) {
+            Settle::Nak
+        } else {
+            Settle::Ack
+        }
     }
 }
 
@@ -285,7 +301,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let (tx, mut rx) = mpsc::channel(4);
-        slot.attach(tx);
+        slot.attach(tx, Arc::new(std::sync::atomic::AtomicBool::new(false)));
         let Some(Control::Prompt(d)) = rx.recv().await else {
             panic!("prompt not delivered");
         };

@@ -11,7 +11,7 @@ use crate::rtc::{ErrorCode, SignalError};
 /// The HTTP status of a refusal with `code`.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Busy | ErrorCode::Draining => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::NoToken | ErrorCode::BadToken | ErrorCode::TokenExpired => {
             StatusCode::UNAUTHORIZED
         }

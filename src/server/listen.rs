@@ -31,18 +31,18 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 pub struct Limits {
     pub header_timeout: Duration,
     pub max_connections: usize,
-    /// How long open connections may take to finish once `shutdown` fired.
-    pub drain_timeout: Duration,
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves, then give open
-/// connections up to `limits.drain_timeout` to finish. Handlers see the
-/// client's address as `ConnectInfo<SocketAddr>`.
+/// Serve `app` on `listener` until `shutdown` resolves with a deadline,
+/// then give open connections until then to finish. New connections are
+/// accepted while `shutdown` runs (a draining server still answers, if only
+/// with `draining`). Handlers see the client's address as
+/// `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = std::time::Instant>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     // hyper's own HTTP/1 builder, not hyper-util's auto one: auto first
@@ -55,15 +55,15 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout);
     let (stopping, stop) = watch::channel(false);
     tokio::pin!(shutdown);
-    loop {
+    let deadline = loop {
         // At the cap, stop accepting: newcomers wait in the kernel's backlog
         // until a connection closes (the header timeout closes idle ones).
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
-                Err(_) => break,
+                Err(_) => break std::time::Instant::now(),
             },
-            _ = &mut shutdown => break,
+            d = &mut shutdown => break d,
         };
         let (stream, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -75,7 +75,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = &mut shutdown => break,
+            d = &mut shutdown => break d,
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
@@ -103,15 +103,15 @@ pub async fn serve(
             }
             drop(permit);
         });
-    }
+    };
     drop(listener);
     let _ = stopping.send(true);
     // Every connection holds a permit until it closes.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
         _ = permits.acquire_many(all) => tracing::info!("all connections closed"),
-        _ = tokio::time::sleep(limits.drain_timeout) => {
-            tracing::warn!(ms = limits.drain_timeout.as_millis() as u64, "connections still open at the drain deadline; leaving them");
+        _ = tokio::time::sleep_until(deadline.into()) => {
+            tracing::warn!("connections still open at the drain deadline; leaving them");
         }
     }
 }

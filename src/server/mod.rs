@@ -78,6 +78,12 @@ impl AppState {
     /// for, to resume), or refuse with `busy` / `session_in_use` /
     /// `wrong_session`.
     fn admit(&self, caller: &Caller, requested: Option<&str>) -> Result<Slot, SignalError> {
+        if self.hub.draining() {
+            return Err(SignalError::new(
+                ErrorCode::Draining,
+                "the server is shutting down; connect again in a moment",
+            ));
+        }
         let id = match (caller.session_id(requested), requested) {
             (Ok(id), _) => id,
             // An unbound token may resume an id its own identity held until
@@ -104,6 +110,24 @@ impl AppState {
         self.hub.cancel_all();
     }
 
+    /// SIGTERM: `/readyz` turns false, new sessions are refused with
+    /// `draining`, and turns and replies under way may finish until
+    /// `deadline`; then every session ends. Prompts that were not spoken go
+    /// back to JetStream (see `Hub::begin_drain`).
+    pub async fn drain(&self, deadline: Instant) {
+        self.hub.begin_drain();
+        let busy = self.hub.busy_count();
+        tracing::info!(sessions = self.session_count(), busy, "draining");
+        while self.hub.busy_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = self.hub.busy_count();
+        if left > 0 {
+            tracing::warn!(busy = left, "drain deadline: ending sessions mid-reply");
+        }
+        self.cancel_all();
+    }
+
     /// Answer an offer and start its session in `slot`. On failure the
     /// slot is dropped, which frees it.
     async fn open_session(
@@ -121,7 +145,7 @@ impl AppState {
                     self.session_context(),
                     slot.events.clone(),
                 );
-                slot.attach(session.control());
+                slot.attach(session.control(), session.busy_flag());
                 tracing::info!(session = %slot.id, "session started");
                 let rtc = &self.config.rtc;
                 Ok(Opened {
@@ -236,6 +260,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             )),
         )
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback_service(static_files)
         .method_not_allowed_fallback(errors::method_not_allowed)
@@ -258,6 +283,20 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "auth": state.access.enabled(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
+}
+
+/// For a load balancer: 503 once the server drains (it still serves the
+/// sessions it has).
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.hub.draining() {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"ready": false, "reason": "draining"})),
+        )
+            .into_response()
+    } else {
+        axum::Json(json!({"ready": true})).into_response()
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -337,12 +376,16 @@ pub async fn serve(
     let limits = listen::Limits {
         header_timeout: Duration::from_millis(config.http.header_timeout_ms),
         max_connections: config.http.max_connections,
-        drain_timeout: Duration::from_millis(config.shutdown.drain_timeout_ms),
     };
+    let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
     listen::serve(listener, app, limits, async move {
         shutdown.await;
+        let deadline = Instant::now() + drain;
+        // No new prompts; those a session holds go back when it ends.
         consumer_cancel.cancel();
-        st.cancel_all();
+        st.drain(deadline).await;
+        // What is left of the deadline, for the connections still open.
+        deadline.max(Instant::now() + Duration::from_millis(500))
     })
     .await;
     Ok(())

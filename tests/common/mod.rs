@@ -98,9 +98,20 @@ impl Server {
     /// Send SIGTERM and wait up to `timeout` for the process to exit; its
     /// exit code and how long it took, or `None` if it is still running.
     pub fn terminate(&mut self, timeout: Duration) -> Option<(Option<i32>, Duration)> {
-        let t0 = std::time::Instant::now();
+        self.signal_term();
+        self.wait_exit(timeout)
+    }
+
+    /// Send SIGTERM and return at once.
+    pub fn signal_term(&self) {
         // SAFETY: kill(2) on our own child's pid; no memory is involved.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Wait up to `timeout` for the process to exit: its code and how long
+    /// the wait took, or `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<(Option<i32>, Duration)> {
+        let t0 = std::time::Instant::now();
         while t0.elapsed() < timeout {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some((status.code(), t0.elapsed()));
