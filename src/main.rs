@@ -259,7 +259,16 @@ fn main() -> anyhow::Result<()> {
             init_tracing(&config.log);
             eprintln!("# effective configuration\n{}", config.redacted_toml());
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(voxloop::server::serve(config, shutdown_signal()))
+            // The first signal drains; a second one exits at once.
+            let shutdown = async {
+                shutdown_signal().await;
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    eprintln!("second signal: exiting without waiting for the drain");
+                    std::process::exit(130);
+                });
+            };
+            rt.block_on(voxloop::server::serve(config, shutdown))
                 .context("server failed")?;
         }
         Command::Token(args) => {

@@ -350,3 +350,47 @@ async fn sigterm_lets_the_reply_in_progress_finish() {
         "the reply ended {played:?} after SIGTERM: cut, not finished"
     );
 }
+
+/// A second SIGTERM during a drain exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let mut server = Server::start(
+        &["--pipeline", "echo"],
+        &[("VOXLOOP_DRAIN_TIMEOUT_MS", "30000")],
+    );
+    let mut client = Client::connect(&server.url, ClientOptions::default())
+        .await
+        .expect("connect");
+    client
+        .send_pcm(&common::clip48("q10_long.wav"), 1.0)
+        .await
+        .expect("send");
+    client
+        .send_silence(Duration::from_millis(700))
+        .await
+        .expect("send");
+    let speaking = client
+        .wait_event(Duration::from_secs(10), |e| {
+            matches!(
+                e,
+                Event::State {
+                    state: State::Speaking,
+                    ..
+                }
+            )
+        })
+        .await;
+    assert!(speaking.is_some(), "the echo did not start");
+    server.signal_term();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.alive(), "the first signal must drain, not exit");
+    server.signal_term();
+    let (code, took) = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("the second signal ends the process");
+    println!(
+        "second SIGTERM: exit {code:?} after {} ms",
+        took.as_millis()
+    );
+    assert_eq!(code, Some(130));
+}
