@@ -59,6 +59,8 @@ pub enum ErrorCode {
     HostNotAllowed,
     /// The server is shutting down and takes no new session (503).
     Draining,
+    /// Too many requests from this client or on this session (429).
+    RateLimited,
     /// The server failed; the message says why.
     Internal,
 }
@@ -89,6 +91,7 @@ impl ErrorCode {
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::Draining => "draining",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }

@@ -28,6 +28,7 @@ use crate::audio::{OpusEncoder, Pacer, StreamResampler, resample_clip};
 use crate::config::{Config, PipelineKind};
 use crate::events::{ClientMessage, ErrorCode, Event, State};
 use crate::hub::{CONTROL_QUEUE, SessionEvents};
+use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
 use crate::pipeline::playout::OutQueue;
 use crate::pipeline::speech::{self, SpeechDeps};
@@ -124,6 +125,8 @@ pub struct Session {
     control: mpsc::Sender<Control>,
     metrics: Arc<Metrics>,
     max_message_bytes: usize,
+    /// Typed texts allowed (`limits.texts_per_minute`).
+    texts: Mutex<TokenBucket>,
     connected: Arc<Notify>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -204,6 +207,10 @@ impl Session {
             control,
             metrics: ctx.metrics.clone(),
             max_message_bytes: ctx.config.max_message_bytes,
+            texts: Mutex::new(TokenBucket::new(
+                ctx.config.limits.texts_per_minute,
+                Instant::now(),
+            )),
             connected,
             cancel,
             tasks,
@@ -223,7 +230,17 @@ impl Session {
                     .await;
             }
             PeerEvent::DataMessage(text) => {
+                let allowed = self
+                    .texts
+                    .lock()
+                    .map(|mut b| b.try_take(Instant::now()))
+                    .unwrap_or(true);
                 let refused = match parse_data_message(text, self.max_message_bytes) {
+                    Ok(_) if !allowed => Some((
+                        ErrorCode::RateLimited,
+                        "too many typed messages; wait a moment (limits.texts_per_minute)"
+                            .to_string(),
+                    )),
                     Ok(typed) => match self.control.try_send(Control::Text(typed)) {
                         Ok(()) => None,
                         Err(_) => Some((

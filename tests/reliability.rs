@@ -394,3 +394,92 @@ async fn a_second_signal_exits_at_once() {
     );
     assert_eq!(code, Some(130));
 }
+
+/// Per-client limits with loopback not exempt (as if the test client came
+/// from another machine): sessions per IP, offers per minute, candidates per
+/// socket and typed texts per minute each answer `rate_limited`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_client_limits_answer_rate_limited() {
+    let server = Server::start(
+        &["--pipeline", "echo"],
+        &[
+            ("VOXLOOP_LIMITS_EXEMPT_LOOPBACK", "false"),
+            ("VOXLOOP_SESSIONS_PER_IP", "2"),
+            ("VOXLOOP_OFFERS_PER_MINUTE", "5"),
+        ],
+    );
+    let (_peer, _streams, offer) = common::real_offer().await;
+    let http = reqwest::Client::new();
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let r = http
+            .post(format!("{}/whip", server.url))
+            .header("content-type", "application/sdp")
+            .body(offer.clone())
+            .send()
+            .await
+            .expect("POST /whip");
+        let status = r.status().as_u16();
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null);
+        println!("offer: {status} {}", body["message"]);
+        got.push((
+            status,
+            body["message"].as_str().unwrap_or_default().to_string(),
+        ));
+    }
+    let statuses: Vec<u16> = got.iter().map(|g| g.0).collect();
+    assert_eq!(statuses, [201, 201, 429, 429, 429, 429]);
+    assert!(got[2].1.contains("sessions from 127.0.0.1"), "{}", got[2].1);
+    assert!(got[5].1.contains("offers a minute"), "{}", got[5].1);
+
+    // Candidates and typed texts, on a server with the default limits.
+    let server = Server::start(&["--pipeline", "echo"], &[]);
+    let mut client = Client::connect(&server.url, ClientOptions::default())
+        .await
+        .expect("connect");
+    client
+        .wait_event(Duration::from_secs(10), |e| {
+            matches!(e, Event::Session { .. })
+        })
+        .await
+        .expect("events channel open");
+    let mut limited = 0;
+    for i in 0..40 {
+        assert!(client.send_text(&format!("message {i}")).await);
+    }
+    while let Some(e) = client.next_event(Duration::from_secs(2)).await {
+        if matches!(
+            e,
+            Event::Error {
+                code: Some(ErrorCode::RateLimited),
+                ..
+            }
+        ) {
+            limited += 1;
+        }
+    }
+    println!("typed texts: {limited} of 40 refused as rate_limited (30 a minute)");
+    assert_eq!(limited, 10);
+
+    let mut sig = Signaling::connect(&server.url).await.expect("socket");
+    let offer_msg = serde_json::json!({"type": "offer", "sdp": offer}).to_string();
+    sig.send_text(offer_msg).await.expect("offer");
+    loop {
+        match sig.recv_non_candidate(Duration::from_secs(10)).await {
+            Ok(Some(ServerMessage::Answer { .. })) => break,
+            Ok(Some(_)) => continue,
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+    let candidate = r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}"#;
+    for _ in 0..65 {
+        sig.send_text(candidate).await.expect("candidate");
+    }
+    match sig.recv_non_candidate(Duration::from_secs(10)).await {
+        Ok(Some(ServerMessage::Error { code, message })) => {
+            println!("65th candidate: {message}");
+            assert_eq!(code, ErrorCode::RateLimited, "{message}");
+        }
+        other => panic!("expected rate_limited, got {other:?}"),
+    }
+}

@@ -67,6 +67,18 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_NATS_TOKEN", |c, v| text(&mut c.bus.token, v)),
     ("VOXLOOP_NATS_USER", |c, v| text(&mut c.bus.user, v)),
     ("VOXLOOP_NATS_PASSWORD", |c, v| text(&mut c.bus.password, v)),
+    ("VOXLOOP_SESSIONS_PER_IP", |c, v| {
+        set(&mut c.limits.sessions_per_ip, v)
+    }),
+    ("VOXLOOP_OFFERS_PER_MINUTE", |c, v| {
+        set(&mut c.limits.offers_per_minute, v)
+    }),
+    ("VOXLOOP_LIMITS_EXEMPT_LOOPBACK", |c, v| {
+        set(&mut c.limits.exempt_loopback, v)
+    }),
+    ("VOXLOOP_PROMPT_WAIT_MAX_MS", |c, v| {
+        set(&mut c.limits.prompt_wait_max_ms, v)
+    }),
     ("VOXLOOP_AUTH_KEY", |c, v| {
         c.auth.keys = parse_keys(v)?;
         Ok(())

@@ -99,6 +99,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub shutdown: ShutdownConfig,
     pub auth: AuthConfig,
+    pub limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -125,6 +126,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             shutdown: ShutdownConfig::default(),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }

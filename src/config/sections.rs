@@ -432,3 +432,36 @@ pub struct AuthConfig {
     /// Serve a non-loopback address without auth (`--insecure-no-auth`).
     pub insecure_no_auth: bool,
 }
+
+/// Abuse limits (the `[limits]` table); docs/RELIABILITY.md says what a
+/// client sees for each.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Live sessions per client IP (`VOXLOOP_SESSIONS_PER_IP`).
+    pub sessions_per_ip: usize,
+    /// Offers (`/ws` and `POST /whip`) per client IP per minute (`VOXLOOP_OFFERS_PER_MINUTE`).
+    pub offers_per_minute: u32,
+    /// Loopback clients skip the per-IP limits: load tests, and a reverse
+    /// proxy on the same machine (which must then limit by itself).
+    pub exempt_loopback: bool,
+    /// Remote ICE candidates one signaling socket may send.
+    pub candidates_per_session: usize,
+    /// Typed texts per session per minute.
+    pub texts_per_minute: u32,
+    /// Longest `?wait=true` on the prompt API, ms; then it answers `queued`.
+    pub prompt_wait_max_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            sessions_per_ip: 8,
+            offers_per_minute: 30,
+            exempt_loopback: true,
+            candidates_per_session: 64,
+            texts_per_minute: 30,
+            prompt_wait_max_ms: 120_000,
+        }
+    }
+}

@@ -16,6 +16,7 @@ mod events;
 mod routing;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,6 +50,8 @@ struct Entry {
     owner: Option<String>,
     /// The session's busy flag, once attached.
     busy: Option<Arc<AtomicBool>>,
+    /// The client's address, when per-IP limits apply to it.
+    ip: Option<IpAddr>,
 }
 
 /// A live session, as `GET /sessions` lists it.
@@ -142,12 +145,23 @@ impl Hub {
 
     /// Reserve a slot for a new session, with the client's id if it asked
     /// for one (to resume), or refuse with `busy` / `session_in_use`.
+    /// `ip` is the client's address when per-IP limits apply to it.
     pub fn admit(
         self: &Arc<Self>,
         requested: Option<&str>,
         owner: Option<String>,
+        ip: Option<IpAddr>,
     ) -> Result<Slot, SignalError> {
         let mut sessions = self.table()?;
+        let per_ip = self.config.limits.sessions_per_ip;
+        if let Some(ip) = ip
+            && sessions.values().filter(|e| e.ip == Some(ip)).count() >= per_ip
+        {
+            return Err(SignalError::new(
+                ErrorCode::RateLimited,
+                format!("{per_ip} sessions from {ip} are live already (limits.sessions_per_ip)"),
+            ));
+        }
         if sessions.len() >= self.config.max_sessions {
             return Err(SignalError::new(
                 ErrorCode::Busy,
@@ -184,6 +198,7 @@ impl Hub {
                 started_at: OffsetDateTime::now_utc(),
                 owner,
                 busy: None,
+                ip,
             },
         );
         Ok(Slot {
@@ -343,24 +358,47 @@ pub(crate) mod tests {
     #[test]
     fn admit_resume_and_limits() {
         let h = hub(2);
-        let a = h.admit(None, None).expect("first");
+        let a = h.admit(None, None, None).expect("first");
         assert_eq!(a.id.len(), 32);
-        let e = h.admit(Some("bad id"), None).err().expect("invalid id");
+        let e = h
+            .admit(Some("bad id"), None, None)
+            .err()
+            .expect("invalid id");
         assert_eq!(e.code, ErrorCode::BadMessage);
-        let b = h.admit(Some("user-42-tab-1"), None).expect("resume id");
+        let b = h
+            .admit(Some("user-42-tab-1"), None, None)
+            .expect("resume id");
         assert_eq!(b.id, "user-42-tab-1");
-        let e = h.admit(None, None).err().expect("full");
+        let e = h.admit(None, None, None).err().expect("full");
         assert_eq!(e.code, ErrorCode::Busy);
         drop(b);
-        let e = h.admit(Some(&a.id), None).err().expect("in use");
+        let e = h.admit(Some(&a.id), None, None).err().expect("in use");
         assert_eq!(e.code, ErrorCode::SessionInUse);
         assert_eq!(h.count(), 1);
     }
 
     #[test]
+    fn sessions_per_ip() {
+        let h = hub(64);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let per_ip = h.config.limits.sessions_per_ip;
+        let slots: Vec<Slot> = (0..per_ip)
+            .map(|_| h.admit(None, None, Some(ip)).expect("under the limit"))
+            .collect();
+        let e = h.admit(None, None, Some(ip)).err().expect("over the limit");
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        assert!(
+            h.admit(None, None, Some("192.0.2.8".parse().unwrap()))
+                .is_ok()
+        );
+        drop(slots);
+        assert!(h.admit(None, None, Some(ip)).is_ok());
+    }
+
+    #[test]
     fn a_slot_is_freed_on_every_path() {
         let h = hub(4);
-        let mut s = h.admit(None, None).expect("slot");
+        let mut s = h.admit(None, None, None).expect("slot");
         let (tx, _rx) = mpsc::channel(1);
         s.attach(tx, Arc::new(AtomicBool::new(false)));
         assert_eq!(h.count(), 1);
@@ -381,7 +419,7 @@ pub(crate) mod tests {
         // A panicking owner frees its slot too.
         let h2 = h.clone();
         let r = std::thread::spawn(move || {
-            let _s = h2.admit(None, None).expect("slot");
+            let _s = h2.admit(None, None, None).expect("slot");
             panic!("owner dies");
         })
         .join();

@@ -292,7 +292,7 @@ mod tests {
     #[tokio::test]
     async fn prompts_reach_attached_sessions_and_wait_for_reconnects() {
         let h = hub(4);
-        let mut slot = h.admit(Some("session-one"), None).expect("admit");
+        let mut slot = h.admit(Some("session-one"), None, None).expect("admit");
         // Not attached yet: a prompt waits for it.
         let h2 = h.clone();
         let waiting = tokio::spawn(async move {

@@ -115,3 +115,23 @@ pub async fn serve(
         }
     }
 }
+
+/// The client's address as the accept loop recorded it (`None` when the
+/// router runs without it, as in a unit test).
+pub struct ClientAddr(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .map(|ConnectInfo(a)| *a),
+        ))
+    }
+}

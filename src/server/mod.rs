@@ -8,7 +8,8 @@ mod rest;
 mod whip;
 mod ws;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use crate::auth::Grant;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::hub::{Hub, Slot};
+use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
 use crate::pipeline::speech::SpeechDeps;
 use crate::rtc::liveness::{self, Liveness};
@@ -42,6 +44,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub hub: Arc<Hub>,
     access: Access,
+    /// Offers per client IP (`limits.offers_per_minute`).
+    offers: std::sync::Mutex<HashMap<IpAddr, TokenBucket>>,
     speech: Option<SpeechDeps>,
     started: Instant,
 }
@@ -61,6 +65,7 @@ impl AppState {
             metrics,
             hub,
             access,
+            offers: std::sync::Mutex::new(HashMap::new()),
             speech,
             started: Instant::now(),
         })
@@ -77,7 +82,14 @@ impl AppState {
     /// Reserve a slot for a new session of `caller` (with the id it asked
     /// for, to resume), or refuse with `busy` / `session_in_use` /
     /// `wrong_session`.
-    fn admit(&self, caller: &Caller, requested: Option<&str>) -> Result<Slot, SignalError> {
+    fn admit(
+        &self,
+        caller: &Caller,
+        requested: Option<&str>,
+        client: Option<SocketAddr>,
+    ) -> Result<Slot, SignalError> {
+        let ip = self.limited_ip(client);
+        self.check_offer_rate(ip)?;
         if self.hub.draining() {
             return Err(SignalError::new(
                 ErrorCode::Draining,
@@ -97,7 +109,41 @@ impl AppState {
             }
             (Err(e), _) => return Err(e),
         };
-        self.hub.admit(id.as_deref(), caller.identity())
+        self.hub.admit(id.as_deref(), caller.identity(), ip)
+    }
+
+    /// The client's IP if per-IP limits apply to it.
+    fn limited_ip(&self, client: Option<SocketAddr>) -> Option<IpAddr> {
+        let ip = client?.ip();
+        (!(self.config.limits.exempt_loopback && ip.is_loopback())).then_some(ip)
+    }
+
+    /// At most `limits.offers_per_minute` offers per client IP.
+    fn check_offer_rate(&self, ip: Option<IpAddr>) -> Result<(), SignalError> {
+        let Some(ip) = ip else { return Ok(()) };
+        let per_minute = self.config.limits.offers_per_minute;
+        let now = Instant::now();
+        let Ok(mut buckets) = self.offers.lock() else {
+            return Ok(());
+        };
+        // Forget clients whose allowance is whole again, so the map stays small.
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, b| !b.is_full(now));
+        }
+        let ok = buckets
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::new(per_minute, now))
+            .try_take(now);
+        if ok {
+            Ok(())
+        } else {
+            Err(SignalError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {per_minute} offers a minute from {ip}; slow down (limits.offers_per_minute)"
+                ),
+            ))
+        }
     }
 
     /// Number of live sessions.

@@ -98,9 +98,17 @@ pub async fn post_prompt(
         )
             .into_response();
     }
-    let outcome = outcome
-        .await
-        .unwrap_or(PromptOutcome::Dropped(DropReason::SessionEnded));
+    // A waiting request holds a connection: bounded, then it says `queued`
+    // (the prompt stays queued; its outcome still reaches NATS and /metrics).
+    let max_wait = std::time::Duration::from_millis(state.config.limits.prompt_wait_max_ms);
+    let Ok(outcome) = tokio::time::timeout(max_wait, outcome).await else {
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"prompt_id": prompt_id, "session_id": session_id, "status": "queued", "waited_ms": max_wait.as_millis() as u64})),
+        )
+            .into_response();
+    };
+    let outcome = outcome.unwrap_or(PromptOutcome::Dropped(DropReason::SessionEnded));
     let body = match outcome {
         PromptOutcome::Spoken { turn } => {
             json!({"prompt_id": prompt_id, "session_id": session_id, "status": "spoken", "turn": turn})

@@ -5,12 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use std::net::SocketAddr;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::oneshot;
 
 use super::access::{self, Caller};
+use super::listen::ClientAddr;
 use super::{AppState, errors, run_session_events};
 use crate::auth::Grant;
 use crate::rtc::{ErrorCode, SignalError, wait_gathered};
@@ -38,6 +41,7 @@ pub struct WhipQuery {
 
 pub async fn post(
     State(state): State<Arc<AppState>>,
+    ClientAddr(client): ClientAddr,
     Query(query): Query<WhipQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -72,6 +76,7 @@ pub async fn post(
     tokio::spawn(open_and_run(
         state.clone(),
         caller,
+        client,
         query.session,
         offer.to_string(),
         answered,
@@ -99,11 +104,12 @@ pub async fn post(
 async fn open_and_run(
     state: Arc<AppState>,
     caller: Caller,
+    client: Option<SocketAddr>,
     requested: Option<String>,
     offer: String,
     answered: oneshot::Sender<Result<(String, String), SignalError>>,
 ) {
-    let opened = match state.admit(&caller, requested.as_deref()) {
+    let opened = match state.admit(&caller, requested.as_deref(), client) {
         Ok(slot) => state.open_session(slot, &offer).await,
         Err(e) => Err(e),
     };

@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use std::net::SocketAddr;
+
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -11,6 +13,7 @@ use futures::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::access::{self, Caller};
+use super::listen::ClientAddr;
 use super::{AppState, Opened, errors};
 use crate::auth::Grant;
 use crate::rtc::liveness;
@@ -34,6 +37,7 @@ pub struct WsQuery {
 pub async fn handler(
     ws: WebSocketUpgrade,
     State(state): State<Arc<AppState>>,
+    ClientAddr(client): ClientAddr,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
 ) -> Response {
@@ -57,7 +61,7 @@ pub async fn handler(
     ws.protocols([access::WS_PROTOCOL])
         .max_message_size(WS_HARD_LIMIT)
         .max_frame_size(WS_HARD_LIMIT)
-        .on_upgrade(move |socket| run(state, socket, caller))
+        .on_upgrade(move |socket| run(state, socket, caller, client))
 }
 
 async fn next_event(live: &mut Option<Opened>) -> Option<PeerEvent> {
@@ -74,7 +78,20 @@ async fn cancelled(cancel: Option<CancellationToken>) {
     }
 }
 
-async fn run(state: Arc<AppState>, socket: WebSocket, caller: Caller) {
+/// What a signaling socket knows about its client.
+struct Peer {
+    caller: Caller,
+    addr: Option<SocketAddr>,
+    /// Remote candidates taken so far (`limits.candidates_per_session`).
+    candidates: usize,
+}
+
+async fn run(state: Arc<AppState>, socket: WebSocket, caller: Caller, addr: Option<SocketAddr>) {
+    let mut client = Peer {
+        caller,
+        addr,
+        candidates: 0,
+    };
     let (mut tx, mut rx) = socket.split();
     let mut negotiation = Negotiation::default();
     let mut live: Option<Opened> = None;
@@ -96,7 +113,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, caller: Caller) {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break "socket closed",
                 Some(Ok(Message::Text(text))) => {
                     idle_until = Instant::now() + idle;
-                    match handle_text(&state, &caller, &mut negotiation, &mut live, text.as_str()).await {
+                    match handle_text(&state, &mut client, &mut negotiation, &mut live, text.as_str()).await {
                         Ok(Step::Reply(msgs)) => {
                             let mut failed = false;
                             for m in msgs {
@@ -166,7 +183,7 @@ enum Step {
 
 async fn handle_text(
     state: &Arc<AppState>,
-    caller: &Caller,
+    client: &mut Peer,
     negotiation: &mut Negotiation,
     live: &mut Option<Opened>,
     text: &str,
@@ -174,7 +191,7 @@ async fn handle_text(
     let msg = parse_client_message(text, state.config.max_message_bytes)?;
     match negotiation.on_message(msg)? {
         Action::Answer { sdp, session_id } => {
-            let slot = state.admit(caller, session_id.as_deref())?;
+            let slot = state.admit(&client.caller, session_id.as_deref(), client.addr)?;
             let opened = state.open_session(slot, &sdp).await?;
             negotiation.answered();
             let reply = vec![
@@ -189,6 +206,16 @@ async fn handle_text(
             Ok(Step::Reply(reply))
         }
         Action::AddCandidate(c) => {
+            client.candidates += 1;
+            let cap = state.config.limits.candidates_per_session;
+            if client.candidates > cap {
+                return Err(SignalError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {cap} candidates on one socket (limits.candidates_per_session)"
+                    ),
+                ));
+            }
             if let Some(l) = live.as_ref() {
                 l.session
                     .peer
