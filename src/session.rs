@@ -15,6 +15,8 @@
 //! and typed messages from the data channel ([`ClientMessage::Text`]).
 
 use std::collections::VecDeque;
+
+use futures::FutureExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -129,6 +131,8 @@ pub struct Session {
     texts: Mutex<TokenBucket>,
     connected: Arc<Notify>,
     cancel: CancellationToken,
+    /// Cancelled when one of the session's tasks panicked.
+    failed: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -147,18 +151,22 @@ impl Session {
         let queue = Arc::new(Mutex::new(OutQueue::default()));
         let connected = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
+        let failed = CancellationToken::new();
         let (pcm_tx, pcm_rx) = mpsc::channel::<Vec<f32>>(PIPELINE_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel::<Event>(256);
 
         let mut tasks = vec![
-            tokio::spawn(
+            spawn_guarded(
+                failed.clone(),
                 inbound_loop(audio, pcm_tx, ctx.metrics.clone(), cancel.clone())
                     .instrument(span.clone()),
             ),
-            tokio::spawn(
+            spawn_guarded(
+                failed.clone(),
                 forward_events(ev_rx, events.clone(), bus_events).instrument(span.clone()),
             ),
-            tokio::spawn(
+            spawn_guarded(
+                failed.clone(),
                 outbound_loop(
                     peer.clone(),
                     queue.clone(),
@@ -171,7 +179,8 @@ impl Session {
             ),
         ];
         let pipeline = match (&ctx.config.pipeline, &ctx.speech) {
-            (PipelineKind::Speech, Some(deps)) => tokio::spawn(
+            (PipelineKind::Speech, Some(deps)) => spawn_guarded(
+                failed.clone(),
                 speech::run(
                     pcm_rx,
                     control_rx,
@@ -186,7 +195,8 @@ impl Session {
                 if *kind == PipelineKind::Speech {
                     tracing::error!("speech pipeline without engines; falling back to echo");
                 }
-                tokio::spawn(
+                spawn_guarded(
+                    failed.clone(),
                     echo_loop(
                         pcm_rx,
                         control_rx,
@@ -213,6 +223,7 @@ impl Session {
             )),
             connected,
             cancel,
+            failed,
             tasks,
         }
     }
@@ -271,6 +282,11 @@ impl Session {
         self.control.clone()
     }
 
+    /// Cancelled if one of the session's tasks panicked: its owner ends it.
+    pub fn failed(&self) -> &CancellationToken {
+        &self.failed
+    }
+
     /// True while a turn or a reply is under way.
     pub fn busy_flag(&self) -> Arc<AtomicBool> {
         self.events.busy.clone()
@@ -284,6 +300,26 @@ impl Session {
         }
         self.peer.close().await;
     }
+}
+
+/// Spawn one of a session's tasks. A panic in it (a bug, a third-party
+/// parser) is caught and reported through `failed`, so the owner ends the
+/// whole session cleanly and frees its slot, instead of the session running
+/// on without that task.
+fn spawn_guarded<F>(failed: CancellationToken, task: F) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if std::panic::AssertUnwindSafe(task)
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!("a session task panicked; ending the session");
+            failed.cancel();
+        }
+    })
 }
 
 /// A session dropped without [`Session::stop`] (its owner's task panicked
@@ -538,6 +574,17 @@ async fn outbound_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_fails_the_session() {
+        let failed = CancellationToken::new();
+        let ok = spawn_guarded(failed.clone(), async {});
+        ok.await.expect("joins");
+        assert!(!failed.is_cancelled());
+        let bad = spawn_guarded(failed.clone(), async { panic!("a parser blew up") });
+        bad.await.expect("the panic is caught inside the task");
+        assert!(failed.is_cancelled());
+    }
 
     #[test]
     fn data_channel_messages() {

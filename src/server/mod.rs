@@ -249,6 +249,7 @@ async fn next_peer_step(opened: &mut Opened) -> Option<&'static str> {
     } = opened;
     tokio::select! {
         _ = slot.cancel.cancelled() => Some("deleted"),
+        _ = session.failed().cancelled() => Some("session failed"),
         _ = liveness::sleep_until(liveness.deadline()) => {
             liveness.check(Instant::now()).map(|g| {
                 tracing::info!(session = %slot.id, reason = g.as_str(), "giving up on the peer");

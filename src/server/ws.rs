@@ -101,6 +101,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, caller: Caller, addr: Opti
 
     let reason = loop {
         let cancel = live.as_ref().map(|l| l.slot.cancel.clone());
+        let failed = live.as_ref().map(|l| l.session.failed().clone());
         let give_up_at = live.as_ref().and_then(|l| l.liveness.deadline());
         let out: Option<ServerMessage> = tokio::select! {
             _ = tokio::time::sleep_until(idle_until.into()), if live.is_none() => {
@@ -162,6 +163,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, caller: Caller, addr: Opti
                 None
             }
             _ = cancelled(cancel) => break "server shutdown",
+            _ = cancelled(failed) => break "session failed",
         };
         if let Some(m) = out
             && send(&mut tx, &m).await.is_err()
