@@ -28,6 +28,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &["error_code", "events"]),
     ("audio", &[]),
     ("models", &[]),
+    ("auth", &[]),
+    ("limits", &[]),
     // The conversation itself: stages, engines' types, the speech loop.
     (
         "pipeline",
@@ -70,6 +72,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "error_code",
             "events",
             "hub",
+            "limits",
             "metrics",
             "pipeline",
             "prompt",
@@ -80,12 +83,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "server",
         &[
             "audio",
+            "auth",
             "bus",
             "config",
             "engines",
             "error_code",
             "events",
             "hub",
+            "limits",
             "metrics",
             "models",
             "pipeline",
