@@ -1136,3 +1136,58 @@ async fn a_draining_server_hands_its_unspoken_prompts_to_the_next() {
     println!("the prompt queued at SIGTERM was spoken by the second server");
     client.bye().await;
 }
+
+/// A resumed session's events are stored, not discarded as duplicates of
+/// the earlier connection's (`Nats-Msg-Id` carries a connection tag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_sessions_events_are_not_taken_for_duplicates() {
+    let nats = Nats::start().await;
+    let server = Server::start(
+        &["--pipeline", "echo"],
+        &[("VOXLOOP_NATS_URL", nats.url.as_str())],
+    );
+    wait_nats_state(&server, "connected", 10).await;
+    let stream_count = || async {
+        let mut stream = js(&nats.url)
+            .await
+            .get_stream("VOXLOOP_EVENTS")
+            .await
+            .expect("event stream");
+        stream.info().await.expect("info").state.messages
+    };
+    let settled = |want_above: u64| async move {
+        // Publishing is asynchronous: wait until the count stops moving.
+        let mut last = 0;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let n = stream_count().await;
+            if n > want_above && n == last {
+                return n;
+            }
+            last = n;
+        }
+        last
+    };
+    let mut stored = Vec::new();
+    for round in 0..2 {
+        let opts = ClientOptions {
+            session_id: Some("resume-events-01".into()),
+            ..ClientOptions::default()
+        };
+        let client = Client::connect(&server.url, opts).await.expect("connect");
+        client.bye().await;
+        assert!(server.sessions_drained(Duration::from_secs(10)).await);
+        let n = settled(stored.last().copied().unwrap_or(0)).await;
+        println!("after connection {}: {n} events stored", round + 1);
+        stored.push(n);
+    }
+    assert!(
+        stored[0] >= 2,
+        "a connection stores session.started and .ended: {stored:?}"
+    );
+    assert_eq!(
+        stored[1],
+        2 * stored[0],
+        "the resumed connection stored as many events as the first"
+    );
+}

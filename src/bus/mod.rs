@@ -8,7 +8,7 @@
 //!   moment. So a prompt published while this server or NATS was down is
 //!   delivered when both are back.
 //! - Events go out through a bounded buffer to a JetStream stream over
-//!   `<prefix>.event.>`, with `Nats-Msg-Id` = session id + sequence so a
+//!   `<prefix>.event.>`, with `Nats-Msg-Id` = session id + connection + sequence so a
 //!   retried publish is stored once. Nothing on the media path ever waits
 //!   for NATS: when it is down or slow, events are dropped and counted.
 //!

@@ -1,6 +1,11 @@
 //! Numbering and publishing one session's events on the bus (the mirror of
-//! its data channel), so `Nats-Msg-Id` (session id + sequence) is unique and
-//! a consumer can see gaps.
+//! its data channel), so `Nats-Msg-Id` is unique and a consumer can see gaps.
+//!
+//! The id is `<session id>-<connection>-<seq>`: `seq` restarts at 1 on every
+//! connection, and a resumed session keeps its id, so without the
+//! connection part (a random 32-bit tag) the resumed session's first events
+//! repeated ids JetStream had seen within its duplicate window and were
+//! silently discarded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,6 +16,8 @@ use crate::events::{BusEvent, Event};
 pub struct SessionEvents {
     bus: Bus,
     session_id: String,
+    /// Tells this connection's events from those of earlier ones of the id.
+    connection: u32,
     seq: AtomicU64,
     last_turn: AtomicU64,
 }
@@ -29,6 +36,7 @@ impl SessionEvents {
         Self {
             bus,
             session_id,
+            connection: rand::random(),
             seq: AtomicU64::new(0),
             last_turn: AtomicU64::new(0),
         }
@@ -52,7 +60,11 @@ impl SessionEvents {
             event,
         };
         self.bus
-            .publish_event(ev.event.kind(), format!("{}-{seq}", self.session_id), &ev);
+            .publish_event(ev.event.kind(), self.msg_id(seq), &ev);
+    }
+
+    fn msg_id(&self, seq: u64) -> String {
+        format!("{}-{:08x}-{seq}", self.session_id, self.connection)
     }
 
     /// Mirror a data-channel event to the bus when it is one consumers want:
@@ -64,5 +76,21 @@ impl SessionEvents {
         ) {
             self.publish(ev.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_differ_across_connections_of_one_session() {
+        let a = SessionEvents::new(Bus::disabled(), "resumed-session-1".into());
+        let b = SessionEvents::new(Bus::disabled(), "resumed-session-1".into());
+        assert!(a.msg_id(1).starts_with("resumed-session-1-"));
+        assert!(a.msg_id(1).ends_with("-1"));
+        assert_ne!(a.msg_id(1), a.msg_id(2));
+        // Two connections collide only if their random tags do (1 in 2^32).
+        assert_ne!(a.msg_id(1), b.msg_id(1));
     }
 }
