@@ -25,6 +25,11 @@ use crate::prompt::Prompt;
 
 /// Lines of a conversation kept per session.
 const KEEP_LINES: usize = 8;
+/// Conversations followed at once; past it the quietest is forgotten, so a
+/// flood of made-up session ids cannot grow the worker without bound.
+const MAX_TRACKED: usize = 10_000;
+/// Longest line kept from an event, in characters (the prompt stays short).
+const MAX_LINE_CHARS: usize = 600;
 /// Tokens for one question.
 const MAX_QUESTION_TOKENS: usize = 48;
 
@@ -73,12 +78,28 @@ impl Tracker {
 
     /// Take in one event from the bus.
     pub fn on_event(&mut self, ev: &BusEvent, now: Instant) {
-        let Some(id) = ev.session_id.as_deref() else {
+        // Only ids a server could have made: anything else cannot be
+        // prompted (the subject would be invalid) and is not worth memory.
+        let Some(id) = ev
+            .session_id
+            .as_deref()
+            .filter(|id| crate::bus::valid_session_id(id))
+        else {
             return;
         };
         if let Event::SessionEnded { .. } = ev.event {
             self.sessions.remove(id);
             return;
+        }
+        if !self.sessions.contains_key(id)
+            && self.sessions.len() >= MAX_TRACKED
+            && let Some(quietest) = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, c)| c.last_activity)
+                .map(|(k, _)| k.clone())
+        {
+            self.sessions.remove(&quietest);
         }
         let conv = self.sessions.entry(id.to_string()).or_insert_with(|| Conv {
             lines: VecDeque::new(),
@@ -98,7 +119,8 @@ impl Tracker {
         if role == Role::User {
             conv.open = true;
         }
-        conv.lines.push_back((role, text.to_string()));
+        conv.lines
+            .push_back((role, text.chars().take(MAX_LINE_CHARS).collect()));
         while conv.lines.len() > KEEP_LINES {
             conv.lines.pop_front();
         }
@@ -375,29 +397,65 @@ mod tests {
     }
 
     #[test]
+    fn bad_ids_are_ignored_and_the_tracker_is_bounded() {
+        let mut t = Tracker::new(cfg(1000));
+        let t0 = Instant::now();
+        t.on_event(&said(Some("../../etc"), "hello"), t0);
+        t.on_event(&said(Some("x"), "hello"), t0);
+        assert!(t.is_empty());
+        for i in 0..MAX_TRACKED + 5 {
+            let id = format!("session-{i:08}");
+            t.on_event(
+                &said(Some(&id), "hello"),
+                t0 + Duration::from_millis(i as u64),
+            );
+        }
+        assert_eq!(t.len(), MAX_TRACKED);
+        // The quietest (the first ones) went.
+        assert!(!t.sessions.contains_key("session-00000000"));
+        assert!(
+            t.sessions
+                .contains_key(&format!("session-{:08}", MAX_TRACKED + 4))
+        );
+        let long = "word ".repeat(1000);
+        t.on_event(&said(Some("session-long-1"), &long), t0);
+        let kept = &t.sessions["session-long-1"].lines[0].1;
+        assert_eq!(kept.chars().count(), MAX_LINE_CHARS);
+    }
+
+    #[test]
     fn follows_up_once_after_the_user_goes_quiet() {
         let mut t = Tracker::new(cfg(1000));
         let t0 = Instant::now();
-        t.on_event(&on_bus(Some("s1"), Event::SessionStarted { turn: 0 }), t0);
+        t.on_event(
+            &on_bus(Some("session-1"), Event::SessionStarted { turn: 0 }),
+            t0,
+        );
         assert!(
             t.due(t0 + Duration::from_secs(5)).is_empty(),
             "nothing said yet"
         );
-        t.on_event(&said(Some("s1"), "I'm planning a trip to Japan."), t0);
+        t.on_event(
+            &said(Some("session-1"), "I'm planning a trip to Japan."),
+            t0,
+        );
         let reply = Event::Reply {
             turn: 1,
             text: "How exciting!".into(),
             interrupted: false,
             prompt_id: None,
         };
-        t.on_event(&on_bus(Some("s1"), reply), t0 + Duration::from_millis(500));
+        t.on_event(
+            &on_bus(Some("session-1"), reply),
+            t0 + Duration::from_millis(500),
+        );
         assert!(
             t.due(t0 + Duration::from_millis(1400)).is_empty(),
             "not quiet long enough"
         );
         let due = t.due(t0 + Duration::from_millis(1600));
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].session_id, "s1");
+        assert_eq!(due[0].session_id, "session-1");
         assert_eq!(due[0].number, 1);
         assert_eq!(due[0].lines.len(), 2);
         assert!(
@@ -411,11 +469,14 @@ mod tests {
         let mut t = Tracker::new(cfg(0));
         let t0 = Instant::now();
         for i in 0..4 {
-            t.on_event(&said(Some("s"), &format!("topic {i}")), t0);
+            t.on_event(&said(Some("session-2"), &format!("topic {i}")), t0);
             let n = t.due(t0).len();
             assert_eq!(n, usize::from(i < 2), "round {i}");
         }
-        t.on_event(&on_bus(Some("s"), Event::SessionEnded { turn: 4 }), t0);
+        t.on_event(
+            &on_bus(Some("session-2"), Event::SessionEnded { turn: 4 }),
+            t0,
+        );
         assert!(t.is_empty());
         t.on_event(&said(None, "no session id"), t0);
         assert!(t.is_empty());
