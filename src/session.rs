@@ -408,7 +408,7 @@ async fn forward_events(
 
 /// A message the client sent on the data channel ([`ClientMessage`]; today
 /// only typed text), as the trimmed text. Errors carry a code for the client.
-fn parse_data_message(text: &str, max_len: usize) -> Result<String, (ErrorCode, String)> {
+pub fn parse_data_message(text: &str, max_len: usize) -> Result<String, (ErrorCode, String)> {
     if text.len() > max_len {
         return Err((
             ErrorCode::TooLarge,
