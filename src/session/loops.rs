@@ -1,0 +1,210 @@
+//! The session's tasks: inbound audio to the pipeline, the echo pipeline,
+//! events to the data channel and the bus, and the paced outbound audio
+//! (see the module above for how they fit together).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{EventOut, INBOUND_FILL_MAX, INBOUND_GRACE, SessionContext};
+use crate::audio::{OpusEncoder, Pacer, StreamResampler, resample_clip};
+use crate::events::{Event, State};
+use crate::hub::SessionEvents;
+use crate::metrics::Metrics;
+use crate::pipeline::playout::OutQueue;
+use crate::pipeline::{EchoEvent, EchoGate, next_input};
+use crate::prompt::{Control, DropReason, PromptOutcome};
+use crate::rtc::{GapFill, InboundFrame, Peer};
+use crate::{PIPELINE_FRAME, PIPELINE_RATE, WIRE_FRAME, WIRE_RATE};
+
+/// Decoded 48 kHz frames → 16 kHz chunks for the pipeline.
+pub(super) async fn inbound_loop(
+    mut audio: mpsc::Receiver<InboundFrame>,
+    pcm_tx: mpsc::Sender<Vec<f32>>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let mut down = match StreamResampler::new(WIRE_RATE, PIPELINE_RATE, WIRE_FRAME) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build resampler; session has no input");
+            return;
+        }
+    };
+    let silence = vec![0.0f32; WIRE_FRAME];
+    let mut gap = GapFill::new(
+        Duration::from_millis(u64::from(crate::FRAME_MS)),
+        INBOUND_GRACE,
+        INBOUND_FILL_MAX,
+    );
+    loop {
+        let deadline = gap.next_deadline();
+        let (pcm, frames) = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            f = audio.recv() => match f {
+                Some(f) => {
+                    gap.on_frame(Instant::now());
+                    Metrics::inc(&metrics.audio_frames_in);
+                    (f.pcm, 1)
+                }
+                None => break,
+            },
+            _ = sleep_until_opt(deadline) => (silence.clone(), gap.fill(Instant::now())),
+        };
+        for _ in 0..frames {
+            match down.push(&pcm) {
+                Ok(pcm16) if !pcm16.is_empty() => {
+                    if pcm_tx.try_send(pcm16).is_err() {
+                        Metrics::inc(&metrics.inbound_frames_dropped);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "resampling inbound audio failed"),
+            }
+        }
+    }
+}
+
+/// Sleep until `at`, or forever without one.
+pub(super) async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) async fn forward_events(
+    mut rx: mpsc::Receiver<Event>,
+    out: Arc<EventOut>,
+    bus_events: Arc<SessionEvents>,
+) {
+    while let Some(ev) = rx.recv().await {
+        bus_events.mirror(&ev);
+        out.send(&ev).await;
+    }
+}
+
+/// The echo pipeline: play each utterance back once the user stops.
+pub(super) async fn echo_loop(
+    mut input: mpsc::Receiver<Vec<f32>>,
+    mut control: mpsc::Receiver<Control>,
+    queue: Arc<Mutex<OutQueue>>,
+    events: mpsc::Sender<Event>,
+    ctx: SessionContext,
+    cancel: CancellationToken,
+) {
+    let mut gate = EchoGate::new(&ctx.config.echo);
+    let mut pending: Vec<f32> = Vec::with_capacity(PIPELINE_FRAME * 2);
+    loop {
+        let pcm = tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(c) = control.recv() => {
+                // Echo has no voice of its own: prompts cannot be spoken here.
+                if let Control::Prompt(d) = c {
+                    let _ = d.done.send(PromptOutcome::Dropped(DropReason::NoSpeech));
+                }
+                continue;
+            }
+            f = next_input(&mut input, gate.speaking()) => match f {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        pending.extend_from_slice(&pcm);
+        while pending.len() >= PIPELINE_FRAME {
+            let f: Vec<f32> = pending.drain(..PIPELINE_FRAME).collect();
+            match gate.push(&f) {
+                Some(EchoEvent::SpeechStarted) => {
+                    let _ = events.try_send(Event::state(State::UserSpeaking));
+                }
+                Some(EchoEvent::Utterance(u)) => {
+                    Metrics::inc(&ctx.metrics.utterances);
+                    let ms = u.len() as u64 * 1000 / u64::from(PIPELINE_RATE);
+                    tracing::info!(ms, "utterance; echoing it back");
+                    match resample_clip(&u, PIPELINE_RATE, WIRE_RATE) {
+                        Ok(pcm48) => {
+                            if let Ok(mut q) = queue.lock() {
+                                q.push(&pcm48);
+                            }
+                            let _ = events.try_send(Event::State {
+                                state: State::Speaking,
+                                utterance_ms: Some(ms),
+                            });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot resample utterance"),
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+pub(super) async fn outbound_loop(
+    peer: Arc<Peer>,
+    queue: Arc<Mutex<OutQueue>>,
+    events: mpsc::Sender<Event>,
+    connected: Arc<Notify>,
+    ctx: SessionContext,
+    cancel: CancellationToken,
+) {
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = connected.notified() => {}
+    }
+    let mut encoder = match OpusEncoder::new(ctx.config.audio.opus_bitrate) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create Opus encoder; session has no output");
+            return;
+        }
+    };
+    let silence = vec![0.0f32; WIRE_FRAME];
+    let period = Duration::from_millis(u64::from(crate::FRAME_MS));
+    let mut pacer = Pacer::new(Instant::now(), period);
+    let mut send_errors = 0u64;
+    let mut playing = false;
+    loop {
+        let deadline = tokio::time::Instant::from_std(pacer.next_deadline());
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+        let tick = pacer.on_wake(Instant::now());
+        if tick.late {
+            Metrics::inc(&ctx.metrics.late_frames_out);
+        }
+        if tick.skipped > 0 {
+            ctx.metrics
+                .skipped_frames_out
+                .fetch_add(tick.skipped, Ordering::Relaxed);
+        }
+        let frame = queue.lock().ok().and_then(|mut q| q.pop_frame());
+        let active = frame.is_some();
+        if std::mem::replace(&mut playing, active) && !active {
+            // The last queued audio has gone out: the assistant is listening again.
+            let _ = events.try_send(Event::state(State::Listening));
+        }
+        let pcm = frame.as_deref().unwrap_or(&silence);
+        let packet = match encoder.encode(pcm) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "Opus encode failed");
+                continue;
+            }
+        };
+        match peer.send_opus(packet).await {
+            Ok(()) => Metrics::inc(&ctx.metrics.audio_frames_out),
+            Err(e) => {
+                send_errors += 1;
+                if send_errors == 1 || send_errors.is_power_of_two() {
+                    tracing::debug!(error = %e, send_errors, "sending audio failed");
+                }
+            }
+        }
+    }
+}
