@@ -1,12 +1,11 @@
 //! WHIP-style signaling: `POST /whip` with an SDP offer answers with the full
 //! SDP (no trickle) and a `Location` to `DELETE` when done.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use std::net::SocketAddr;
-
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};

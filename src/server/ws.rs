@@ -1,11 +1,10 @@
 //! `GET /ws`: JSON signaling over a WebSocket (DESIGN.md §2), trickle ICE both ways.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use std::net::SocketAddr;
-
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -79,7 +78,7 @@ async fn cancelled(cancel: Option<CancellationToken>) {
 }
 
 /// What a signaling socket knows about its client.
-struct Peer {
+struct Signaler {
     caller: Caller,
     addr: Option<SocketAddr>,
     /// Remote candidates taken so far (`limits.candidates_per_session`).
@@ -87,7 +86,7 @@ struct Peer {
 }
 
 async fn run(state: Arc<AppState>, socket: WebSocket, caller: Caller, addr: Option<SocketAddr>) {
-    let mut client = Peer {
+    let mut client = Signaler {
         caller,
         addr,
         candidates: 0,
@@ -185,7 +184,7 @@ enum Step {
 
 async fn handle_text(
     state: &Arc<AppState>,
-    client: &mut Peer,
+    client: &mut Signaler,
     negotiation: &mut Negotiation,
     live: &mut Option<Opened>,
     text: &str,
