@@ -422,3 +422,50 @@ async fn start_deadline_plays_the_busy_line() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Against a server with auth on: without a token every user is refused;
+/// with an admin token (`--token`) they join and the report has the
+/// server's `/metrics` figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tester_joins_with_a_token() {
+    let server = Server::start(
+        &["--pipeline", "echo"],
+        &[("VOXLOOP_AUTH_KEY", common::AUTH_KEY)],
+    );
+    let dir = scratch("token");
+    let audio = corpus(&dir, &["q06_hello.wav"]);
+    let token = common::mint_token(&["--identity", "loadtest", "--grant", "admin"]);
+    let base = [
+        "--mode",
+        "media",
+        "--sessions",
+        "1",
+        "--turns",
+        "1",
+        "--duration",
+        "20s",
+        "--audio",
+        audio.to_str().unwrap(),
+    ];
+    let (_, refused) = loadtest(&server, &dir.join("without"), &base).await;
+    let mut with = base.to_vec();
+    with.extend(["--token", token.as_str()]);
+    let (_, run) = loadtest(&server, &dir.join("with"), &with).await;
+    let (r, s) = (&refused["summary"], &run["summary"]);
+    println!(
+        "without a token: {} connect failures; with one: {} held, {} failed, server CPU per session {}",
+        r["connect_failures"],
+        s["sessions_held"],
+        s["failed"],
+        run["server"]["cpu_per_session_pct"]
+    );
+    assert_eq!(r["connect_failures"], 1);
+    assert_eq!(s["connect_failures"], 0);
+    assert_eq!(s["failed"], 0);
+    assert!(
+        run["server"].is_object(),
+        "no /metrics figures: {}",
+        run["server"]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

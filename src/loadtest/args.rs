@@ -13,6 +13,10 @@ pub struct LoadtestArgs {
     /// Server to load, http://host:port. Loopback only unless --allow-remote.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Join token for a server with auth on (`voxloop token --grant admin`:
+    /// admin also lets the report read `/metrics`).
+    #[arg(long, env = "VOXLOOP_TOKEN")]
+    pub token: Option<String>,
     /// Virtual users (concurrent sessions).
     #[arg(long, default_value_t = 1)]
     pub sessions: usize,

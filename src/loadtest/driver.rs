@@ -94,6 +94,8 @@ pub struct RunSettings {
     pub audio_dir: PathBuf,
     /// Print progress to stderr (a live line on a terminal, plain lines otherwise).
     pub progress: bool,
+    /// Join token for a server with auth on (admin, to read `/metrics` too).
+    pub token: Option<String>,
 }
 
 /// Where the live progress goes.
@@ -136,8 +138,14 @@ impl Progress {
     }
 }
 
-async fn fetch_text(url: &str) -> Result<String, String> {
-    let resp = tokio::time::timeout(Duration::from_secs(5), reqwest::get(url))
+/// GET `url`, with `token` as a Bearer (a server with auth on wants an
+/// admin token for `/metrics`).
+async fn fetch_text(url: &str, token: Option<&str>) -> Result<String, String> {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = tokio::time::timeout(Duration::from_secs(5), req.send())
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
@@ -147,8 +155,8 @@ async fn fetch_text(url: &str) -> Result<String, String> {
     resp.text().await.map_err(|e| e.to_string())
 }
 
-async fn snapshot(base: &str) -> Option<ServerSnapshot> {
-    match fetch_text(&format!("{}/metrics", base.trim_end_matches('/'))).await {
+async fn snapshot(base: &str, token: Option<&str>) -> Option<ServerSnapshot> {
+    match fetch_text(&format!("{}/metrics", base.trim_end_matches('/')), token).await {
         Ok(t) => Some(ServerSnapshot::parse(&t)),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read /metrics; no server figures");
@@ -160,7 +168,7 @@ async fn snapshot(base: &str) -> Option<ServerSnapshot> {
 /// Check the server is up and runs the pipeline `mode` needs.
 pub async fn check_server(url: &str, mode: Mode) -> Result<(), LoadtestError> {
     let base = url.trim_end_matches('/');
-    let text = fetch_text(&format!("{base}/healthz"))
+    let text = fetch_text(&format!("{base}/healthz"), None)
         .await
         .map_err(|message| LoadtestError::Server {
             url: url.to_string(),
@@ -187,10 +195,10 @@ pub async fn check_server(url: &str, mode: Mode) -> Result<(), LoadtestError> {
 
 /// Wait (bounded) until the server has no sessions left, so one capacity
 /// step does not measure the tail of the previous one.
-pub(super) async fn wait_drained(url: &str, timeout: Duration) {
+pub(super) async fn wait_drained(url: &str, token: Option<&str>, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if snapshot(url)
+        if snapshot(url, token)
             .await
             .is_some_and(|s| s.active_sessions == 0.0)
         {
@@ -237,6 +245,7 @@ pub async fn run_load(
             connect_timeout: Duration::from_secs(10),
             seed: settings.seed,
             opus_bitrate: 48_000,
+            token: settings.token.clone(),
             run_start,
         };
         let controls = controls.clone();
@@ -282,7 +291,7 @@ pub async fn run_load(
                 }
                 if ramp_done_s.is_none() && live.attempted.load(Ordering::Relaxed) >= n {
                     ramp_done_s = Some(secs_since(run_start));
-                    if let Some(snap) = snapshot(&settings.url).await {
+                    if let Some(snap) = snapshot(&settings.url, settings.token.as_deref()).await {
                         steady = Some((Instant::now(), snap, crate::metrics::process_cpu_seconds("self")));
                     }
                 }
@@ -294,7 +303,7 @@ pub async fn run_load(
     }
     // The window the server figures cover ends here, before users hang up.
     let end_snap = match &steady {
-        Some(_) => snapshot(&settings.url).await,
+        Some(_) => snapshot(&settings.url, settings.token.as_deref()).await,
         None => None,
     };
     let client_cpu_end = crate::metrics::process_cpu_seconds("self");

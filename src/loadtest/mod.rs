@@ -211,6 +211,7 @@ pub async fn main(args: LoadtestArgs) -> Result<i32, LoadtestError> {
         seed,
         audio_dir: args.audio.clone(),
         progress: true,
+        token: args.token.clone(),
     };
     println!(
         "run: mode={} url={} seed={} utterances={} out={}",
@@ -238,7 +239,12 @@ pub async fn main(args: LoadtestArgs) -> Result<i32, LoadtestError> {
     let mut failed_min: Option<usize> = None;
     let mut n = args.sessions.min(args.max_sessions);
     loop {
-        wait_drained(&settings.url, Duration::from_secs(15)).await;
+        wait_drained(
+            &settings.url,
+            settings.token.as_deref(),
+            Duration::from_secs(15),
+        )
+        .await;
         let step_settings = RunSettings {
             sessions: n,
             ..settings.clone()

@@ -51,6 +51,7 @@ pub struct UserConfig {
     pub connect_timeout: Duration,
     pub seed: u64,
     pub opus_bitrate: i32,
+    pub token: Option<String>,
     /// Time zero of the run (turn start times are relative to it).
     pub run_start: Instant,
 }
@@ -136,6 +137,7 @@ pub async fn run_user(cfg: UserConfig, controls: Controls) -> SessionRecord {
     let opts = ClientOptions {
         connect_timeout: cfg.connect_timeout,
         opus_bitrate: cfg.opus_bitrate,
+        token: cfg.token.clone(),
         ..ClientOptions::default()
     };
     let started = Instant::now();
