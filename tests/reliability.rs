@@ -273,22 +273,9 @@ async fn refusals_are_readable() {
     }
 }
 
-/// SIGTERM while the server is speaking: `/readyz` turns false, a new join
-/// is refused with `draining`, the reply plays to its end, and the process
-/// exits 0.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_the_reply_in_progress_finish() {
-    const DRAIN_MS: u64 = 20_000;
-    let mut server = Server::start(
-        &["--pipeline", "echo"],
-        &[("VOXLOOP_DRAIN_TIMEOUT_MS", &DRAIN_MS.to_string())],
-    );
-    let mut client = Client::connect(&server.url, ClientOptions::default())
-        .await
-        .expect("connect");
-    let (status, _) = server.get("/readyz").await;
-    assert_eq!(status, 200);
-    // The echo pipeline's reply is the utterance played back (~11 s here).
+/// Say `q10_long.wav` and wait until the echo pipeline plays it back: a
+/// reply of about 11 s is under way when this returns.
+async fn start_a_long_echo(client: &mut Client) {
     let clip = common::clip48("q10_long.wav");
     client.send_pcm(&clip, 1.0).await.expect("send");
     client
@@ -307,6 +294,24 @@ async fn sigterm_lets_the_reply_in_progress_finish() {
         })
         .await;
     assert!(speaking.is_some(), "the echo did not start");
+}
+
+/// SIGTERM while the server is speaking: `/readyz` turns false, a new join
+/// is refused with `draining`, the reply plays to its end, and the process
+/// exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_reply_in_progress_finish() {
+    const DRAIN_MS: u64 = 20_000;
+    let mut server = Server::start(
+        &["--pipeline", "echo"],
+        &[("VOXLOOP_DRAIN_TIMEOUT_MS", &DRAIN_MS.to_string())],
+    );
+    let mut client = Client::connect(&server.url, ClientOptions::default())
+        .await
+        .expect("connect");
+    let (status, _) = server.get("/readyz").await;
+    assert_eq!(status, 200);
+    start_a_long_echo(&mut client).await;
     let t0 = Instant::now();
     server.signal_term();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -361,26 +366,7 @@ async fn a_second_signal_exits_at_once() {
     let mut client = Client::connect(&server.url, ClientOptions::default())
         .await
         .expect("connect");
-    client
-        .send_pcm(&common::clip48("q10_long.wav"), 1.0)
-        .await
-        .expect("send");
-    client
-        .send_silence(Duration::from_millis(700))
-        .await
-        .expect("send");
-    let speaking = client
-        .wait_event(Duration::from_secs(10), |e| {
-            matches!(
-                e,
-                Event::State {
-                    state: State::Speaking,
-                    ..
-                }
-            )
-        })
-        .await;
-    assert!(speaking.is_some(), "the echo did not start");
+    start_a_long_echo(&mut client).await;
     server.signal_term();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(server.alive(), "the first signal must drain, not exit");
