@@ -11,7 +11,6 @@ pub mod peer;
 pub mod signaling;
 
 pub use gap::GapFill;
-pub use liveness::{GiveUp, Liveness};
 pub use peer::{InboundFrame, Peer, PeerError, PeerEvent, PeerStreams, RtcSettings, wait_gathered};
 pub use signaling::{
     ClientMessage, ErrorCode, IceCandidate, Negotiation, ServerMessage, SignalError,

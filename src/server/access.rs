@@ -20,7 +20,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
 
-use super::{AppState, errors};
+use super::AppState;
 use crate::auth::{Claims, Grant, KeySet, TokenError, unix_now};
 use crate::config::Config;
 use crate::rtc::{ErrorCode, SignalError};
@@ -44,10 +44,6 @@ pub enum Caller {
     /// Auth is off: everyone may do everything.
     Open,
     Token(Claims),
-}
-
-fn refuse(code: ErrorCode, message: impl Into<String>) -> SignalError {
-    SignalError::new(code, message)
 }
 
 impl Access {
@@ -85,7 +81,7 @@ impl Access {
             return Ok(Caller::Open);
         }
         let token = token.ok_or_else(|| {
-            refuse(
+            SignalError::new(
                 ErrorCode::NoToken,
                 "this server needs a token (Authorization: Bearer, ?token= or the voxloop.token.<JWT> subprotocol)",
             )
@@ -93,9 +89,9 @@ impl Access {
         match self.keys.verify(token, unix_now()) {
             Ok(c) => Ok(Caller::Token(c)),
             Err(e @ (TokenError::Expired(_) | TokenError::NotYetValid(_))) => {
-                Err(refuse(ErrorCode::TokenExpired, e.to_string()))
+                Err(SignalError::new(ErrorCode::TokenExpired, e.to_string()))
             }
-            Err(e) => Err(refuse(ErrorCode::BadToken, e.to_string())),
+            Err(e) => Err(SignalError::new(ErrorCode::BadToken, e.to_string())),
         }
     }
 
@@ -105,7 +101,7 @@ impl Access {
         if let Caller::Token(c) = &caller
             && !c.has(grant)
         {
-            return Err(refuse(
+            return Err(SignalError::new(
                 ErrorCode::MissingGrant,
                 format!(
                     "the token of {:?} lacks the {} grant",
@@ -135,7 +131,7 @@ impl Access {
         if ok {
             Ok(())
         } else {
-            Err(refuse(
+            Err(SignalError::new(
                 ErrorCode::HostNotAllowed,
                 format!("this server does not answer to host {name:?} (auth.allowed_hosts)"),
             ))
@@ -164,7 +160,7 @@ impl Access {
         {
             Ok(())
         } else {
-            Err(refuse(
+            Err(SignalError::new(
                 ErrorCode::OriginNotAllowed,
                 format!("pages from {origin:?} may not use this server (auth.allowed_origins)"),
             ))
@@ -183,11 +179,11 @@ impl Caller {
             (Some(sid), Some(r)) if sid == r => Ok(Some(sid.to_string())),
             (_, None) => Ok(None),
             (_, Some(_)) if c.has(Grant::Admin) => Ok(requested.map(str::to_string)),
-            (Some(sid), Some(r)) => Err(refuse(
+            (Some(sid), Some(r)) => Err(SignalError::new(
                 ErrorCode::WrongSession,
                 format!("the token is bound to session {sid:?}, not {r:?}"),
             )),
-            (None, Some(r)) => Err(refuse(
+            (None, Some(r)) => Err(SignalError::new(
                 ErrorCode::WrongSession,
                 format!(
                     "resuming session {r:?} needs a token bound to it (voxloop token --session)"
@@ -255,10 +251,7 @@ fn is_loopback_name(name: &str) -> bool {
 pub async fn host_check(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     match state.access.check_host(req.headers()) {
         Ok(()) => next.run(req).await,
-        Err(e) => {
-            state.record_error(&e);
-            errors::error(e.code, e.message)
-        }
+        Err(e) => state.refuse(e),
     }
 }
 

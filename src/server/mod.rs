@@ -34,7 +34,7 @@ use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
 use crate::pipeline::speech::SpeechDeps;
 use crate::rtc::liveness::{self, Liveness};
-use crate::rtc::{ErrorCode, Peer, PeerEvent, PeerStreams, RtcSettings, SignalError};
+use crate::rtc::{ErrorCode, IceCandidate, Peer, PeerEvent, PeerStreams, RtcSettings, SignalError};
 use crate::session::{Session, SessionContext};
 use access::{Access, Caller};
 
@@ -227,6 +227,12 @@ impl AppState {
         self.metrics.signaling_error(err.code);
         tracing::warn!(code = err.code.as_str(), message = %err.message, "signaling error");
     }
+
+    /// Count and log a refusal, and answer it as `{"error": {code, message}}`.
+    fn refuse(&self, err: SignalError) -> Response {
+        self.record_error(&err);
+        errors::error(err.code, err.message)
+    }
 }
 
 /// A session whose offer was answered, with everything its owner drives.
@@ -238,8 +244,21 @@ struct Opened {
     liveness: Liveness,
 }
 
-/// What ended a session's event loop, or `None` to go on.
-async fn next_peer_step(opened: &mut Opened) -> Option<&'static str> {
+/// What one wake-up of a session's peer side came to.
+enum PeerStep {
+    /// A local ICE candidate to trickle (`None`: gathering is complete).
+    /// `/ws` sends it on; WHIP answered with every candidate already.
+    Candidate(Option<IceCandidate>),
+    /// Handled; go on.
+    Continue,
+    /// The session is over, for this reason.
+    End(&'static str),
+}
+
+/// Wait for the next thing that happens to a session's peer: an event, a
+/// cancel (`DELETE /whip/{id}`, shutdown), a panicked task, or the
+/// liveness deadline. The one loop body of WHIP and `/ws` sessions.
+async fn next_peer_step(opened: &mut Opened) -> PeerStep {
     let Opened {
         session,
         events,
@@ -248,35 +267,39 @@ async fn next_peer_step(opened: &mut Opened) -> Option<&'static str> {
         ..
     } = opened;
     tokio::select! {
-        _ = slot.cancel.cancelled() => Some("deleted"),
-        _ = session.failed().cancelled() => Some("session failed"),
+        _ = slot.cancel.cancelled() => PeerStep::End("cancelled"),
+        _ = session.failed().cancelled() => PeerStep::End("session failed"),
         _ = liveness::sleep_until(liveness.deadline()) => {
-            liveness.check(Instant::now()).map(|g| {
-                tracing::info!(session = %slot.id, reason = g.as_str(), "giving up on the peer");
-                g.as_str()
-            })
+            match liveness.check(Instant::now()) {
+                Some(g) => {
+                    tracing::info!(session = %slot.id, reason = g.as_str(), "giving up on the peer");
+                    PeerStep::End(g.as_str())
+                }
+                None => PeerStep::Continue,
+            }
         }
         ev = events.recv() => match ev {
+            Some(PeerEvent::LocalCandidate(c)) => PeerStep::Candidate(Some(c)),
+            Some(PeerEvent::GatheringComplete) => PeerStep::Candidate(None),
             Some(PeerEvent::Ended(why)) => {
                 tracing::debug!(%why, "peer ended");
-                Some("peer ended")
+                PeerStep::End("peer ended")
             }
             Some(ev) => {
                 liveness.on_event(&ev, Instant::now());
                 session.on_peer_event(&ev).await;
-                None
+                PeerStep::Continue
             }
-            None => Some("peer gone"),
+            None => PeerStep::End("peer gone"),
         },
     }
 }
 
-/// Drive a session's peer events until it ends, is cancelled or is given up
-/// on; used by WHIP (the WebSocket handler has its own loop that also reads
-/// the socket).
+/// Drive a WHIP session's peer side until it ends, is cancelled or is
+/// given up on (the WebSocket handler runs the same steps beside its socket).
 async fn run_session_events(state: Arc<AppState>, mut opened: Opened) {
     let reason = loop {
-        if let Some(reason) = next_peer_step(&mut opened).await {
+        if let PeerStep::End(reason) = next_peer_step(&mut opened).await {
             break reason;
         }
     };
@@ -350,8 +373,7 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     if state.access.enabled()
         && let Err(e) = state.access.require(access::bearer(&headers), Grant::Admin)
     {
-        state.record_error(&e);
-        return errors::error(e.code, e.message);
+        return state.refuse(e);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

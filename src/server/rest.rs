@@ -20,8 +20,7 @@ use crate::rtc::{ErrorCode, SignalError};
 
 pub async fn list_sessions(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(e) = state.access.require(access::bearer(&headers), Grant::Admin) {
-        state.record_error(&e);
-        return errors::error(e.code, e.message);
+        return state.refuse(e);
     }
     Json(json!({ "sessions": state.hub.list() })).into_response()
 }
@@ -41,21 +40,16 @@ pub async fn post_prompt(
 ) -> Response {
     let caller = match state.access.caller(access::bearer(&headers)) {
         Ok(c) => c,
-        Err(e) => {
-            state.record_error(&e);
-            return errors::error(e.code, e.message);
-        }
+        Err(e) => return state.refuse(e),
     };
     let owner = state.hub.owner_of(&session_id).flatten();
     if !caller.may_act_on(&session_id, owner.as_deref(), Grant::Prompt) {
-        let e = SignalError::new(
+        return state.refuse(SignalError::new(
             ErrorCode::MissingGrant,
             format!(
                 "prompting session {session_id:?} needs the prompt grant, admin, or its own token"
             ),
-        );
-        state.record_error(&e);
-        return errors::error(e.code, e.message);
+        ));
     }
     // JSON only: a cross-site HTML form can post text/plain without a
     // preflight, but not application/json.

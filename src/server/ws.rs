@@ -9,17 +9,13 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use tokio_util::sync::CancellationToken;
 
 use super::access::{self, Caller};
 use super::listen::ClientAddr;
-use super::{AppState, Opened, errors};
+use super::{AppState, Opened, PeerStep, next_peer_step};
 use crate::auth::Grant;
-use crate::rtc::liveness;
 use crate::rtc::signaling::Action;
-use crate::rtc::{
-    ErrorCode, Negotiation, PeerEvent, ServerMessage, SignalError, parse_client_message,
-};
+use crate::rtc::{ErrorCode, Negotiation, ServerMessage, SignalError, parse_client_message};
 
 /// Frames above this are refused by the WebSocket layer itself (the socket
 /// closes). Messages between `max_message_bytes` and this get an `error`
@@ -52,10 +48,7 @@ pub async fn handler(
         .and_then(|()| state.access.require(token, Grant::Join))
     {
         Ok(c) => c,
-        Err(e) => {
-            state.record_error(&e);
-            return errors::error(e.code, e.message);
-        }
+        Err(e) => return state.refuse(e),
     };
     ws.protocols([access::WS_PROTOCOL])
         .max_message_size(WS_HARD_LIMIT)
@@ -63,16 +56,10 @@ pub async fn handler(
         .on_upgrade(move |socket| run(state, socket, caller, client))
 }
 
-async fn next_event(live: &mut Option<Opened>) -> Option<PeerEvent> {
+/// The next step of the socket's session, once it has one.
+async fn peer_step(live: &mut Option<Opened>) -> PeerStep {
     match live {
-        Some(l) => l.events.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn cancelled(cancel: Option<CancellationToken>) {
-    match cancel {
-        Some(c) => c.cancelled().await,
+        Some(l) => next_peer_step(l).await,
         None => std::future::pending().await,
     }
 }
@@ -99,9 +86,6 @@ async fn run(state: Arc<AppState>, socket: WebSocket, caller: Caller, addr: Opti
     let mut idle_until = Instant::now() + idle;
 
     let reason = loop {
-        let cancel = live.as_ref().map(|l| l.slot.cancel.clone());
-        let failed = live.as_ref().map(|l| l.session.failed().clone());
-        let give_up_at = live.as_ref().and_then(|l| l.liveness.deadline());
         let out: Option<ServerMessage> = tokio::select! {
             _ = tokio::time::sleep_until(idle_until.into()), if live.is_none() => {
                 let e = SignalError::new(ErrorCode::Timeout, format!("no offer within {} ms; closing", idle.as_millis()));
@@ -138,31 +122,11 @@ async fn run(state: Arc<AppState>, socket: WebSocket, caller: Caller, addr: Opti
                 }
                 Some(Ok(_)) => None, // ping/pong: handled by axum
             },
-            ev = next_event(&mut live) => match ev {
-                Some(PeerEvent::LocalCandidate(c)) => Some(ServerMessage::Candidate { candidate: Some(c) }),
-                Some(PeerEvent::GatheringComplete) => Some(ServerMessage::Candidate { candidate: None }),
-                Some(PeerEvent::Ended(why)) => {
-                    tracing::debug!(%why, "peer ended");
-                    break "peer ended";
-                }
-                Some(ev) => {
-                    if let Some(l) = &mut live {
-                        l.liveness.on_event(&ev, Instant::now());
-                        l.session.on_peer_event(&ev).await;
-                    }
-                    None
-                }
-                None => break "peer gone",
+            step = peer_step(&mut live) => match step {
+                PeerStep::Candidate(candidate) => Some(ServerMessage::Candidate { candidate }),
+                PeerStep::Continue => None,
+                PeerStep::End(reason) => break reason,
             },
-            _ = liveness::sleep_until(give_up_at) => {
-                if let Some(g) = live.as_ref().and_then(|l| l.liveness.check(Instant::now())) {
-                    tracing::info!(reason = g.as_str(), "giving up on the peer");
-                    break g.as_str();
-                }
-                None
-            }
-            _ = cancelled(cancel) => break "server shutdown",
-            _ = cancelled(failed) => break "session failed",
         };
         if let Some(m) = out
             && send(&mut tx, &m).await.is_err()
