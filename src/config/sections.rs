@@ -369,8 +369,10 @@ pub struct HttpConfig {
     pub header_timeout_ms: u64,
     /// A request's body must arrive within this, ms (`VOXLOOP_HTTP_BODY_TIMEOUT_MS`).
     pub body_timeout_ms: u64,
-    /// Most open connections (WebSockets included); more wait in the
-    /// listen backlog (`VOXLOOP_HTTP_MAX_CONNECTIONS`).
+    /// Most open HTTP connections; more wait in the listen backlog
+    /// (`VOXLOOP_HTTP_MAX_CONNECTIONS`). A connection upgraded to a
+    /// WebSocket leaves the count: those are bounded by `ws_idle_timeout_ms`
+    /// until they offer, and by `max_sessions` after.
     pub max_connections: usize,
     /// A signaling WebSocket that has no session and sends nothing this
     /// long is closed, ms (`VOXLOOP_WS_IDLE_TIMEOUT_MS`).
@@ -392,8 +394,9 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
-    /// After SIGTERM/Ctrl-C, connections still open this long are cut, ms
-    /// (`VOXLOOP_DRAIN_TIMEOUT_MS`).
+    /// How long a drain may take after SIGTERM/Ctrl-C: turns and replies
+    /// under way finish, then sessions end, and open connections get what
+    /// is left of it, ms (`VOXLOOP_DRAIN_TIMEOUT_MS`).
     pub drain_timeout_ms: u64,
 }
 
