@@ -7,19 +7,21 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::{AUTH_KEY, Server, mint_token};
 use serde_json::Value;
 use voxloop::auth::{Claims, Grant, KeySet, unix_now};
 use voxloop::client::Signaling;
 
-/// POST an offer to `/whip` with `token` (and `?session=`): status and body.
+/// POST an offer to `/whip` with `token` (and `?session=`): status, body
+/// and the session's `Location` if one was made.
 async fn whip(
     server: &Server,
     offer: &str,
     token: Option<&str>,
     session: Option<&str>,
-) -> (u16, String) {
+) -> (u16, String, Option<String>) {
     let mut url = format!("{}/whip", server.url);
     if let Some(s) = session {
         url.push_str(&format!("?session={s}"));
@@ -32,7 +34,12 @@ async fn whip(
         req = req.bearer_auth(t);
     }
     let r = req.send().await.expect("POST /whip");
-    (r.status().as_u16(), r.text().await.expect("body"))
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_string);
+    (r.status().as_u16(), r.text().await.expect("body"), location)
 }
 
 /// The `code` of a refusal body (WHIP's signaling shape or the REST shape).
@@ -108,13 +115,13 @@ async fn tokens_are_checked_and_each_refusal_says_why() {
         ),
     ];
     for (what, token, session, status, want) in cases {
-        let (got, body) = whip(&server, &offer, *token, *session).await;
+        let (got, body, _) = whip(&server, &offer, *token, *session).await;
         println!("{what}: {got} {body}");
         assert_eq!((got, code(&body).as_str()), (*status, *want), "{what}");
     }
 
     // A valid token joins, over WHIP (bound: it gets its own id) ...
-    let (status, _) = whip(&server, &offer, Some(&ann_bound), None).await;
+    let (status, _, _) = whip(&server, &offer, Some(&ann_bound), None).await;
     assert_eq!(status, 201);
     // ... and over the WebSocket, where a token-less upgrade is refused.
     assert!(
@@ -198,22 +205,15 @@ async fn a_page_may_resume_its_own_identitys_session_only() {
     let (_peer, _streams, offer) = common::real_offer().await;
     let ann = mint_token(&["--identity", "ann"]);
     let bob = mint_token(&["--identity", "bob"]);
-    let (status, _) = whip(&server, &offer, Some(&ann), Some("ann-tab-0001")).await;
+    let (status, _, _) = whip(&server, &offer, Some(&ann), Some("ann-tab-0001")).await;
     assert_eq!(
         status, 403,
         "an unbound token cannot pick an id nobody held"
     );
-    // A session of ann's; it ends (the peer never connects... so end it).
-    let r = reqwest::Client::new()
-        .post(format!("{}/whip", server.url))
-        .bearer_auth(&ann)
-        .header("content-type", "application/sdp")
-        .body(offer.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let location = r.headers()["location"].to_str().unwrap().to_string();
+    // A session of ann's, which she ends (nobody connects to it).
+    let (status, body, location) = whip(&server, &offer, Some(&ann), None).await;
+    assert_eq!(status, 201, "{body}");
+    let location = location.expect("a Location");
     let id = location.trim_start_matches("/whip/").to_string();
     let r = reqwest::Client::new()
         .delete(format!("{}{location}", server.url))
@@ -222,19 +222,17 @@ async fn a_page_may_resume_its_own_identitys_session_only() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    for _ in 0..50 {
-        if server.healthz_sessions().await == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let (status, body) = whip(&server, &offer, Some(&bob), Some(&id)).await;
+    assert!(
+        server.slots_free(Duration::from_secs(5)).await.is_some(),
+        "ann's session did not end"
+    );
+    let (status, body, _) = whip(&server, &offer, Some(&bob), Some(&id)).await;
     assert_eq!(
         (status, code(&body).as_str()),
         (403, "wrong_session"),
         "bob takes over ann's id"
     );
-    let (status, body) = whip(&server, &offer, Some(&ann), Some(&id)).await;
+    let (status, body, _) = whip(&server, &offer, Some(&ann), Some(&id)).await;
     assert_eq!(status, 201, "ann resumes her own id: {body}");
 }
 

@@ -19,18 +19,6 @@ fn host(server: &Server) -> String {
     server.url.trim_start_matches("http://").to_string()
 }
 
-/// Wait until `/healthz` counts no session; how long that took, or `None`.
-async fn slots_free(server: &Server, within: Duration) -> Option<Duration> {
-    let t0 = Instant::now();
-    while t0.elapsed() < within {
-        if server.healthz_sessions().await == 0 {
-            return Some(t0.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_and_silent_offers_leave_no_session() {
     const CONNECT_MS: u64 = 3000;
@@ -96,7 +84,9 @@ async fn abandoned_and_silent_offers_leave_no_session() {
     }
     assert_eq!(answered, 300, "every silent offer is answered");
     let peak = server.healthz_sessions().await;
-    let freed = slots_free(&server, Duration::from_millis(CONNECT_MS + 5000)).await;
+    let freed = server
+        .slots_free(Duration::from_millis(CONNECT_MS + 5000))
+        .await;
     println!(
         "slots: {peak} live after the last answer, all free after {:?} (connect timeout {CONNECT_MS} ms)",
         freed
@@ -227,41 +217,25 @@ async fn refusals_are_readable() {
     );
     let http = reqwest::Client::new();
     let url = &server.url;
-    json_error(
-        http.get(format!("{url}/no/such/page"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    json_error(
-        http.get(format!("{url}/whip")).send().await.unwrap(),
-        405,
-        "method_not_allowed",
-    )
-    .await;
-    json_error(
-        http.delete(format!("{url}/whip/nobody-here-at-all"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    json_error(
-        http.post(format!("{url}/whip"))
-            .header("content-type", "application/sdpx")
-            .body("v=0")
-            .send()
-            .await
-            .unwrap(),
-        415,
-        "bad_content_type",
-    )
-    .await;
+    let cases = [
+        (http.get(format!("{url}/no/such/page")), 404, "not_found"),
+        (http.get(format!("{url}/whip")), 405, "method_not_allowed"),
+        (
+            http.delete(format!("{url}/whip/nobody-here-at-all")),
+            404,
+            "not_found",
+        ),
+        (
+            http.post(format!("{url}/whip"))
+                .header("content-type", "application/sdpx")
+                .body("v=0"),
+            415,
+            "bad_content_type",
+        ),
+    ];
+    for (request, status, code) in cases {
+        json_error(request.send().await.unwrap(), status, code).await;
+    }
     // A WebSocket that never offers is told why, then closed.
     let mut sig = Signaling::connect(url).await.expect("socket");
     match sig.recv_non_candidate(Duration::from_secs(5)).await {

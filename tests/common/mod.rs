@@ -129,6 +129,19 @@ impl Server {
         v["sessions"].as_u64().expect("healthz sessions")
     }
 
+    /// Wait until `/healthz` counts no session (answered offers included,
+    /// which the metrics gauge does not see); how long that took, or `None`.
+    pub async fn slots_free(&self, within: Duration) -> Option<Duration> {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < within {
+            if self.healthz_sessions().await == 0 {
+                return Some(t0.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
     /// Is the process still running?
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
