@@ -71,6 +71,8 @@ struct Playing {
     pieces: Vec<(String, usize)>,
     /// Index of its assistant message in the history.
     history_idx: usize,
+    /// The prompt it speaks, answered `Spoken` once its last frame played.
+    ticket: Option<u64>,
 }
 
 /// The speculative transcript started at the last pause, and the reply
@@ -223,7 +225,10 @@ impl Conversation {
             Input::Synthesized { reply, piece, pcm } => {
                 self.with_reply(reply, |c, r| c.on_synthesized(r, piece, pcm))
             }
-            Input::Playout(p) => self.playout = p,
+            Input::Playout(p) => {
+                self.playout = p;
+                self.on_played();
+            }
             Input::Load { others_waiting } => self.others_waiting = others_waiting,
             Input::Prompt { prompt, ticket } => {
                 tracing::info!(prompt = %prompt.id, priority = prompt.priority, "prompt queued");
@@ -253,6 +258,17 @@ impl Conversation {
                 self.answer(ticket, outcome);
             }
         }
+        if let Some(p) = self.playing.take()
+            && let Some(ticket) = p.ticket
+        {
+            // Ended mid-prompt: heard if any of it played.
+            let outcome = if self.playout.reply == p.id && self.playout.played > 0 {
+                PromptOutcome::Spoken { turn: p.turn }
+            } else {
+                PromptOutcome::Dropped(DropReason::SessionEnded)
+            };
+            self.answer(ticket, outcome);
+        }
         self.drop_speculation();
         for (ticket, reason) in self.prompts.drain() {
             self.answer(ticket, PromptOutcome::Dropped(reason));
@@ -270,6 +286,32 @@ impl Conversation {
 
     fn answer(&mut self, ticket: u64, outcome: PromptOutcome) {
         self.out.push(Action::AnswerPrompt { ticket, outcome });
+    }
+
+    /// A prompt counts as spoken (and its message is acked) only once its
+    /// last frame has played: acked earlier, a crash mid-sentence would lose
+    /// it. `playout.idle` is cleared whenever audio is queued, so an idle
+    /// report for this reply means all of its audio was heard.
+    fn on_played(&mut self) {
+        let Some(p) = &mut self.playing else {
+            return;
+        };
+        if self.playout.idle
+            && self.playout.reply == p.id
+            && let Some(ticket) = p.ticket.take()
+        {
+            let turn = p.turn;
+            self.answer(ticket, PromptOutcome::Spoken { turn });
+        }
+    }
+
+    /// Forget the reply that finished playing; a prompt in it was heard.
+    fn end_playing(&mut self) {
+        if let Some(p) = self.playing.take()
+            && let Some(ticket) = p.ticket
+        {
+            self.answer(ticket, PromptOutcome::Spoken { turn: p.turn });
+        }
     }
 
     fn next_id(&mut self) -> u64 {
@@ -293,7 +335,7 @@ impl Conversation {
         }
         // A reply started on speech in progress would answer the wrong thing.
         self.drop_speculation();
-        self.playing = None;
+        self.end_playing();
         self.emit(Event::state(State::Thinking));
         let r = self.new_reply(ReplyKind::Text, 0);
         self.emit(Event::Transcript {
@@ -336,7 +378,7 @@ impl Conversation {
         let Some((prompt, ticket)) = self.prompts.pop() else {
             return;
         };
-        self.playing = None;
+        self.end_playing();
         let text = prompt.text.trim().to_string();
         let mut r = self.new_reply(ReplyKind::Prompt { prompt, ticket }, 0);
         if let ReplyKind::Prompt { prompt, .. } = &r.kind {

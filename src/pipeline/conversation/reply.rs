@@ -400,7 +400,6 @@ impl Conversation {
                     self.emit(Event::state(State::Listening));
                     return None;
                 }
-                self.answer(*ticket, PromptOutcome::Spoken { turn: r.turn });
                 self.emit(Event::Reply {
                     turn: r.turn,
                     text: text.clone(),
@@ -441,12 +440,19 @@ impl Conversation {
             }
         }
         self.history.push(ChatMessage::new(Role::Assistant, text));
+        let ticket = match r.kind {
+            ReplyKind::Prompt { ticket, .. } => Some(ticket),
+            _ => None,
+        };
         self.playing = Some(Playing {
             id: r.id,
             turn: r.turn,
             pieces: r.pieces,
             history_idx: self.history.len() - 1,
+            ticket,
         });
+        // Its audio may all have played already (a last piece that failed).
+        self.on_played();
         None
     }
 }

@@ -128,7 +128,10 @@ impl Conversation {
             }
             (r.turn, heard)
         } else if let Some(p) = self.playing.take() {
-            // Text complete, audio still playing.
+            // Text complete, audio still playing: a prompt in it was heard in part.
+            if let Some(ticket) = p.ticket {
+                self.answer(ticket, PromptOutcome::Spoken { turn: p.turn });
+            }
             let heard = heard_text(&p.pieces, played_of(self, p.id));
             if let Some(m) = self.history.get_mut(p.history_idx) {
                 m.content = cut_off(&heard);

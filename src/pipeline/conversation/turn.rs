@@ -155,7 +155,7 @@ impl Conversation {
                 self.out.push(Action::Count(Count::BargeIn));
             }
         }
-        self.playing = None;
+        self.end_playing();
         // A speculative transcript is valid if only silence came after it.
         let spec = self.spec.take();
         let mut r = self.new_reply(ReplyKind::Speech, silence_ms);
