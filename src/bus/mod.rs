@@ -17,6 +17,7 @@
 //! `/healthz` shows the state.
 
 pub mod creds;
+pub mod heard;
 pub mod payload;
 pub mod say;
 
@@ -123,6 +124,11 @@ impl Subjects {
     pub fn event_stream(&self) -> String {
         format!("{}_EVENTS", self.stream_base())
     }
+
+    /// The key-value bucket of prompts heard per session ([`heard`]).
+    pub fn heard_bucket(&self) -> String {
+        format!("{}_PROMPTS_HEARD", self.stream_base())
+    }
 }
 
 /// One prompt message as the handler sees it.
@@ -132,6 +138,8 @@ pub struct PromptIn {
     /// `None` when the subject is not a prompt subject this server knows.
     pub target: Option<Target>,
     pub prompt: Result<Prompt, Rejected>,
+    /// How many times JetStream has delivered this message (1 the first time).
+    pub delivered: u64,
 }
 
 /// Decides a prompt's fate; the returned future ends when the prompt may be acked.
@@ -144,6 +152,10 @@ pub enum Settle {
     Ack,
     /// Not spoken, and another server may: deliver it again now.
     Nak,
+    /// Not spoken this time (synthesis failed): deliver it again after a while.
+    Retry(Duration),
+    /// Never spoken and not to be tried again (its `dropped` event is out).
+    Term,
 }
 
 struct Outgoing {
@@ -160,6 +172,7 @@ struct Inner {
     config: BusConfig,
     metrics: Arc<Metrics>,
     out: mpsc::Sender<Outgoing>,
+    heard: heard::HeardLog,
     /// Set while disconnected and already warned about, so an outage logs once.
     warned: Arc<AtomicBool>,
 }
@@ -229,11 +242,14 @@ impl Bus {
             })?;
         let js = jetstream::new(client.clone());
         let (tx, rx) = mpsc::channel(config.event_buffer);
+        let subjects = Subjects::new(&config.prefix);
+        let heard = heard::HeardLog::new(js.clone(), subjects.heard_bucket());
         let inner = Arc::new(Inner {
             url: shown,
             client,
             js,
-            subjects: Subjects::new(&config.prefix),
+            heard,
+            subjects,
             config: config.clone(),
             metrics,
             out: tx,
@@ -262,6 +278,22 @@ impl Bus {
 
     pub fn subjects(&self) -> Option<&Subjects> {
         self.inner.as_ref().map(|i| &i.subjects)
+    }
+
+    /// Has session `session` heard prompt `prompt_id` (on any server, within
+    /// 24 h)? Always false without NATS or when the bucket cannot be read.
+    pub async fn heard(&self, session: &str, prompt_id: &str) -> bool {
+        match &self.inner {
+            Some(i) => i.heard.heard(session, prompt_id).await,
+            None => false,
+        }
+    }
+
+    /// Remember that `session` heard `prompt_id`; call before acking it.
+    pub async fn mark_heard(&self, session: &str, prompt_id: &str) {
+        if let Some(i) = &self.inner {
+            i.heard.mark(session, prompt_id).await;
+        }
     }
 
     /// Queue an event for the event stream on `<prefix>.event.<kind>`
@@ -482,10 +514,12 @@ async fn consume(
             None => return Err(BusError::Nats("prompt message stream ended".into())),
         };
         let subject = msg.subject.to_string();
+        let delivered = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
         let input = PromptIn {
             target: inner.subjects.target(&subject),
             prompt: parse_prompt(&msg.payload, max_chars),
             subject,
+            delivered,
         };
         let fut = handler(input);
         tokio::spawn(async move {
@@ -501,6 +535,8 @@ async fn consume(
             let sent = match settle {
                 Settle::Ack => msg.ack().await,
                 Settle::Nak => msg.ack_with(jetstream::AckKind::Nak(None)).await,
+                Settle::Retry(after) => msg.ack_with(jetstream::AckKind::Nak(Some(after))).await,
+                Settle::Term => msg.ack_with(jetstream::AckKind::Term).await,
             };
             if let Err(e) = sent {
                 tracing::warn!(error = %e, ?settle, "could not settle a prompt; it may be delivered again (and dropped as a duplicate)");
@@ -523,6 +559,7 @@ mod tests {
         assert_eq!(s.prompt_broadcast(), "voxloop.prompt.broadcast");
         assert_eq!(s.event("prompt.spoken"), "voxloop.event.prompt.spoken");
         assert_eq!(s.prompt_stream(), "VOXLOOP_PROMPTS");
+        assert_eq!(s.heard_bucket(), "VOXLOOP_PROMPTS_HEARD");
         assert_eq!(
             Subjects::new("acme.voice-1").event_stream(),
             "ACME_VOICE_1_EVENTS"

@@ -190,9 +190,13 @@ impl Config {
                 self.bus.prefix
             )));
         }
-        if self.bus.event_buffer == 0 || self.prompts.max_queued == 0 {
+        if self.bus.event_buffer == 0
+            || self.prompts.max_queued == 0
+            || self.prompts.max_deliveries == 0
+        {
             return Err(ConfigError::Invalid(
-                "bus.event_buffer and prompts.max_queued must be at least 1".into(),
+                "bus.event_buffer, prompts.max_queued and prompts.max_deliveries must be at least 1"
+                    .into(),
             ));
         }
         if self.echo.hangover_ms < crate::FRAME_MS || self.echo.max_utterance_ms < 1000 {

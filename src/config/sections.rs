@@ -61,6 +61,11 @@ pub struct PromptsConfig {
     pub max_chars: usize,
     /// Prompts queued per session; a full queue drops the lowest priority.
     pub max_queued: usize,
+    /// Deliveries of a NATS prompt whose synthesis keeps failing before it is
+    /// given up (`dropped`, `tts_failed`) and terminated in JetStream.
+    pub max_deliveries: u64,
+    /// Wait before such a prompt is delivered again.
+    pub retry_delay_ms: u64,
 }
 
 impl Default for PromptsConfig {
@@ -70,6 +75,8 @@ impl Default for PromptsConfig {
             reconnect_wait_ms: 15_000,
             max_chars: 1000,
             max_queued: 16,
+            max_deliveries: 3,
+            retry_delay_ms: 5000,
         }
     }
 }

@@ -36,6 +36,17 @@ impl Hub {
         id: &str,
         prompt: Prompt,
     ) -> Option<tokio::sync::oneshot::Receiver<PromptOutcome>> {
+        self.offer_with(id, prompt, Retry::No).await
+    }
+
+    /// `offer`, where a prompt that may be retried is handed back
+    /// unrecorded when its synthesis fails.
+    async fn offer_with(
+        self: &Arc<Self>,
+        id: &str,
+        prompt: Prompt,
+        retry: Retry,
+    ) -> Option<tokio::sync::oneshot::Receiver<PromptOutcome>> {
         let (control, _) = self.control_of(id)?;
         Metrics::inc(&self.metrics.prompts_received);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -51,10 +62,21 @@ impl Hub {
             let outcome = done
                 .await
                 .unwrap_or(PromptOutcome::Dropped(DropReason::SessionEnded));
+            if let PromptOutcome::Spoken { .. } = outcome {
+                // Remembered before the ack, so a redelivery is a duplicate.
+                hub.bus.mark_heard(&sid, &prompt_id).await;
+            }
             if hub.handed_back(&outcome) {
                 tracing::info!(session = %sid, prompt = %prompt_id, "server draining: prompt handed back to JetStream");
+            } else if retry == Retry::Allowed
+                && outcome == PromptOutcome::Dropped(DropReason::TtsFailed)
+            {
+                tracing::warn!(session = %sid, prompt = %prompt_id, "prompt synthesis failed; JetStream delivers it again later");
             } else {
-                hub.record(Some(&sid), &prompt_id, &outcome, started.elapsed(), None);
+                let detail = (retry == Retry::Last
+                    && outcome == PromptOutcome::Dropped(DropReason::TtsFailed))
+                .then_some("synthesis failed on every delivery");
+                hub.record(Some(&sid), &prompt_id, &outcome, started.elapsed(), detail);
             }
             let _ = tx.send(outcome);
         });
@@ -65,6 +87,15 @@ impl Hub {
     /// that is not live is waited for (reconnect) until
     /// `prompts.reconnect_wait_ms` or the prompt's expiry.
     pub async fn deliver(self: &Arc<Self>, target: Target, prompt: Prompt) -> Vec<Delivered> {
+        self.deliver_with(target, prompt, Retry::No).await
+    }
+
+    async fn deliver_with(
+        self: &Arc<Self>,
+        target: Target,
+        prompt: Prompt,
+        retry: Retry,
+    ) -> Vec<Delivered> {
         match target {
             Target::Session(id) => {
                 let deadline = self.reconnect_deadline(&prompt);
@@ -82,12 +113,7 @@ impl Hub {
                         outcome,
                     }];
                 }
-                let outcome = match self.offer(&id, prompt).await {
-                    Some(rx) => rx
-                        .await
-                        .unwrap_or(PromptOutcome::Dropped(DropReason::SessionEnded)),
-                    None => PromptOutcome::Dropped(DropReason::SessionEnded),
-                };
+                let outcome = self.offer_unheard(&id, prompt, retry).await;
                 vec![Delivered {
                     session_id: Some(id),
                     outcome,
@@ -108,12 +134,7 @@ impl Hub {
                     let hub = self.clone();
                     let p = prompt.clone();
                     async move {
-                        let outcome = match hub.offer(&id, p).await {
-                            Some(rx) => rx
-                                .await
-                                .unwrap_or(PromptOutcome::Dropped(DropReason::SessionEnded)),
-                            None => PromptOutcome::Dropped(DropReason::SessionEnded),
-                        };
+                        let outcome = hub.offer_unheard(&id, p, Retry::No).await;
                         Delivered {
                             session_id: Some(id),
                             outcome,
@@ -122,6 +143,29 @@ impl Hub {
                 });
                 futures::future::join_all(waits).await
             }
+        }
+    }
+
+    /// Offer `prompt` to live session `id` unless that session heard it
+    /// already (on any server: the bus's heard log), and wait for its outcome.
+    async fn offer_unheard(
+        self: &Arc<Self>,
+        id: &str,
+        prompt: Prompt,
+        retry: Retry,
+    ) -> PromptOutcome {
+        if self.bus.heard(id, &prompt.id).await {
+            Metrics::inc(&self.metrics.prompts_received);
+            let outcome = PromptOutcome::Dropped(DropReason::Duplicate);
+            let detail = "this session heard this prompt id already";
+            self.record(Some(id), &prompt.id, &outcome, Duration::ZERO, Some(detail));
+            return outcome;
+        }
+        match self.offer_with(id, prompt, retry).await {
+            Some(rx) => rx
+                .await
+                .unwrap_or(PromptOutcome::Dropped(DropReason::SessionEnded)),
+            None => PromptOutcome::Dropped(DropReason::SessionEnded),
         }
     }
 
@@ -271,13 +315,36 @@ impl Hub {
             }
         };
         let single = matches!(target, Target::Session(_));
-        let out = self.deliver(target, prompt).await;
-        if single && out.iter().any(|d| self.handed_back(&d.outcome)) {
-            Settle::Nak
-        } else {
-            Settle::Ack
+        let retry = match (single, input.delivered < self.config.prompts.max_deliveries) {
+            (false, _) => Retry::No,
+            (true, true) => Retry::Allowed,
+            (true, false) => Retry::Last,
+        };
+        let out = self.deliver_with(target, prompt, retry).await;
+        let outcome = out.first().map(|d| d.outcome.clone());
+        match outcome {
+            Some(o) if single && self.handed_back(&o) => Settle::Nak,
+            Some(PromptOutcome::Dropped(DropReason::TtsFailed)) if retry == Retry::Allowed => {
+                Settle::Retry(Duration::from_millis(self.config.prompts.retry_delay_ms))
+            }
+            Some(PromptOutcome::Dropped(DropReason::TtsFailed)) if retry == Retry::Last => {
+                Settle::Term
+            }
+            _ => Settle::Ack,
         }
     }
+}
+
+/// Whether a prompt whose synthesis fails goes back to JetStream for
+/// another try (NATS prompts for one session, up to `prompts.max_deliveries`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Not a retried delivery (HTTP, broadcast): a failure is final.
+    No,
+    /// Deliveries are left: hand it back, unrecorded.
+    Allowed,
+    /// The last delivery: a failure is final and terminates the message.
+    Last,
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! its metrics and memory, load the shared test audio.
 #![allow(dead_code)]
 
+pub mod bus;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -391,6 +391,7 @@ impl Conversation {
         match &r.kind {
             ReplyKind::Prompt { prompt, ticket } => {
                 if r.queued == 0 {
+                    self.prompts.forget(&prompt.id);
                     self.answer(*ticket, PromptOutcome::Dropped(DropReason::TtsFailed));
                     self.emit(Event::Error {
                         code: None,

@@ -1,0 +1,173 @@
+//! Prompts heard exactly once, against a real `nats-server`, real servers
+//! killed with SIGKILL, and real WebRTC clients with the speech pipeline:
+//! a prompt is acked only after its last frame played, which prompts a
+//! session heard is remembered in JetStream (not in the dead process), and
+//! a prompt that cannot be synthesized is retried, then given up.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Nats;
+use common::bus::*;
+use serde_json::json;
+use voxloop::client::{Client, ClientOptions};
+use voxloop::events::Event;
+
+async fn resume(server: &common::Server, id: &str) -> Client {
+    let opts = ClientOptions {
+        session_id: Some(id.into()),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(&server.url, opts).await.expect("resume");
+    assert_eq!(client.session_id, id);
+    client
+}
+
+/// Every `prompt` event the client sees within `secs`, by id.
+async fn prompts_seen(client: &mut Client, secs: u64) -> Vec<String> {
+    let mut seen = Vec::new();
+    let _ = client
+        .wait_for(Duration::from_secs(secs), |e| {
+            if let Event::Prompt { id, .. } = e {
+                seen.push(id);
+            }
+            None::<()>
+        })
+        .await;
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_loses_no_prompt_and_repeats_none() {
+    const SESSION: &str = "heard-once-0001";
+    let nats = Nats::start().await;
+    let events = Events::subscribe(&nats.url).await;
+    let js = js(&nats.url).await;
+    let first = serve(&nats, &[]);
+    wait_stream(&js).await;
+    let mut client = resume(&first, SESSION).await;
+
+    // One prompt heard to its end (acked), one still queued behind it.
+    publish_prompt(
+        &js,
+        SESSION,
+        json!({"id": "once-heard", "text": "Shall I tell you about the new opening hours?"}),
+    )
+    .await;
+    prompt_ev(&mut client, 30, |id| id == "once-heard").await;
+    publish_prompt(
+        &js,
+        SESSION,
+        json!({"id": "once-queued", "text": "Would you like a reminder tomorrow?"}),
+    )
+    .await;
+    events
+        .wait("voxloop.event.prompt.spoken", 30, |v| {
+            v["prompt_id"] == "once-heard"
+        })
+        .await;
+    // SIGKILL while the second waits for its moment: nothing acked it.
+    drop(first);
+    drop(client);
+
+    let second = serve(&nats, &[]);
+    let mut client = resume(&second, SESSION).await;
+    // The same id again, as a publisher retrying after its dedupe window.
+    publish_prompt(
+        &js,
+        SESSION,
+        json!({"id": "once-heard", "text": "Shall I tell you about the new opening hours?"}),
+    )
+    .await;
+    let t0 = Instant::now();
+    // The queued one comes back when its ack deadline (30 s) lapses.
+    let (id, _) = prompt_ev(&mut client, 60, |id| id == "once-queued").await;
+    println!(
+        "{id} redelivered and spoken {:.1} s after the restart",
+        t0.elapsed().as_secs_f64()
+    );
+    events
+        .wait("voxloop.event.prompt.spoken", 30, |v| {
+            v["prompt_id"] == "once-queued"
+        })
+        .await;
+    let dup = events
+        .wait("voxloop.event.prompt.dropped", 10, |v| {
+            v["prompt_id"] == "once-heard"
+        })
+        .await;
+    assert_eq!(dup["reason"], "duplicate", "{dup}");
+    let later = prompts_seen(&mut client, 3).await;
+    assert!(
+        !later
+            .iter()
+            .any(|id| id == "once-heard" || id == "once-queued"),
+        "a prompt was spoken twice: {later:?}"
+    );
+    for id in ["once-heard", "once-queued"] {
+        let n = events.count("voxloop.event.prompt.spoken", |v| v["prompt_id"] == id);
+        assert_eq!(n, 1, "{id} spoken {n} times");
+    }
+    client.bye().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_that_cannot_be_synthesized_is_retried_then_given_up() {
+    const SESSION: &str = "unspeakable-01";
+    const DELAY_MS: u64 = 1500;
+    let nats = Nats::start().await;
+    let events = Events::subscribe(&nats.url).await;
+    let js = js(&nats.url).await;
+    let dir = std::env::temp_dir().join(format!("voxloop-retry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let conf = dir.join("voxloop.toml");
+    std::fs::write(
+        &conf,
+        format!("[prompts]\nmax_deliveries = 3\nretry_delay_ms = {DELAY_MS}\n"),
+    )
+    .expect("config");
+    let server = common::Server::start(
+        &["--pipeline", "speech", "--config", conf.to_str().unwrap()],
+        &[
+            ("VOXLOOP_MODELS_PROFILE", "fast"),
+            ("VOXLOOP_NATS_URL", nats.url.as_str()),
+            ("VOXLOOP_PROMPT_GRACE_MS", "300"),
+        ],
+    );
+    wait_stream(&js).await;
+    let mut client = resume(&server, SESSION).await;
+    let t0 = Instant::now();
+    // An ellipsis alone: the voice has nothing to say for it.
+    publish_prompt(&js, SESSION, json!({"id": "silent", "text": "…"})).await;
+    let dropped = events
+        .wait("voxloop.event.prompt.dropped", 40, |v| {
+            v["prompt_id"] == "silent"
+        })
+        .await;
+    let took = t0.elapsed();
+    println!(
+        "given up after {:.1} s (3 deliveries, {DELAY_MS} ms apart): {dropped}",
+        took.as_secs_f64()
+    );
+    assert_eq!(dropped["reason"], "tts_failed");
+    assert_eq!(dropped["detail"], "synthesis failed on every delivery");
+    assert!(
+        took >= Duration::from_millis(2 * DELAY_MS),
+        "given up before two retries: {took:?}"
+    );
+    let tries = prompts_seen(&mut client, 1).await;
+    assert_eq!(
+        tries.iter().filter(|id| *id == "silent").count(),
+        3,
+        "deliveries tried: {tries:?}"
+    );
+    // Terminated, so never delivered again.
+    tokio::time::sleep(Duration::from_millis(2 * DELAY_MS)).await;
+    let n = events.count("voxloop.event.prompt.dropped", |v| {
+        v["prompt_id"] == "silent"
+    });
+    assert_eq!(n, 1, "dropped {n} times");
+    client.bye().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
