@@ -37,6 +37,7 @@ pub mod kind {
     pub const BUSY: &str = "busy";
     pub const PROMPT: &str = "prompt";
     pub const ERROR: &str = "error";
+    pub const DRAINING: &str = "draining";
     pub const SESSION_STARTED: &str = "session.started";
     pub const SESSION_ENDED: &str = "session.ended";
     pub const PROMPT_SPOKEN: &str = "prompt.spoken";
@@ -146,6 +147,10 @@ pub enum Event {
         turn: Option<u64>,
         message: String,
     },
+    /// The server is shutting down: the reply under way plays to its end,
+    /// then the session ends within `deadline_ms`; reconnect (resuming the
+    /// session id) to carry on with another server.
+    Draining { deadline_ms: u64 },
     /// Bus only: the session's tasks run (`turn` is 0).
     #[serde(rename = "session.started")]
     SessionStarted { turn: u64 },
@@ -199,7 +204,7 @@ impl Event {
             | Event::PromptSpoken { turn, .. } => Some(*turn),
             Event::Timings(t) => Some(t.turn),
             Event::Error { turn, .. } | Event::PromptDropped { turn, .. } => *turn,
-            Event::Session { .. } | Event::State { .. } => None,
+            Event::Session { .. } | Event::State { .. } | Event::Draining { .. } => None,
         }
     }
 
@@ -216,6 +221,7 @@ impl Event {
             Event::Busy { .. } => kind::BUSY,
             Event::Prompt { .. } => kind::PROMPT,
             Event::Error { .. } => kind::ERROR,
+            Event::Draining { .. } => kind::DRAINING,
             Event::SessionStarted { .. } => kind::SESSION_STARTED,
             Event::SessionEnded { .. } => kind::SESSION_ENDED,
             Event::PromptSpoken { .. } => kind::PROMPT_SPOKEN,
@@ -350,6 +356,9 @@ mod tests {
                 code: None,
                 turn: Some(4),
                 message: "failed".into(),
+            },
+            Event::Draining {
+                deadline_ms: 10_000,
             },
             Event::SessionStarted { turn: 0 },
             Event::SessionEnded { turn: 4 },

@@ -203,6 +203,8 @@ pub enum Control {
     Prompt(PromptDelivery),
     /// A typed user message: answered as if it had been said.
     Text(String),
+    /// The server is draining: tell the client it ends within `deadline_ms`.
+    Draining { deadline_ms: u64 },
 }
 
 #[cfg(test)]

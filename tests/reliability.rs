@@ -302,6 +302,19 @@ async fn sigterm_lets_the_reply_in_progress_finish() {
     assert_eq!(r.status().as_u16(), 503);
     let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert_eq!(v["code"], "draining", "{v}");
+    // The live client is told, with the time it has left.
+    let notice = client
+        .wait_event(Duration::from_secs(5), |e| {
+            matches!(e, Event::Draining { .. })
+        })
+        .await;
+    match notice {
+        Some(Event::Draining { deadline_ms }) => assert!(
+            deadline_ms > DRAIN_MS / 2 && deadline_ms <= DRAIN_MS,
+            "draining notice with {deadline_ms} ms left"
+        ),
+        other => panic!("no draining event: {other:?}"),
+    }
     let done = client
         .wait_event(Duration::from_millis(DRAIN_MS), |e| {
             matches!(

@@ -449,6 +449,9 @@ function onServerEvent(ev) {
     }
     case "barge_in":
       break; // handled as the Call's "interrupted" event
+    case "draining":
+      addSystem("The server is restarting: this conversation ends after the current reply. Connect again to carry on.");
+      break;
     case "error":
       // With a code, the server refused something this page sent.
       if (ev.code) addSystem(`The server refused a message (${ev.code}): ${ev.message}`);

@@ -29,6 +29,8 @@
 //      reply {turn,text,interrupted,prompt_id?} · timings {turn, endpoint_ms, asr_ms, …, total_ms}
 //      prompt {id,text,turn} (a proactive prompt the assistant starts speaking)
 //      busy {turn,text,reason: queue_full|deadline} · error {code?,turn?,message}
+//      draining {deadline_ms} (the server is shutting down: the reply under way
+//        finishes, then the session ends; reconnect to carry on)
 //    The client sends {"type":"text","text":"…"} (`ClientMessage`): a typed user turn.
 //    The page ignores event types it does not know: a newer server may send more.
 
@@ -38,6 +40,7 @@
  *   | {type: "state", state: "listening"|"user_speaking"|"thinking"|"speaking", utterance_ms?: number}
  *   | {type: "transcript", turn: number, text: string, final: boolean, typed?: boolean}
  *   | {type: "reply_delta", turn: number, text: string}
+ *   | {type: "draining", deadline_ms: number}
  *   | {type: "barge_in", turn: number}
  *   | {type: "reply", turn: number, text: string, interrupted: boolean, prompt_id?: string}
  *   | {type: "timings", turn: number, endpoint_ms: number, asr_ms: number, asr_decode_ms: number,

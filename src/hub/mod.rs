@@ -267,8 +267,13 @@ impl Hub {
 
     /// Shutting down: a prompt whose session ends now is handed back to
     /// JetStream (nak) for another server, not recorded as dropped.
-    pub fn begin_drain(&self) {
+    /// Stop admitting, and tell every live session's client that it ends
+    /// within `deadline_ms` (a full control queue skips the notice).
+    pub fn begin_drain(&self, deadline_ms: u64) {
         self.draining.store(true, Ordering::Release);
+        for (_, control) in self.all_controls() {
+            let _ = control.try_send(Control::Draining { deadline_ms });
+        }
     }
 
     pub fn draining(&self) -> bool {

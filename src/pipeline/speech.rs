@@ -118,6 +118,9 @@ pub async fn run(
                     sh.feed(&mut conv, Input::Prompt { prompt: d.prompt, ticket });
                 }
                 Some(Control::Text(text)) => sh.feed(&mut conv, Input::Text(text)),
+                Some(Control::Draining { deadline_ms }) => {
+                    sh.execute(vec![Action::Emit(Event::Draining { deadline_ms })]);
+                }
                 None => control_open = false,
             },
             Some(result) = results_rx.recv() => sh.feed(&mut conv, result),

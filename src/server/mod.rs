@@ -161,7 +161,8 @@ impl AppState {
     /// `deadline`; then every session ends. Prompts that were not spoken go
     /// back to JetStream (see `Hub::begin_drain`).
     pub async fn drain(&self, deadline: Instant) {
-        self.hub.begin_drain();
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.hub.begin_drain(left.as_millis() as u64);
         let busy = self.hub.busy_count();
         tracing::info!(sessions = self.session_count(), busy, "draining");
         while self.hub.busy_count() > 0 && Instant::now() < deadline {

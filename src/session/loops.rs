@@ -103,9 +103,15 @@ pub(super) async fn echo_loop(
         let pcm = tokio::select! {
             _ = cancel.cancelled() => break,
             Some(c) = control.recv() => {
-                // Echo has no voice of its own: prompts cannot be spoken here.
-                if let Control::Prompt(d) = c {
-                    let _ = d.done.send(PromptOutcome::Dropped(DropReason::NoSpeech));
+                match c {
+                    // Echo has no voice of its own: prompts cannot be spoken here.
+                    Control::Prompt(d) => {
+                        let _ = d.done.send(PromptOutcome::Dropped(DropReason::NoSpeech));
+                    }
+                    Control::Draining { deadline_ms } => {
+                        let _ = events.send(Event::Draining { deadline_ms }).await;
+                    }
+                    Control::Text(_) => {}
                 }
                 continue;
             }
