@@ -358,12 +358,7 @@ async fn prompts_published_while_the_server_is_down_reach_a_resumed_session() {
     .await;
 
     let server = serve(&nats, &[("VOXLOOP_PROMPT_RECONNECT_MS", "8000")]);
-    let opts = ClientOptions {
-        session_id: Some("resume-me-0001".into()),
-        ..ClientOptions::default()
-    };
-    let mut client = Client::connect(&server.url, opts).await.expect("resume");
-    assert_eq!(client.session_id, "resume-me-0001");
+    let mut client = resume(&server, "resume-me-0001").await;
     prompt_ev(&mut client, 30, |id| id == "while-down").await;
     events
         .wait("voxloop.event.prompt.spoken", 20, |v| {
@@ -919,11 +914,7 @@ async fn a_draining_server_hands_its_unspoken_prompts_to_the_next() {
     let mut first = serve(&nats, &[("VOXLOOP_DRAIN_TIMEOUT_MS", "20000")]);
     wait_stream(&js).await;
     let events = Events::subscribe(&nats.url).await;
-    let opts = ClientOptions {
-        session_id: Some("drain-me-0001".into()),
-        ..ClientOptions::default()
-    };
-    let mut client = Client::connect(&first.url, opts).await.expect("connect");
+    let mut client = resume(&first, "drain-me-0001").await;
     // Typing needs the events channel open: its `session` event says so.
     wait_ev(&mut client, 10, |e| match e {
         Event::Session { .. } => Some(()),
@@ -961,11 +952,7 @@ async fn a_draining_server_hands_its_unspoken_prompts_to_the_next() {
     );
 
     let second = serve(&nats, &[]);
-    let opts = ClientOptions {
-        session_id: Some("drain-me-0001".into()),
-        ..ClientOptions::default()
-    };
-    let mut client = Client::connect(&second.url, opts).await.expect("reconnect");
+    let mut client = resume(&second, "drain-me-0001").await;
     let (_, said) = prompt_ev(&mut client, 30, |id| id == "after-drain").await;
     assert_eq!(said, "Are you still there?");
     events
@@ -1010,11 +997,7 @@ async fn a_resumed_sessions_events_are_not_taken_for_duplicates() {
     };
     let mut stored = Vec::new();
     for round in 0..2 {
-        let opts = ClientOptions {
-            session_id: Some("resume-events-01".into()),
-            ..ClientOptions::default()
-        };
-        let client = Client::connect(&server.url, opts).await.expect("connect");
+        let client = resume(&server, "resume-events-01").await;
         client.bye().await;
         assert!(server.sessions_drained(Duration::from_secs(10)).await);
         let n = settled(stored.last().copied().unwrap_or(0)).await;

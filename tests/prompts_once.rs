@@ -11,18 +11,8 @@ use std::time::{Duration, Instant};
 use common::Nats;
 use common::bus::*;
 use serde_json::json;
-use voxloop::client::{Client, ClientOptions};
+use voxloop::client::Client;
 use voxloop::events::Event;
-
-async fn resume(server: &common::Server, id: &str) -> Client {
-    let opts = ClientOptions {
-        session_id: Some(id.into()),
-        ..ClientOptions::default()
-    };
-    let client = Client::connect(&server.url, opts).await.expect("resume");
-    assert_eq!(client.session_id, id);
-    client
-}
 
 /// Every `prompt` event the client sees within `secs`, by id.
 async fn prompts_seen(client: &mut Client, secs: u64) -> Vec<String> {
@@ -49,12 +39,9 @@ async fn a_killed_server_loses_no_prompt_and_repeats_none() {
     let mut client = resume(&first, SESSION).await;
 
     // One prompt heard to its end (acked), one still queued behind it.
-    publish_prompt(
-        &js,
-        SESSION,
-        json!({"id": "once-heard", "text": "Shall I tell you about the new opening hours?"}),
-    )
-    .await;
+    let heard =
+        json!({"id": "once-heard", "text": "Shall I tell you about the new opening hours?"});
+    publish_prompt(&js, SESSION, heard.clone()).await;
     prompt_ev(&mut client, 30, |id| id == "once-heard").await;
     publish_prompt(
         &js,
@@ -74,12 +61,7 @@ async fn a_killed_server_loses_no_prompt_and_repeats_none() {
     let second = serve(&nats, &[]);
     let mut client = resume(&second, SESSION).await;
     // The same id again, as a publisher retrying after its dedupe window.
-    publish_prompt(
-        &js,
-        SESSION,
-        json!({"id": "once-heard", "text": "Shall I tell you about the new opening hours?"}),
-    )
-    .await;
+    publish_prompt(&js, SESSION, heard).await;
     let t0 = Instant::now();
     // The queued one comes back when its ack deadline (30 s) lapses.
     let (id, _) = prompt_ev(&mut client, 60, |id| id == "once-queued").await;

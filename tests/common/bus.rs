@@ -140,6 +140,17 @@ pub async fn connect(server: &Server) -> Client {
         .expect("connect")
 }
 
+/// Connect to `server` asking for session id `id` (a resume), and check it was given.
+pub async fn resume(server: &Server, id: &str) -> Client {
+    let opts = ClientOptions {
+        session_id: Some(id.into()),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(&server.url, opts).await.expect("resume");
+    assert_eq!(client.session_id, id);
+    client
+}
+
 /// The first client event `pick` takes something from.
 pub async fn wait_ev<T>(client: &mut Client, secs: u64, pick: impl FnMut(Event) -> Option<T>) -> T {
     client

@@ -262,7 +262,7 @@ impl Conversation {
             && let Some(ticket) = p.ticket
         {
             // Ended mid-prompt: heard if any of it played.
-            let outcome = if self.playout.reply == p.id && self.playout.played > 0 {
+            let outcome = if self.played_of(p.id) > 0 {
                 PromptOutcome::Spoken { turn: p.turn }
             } else {
                 PromptOutcome::Dropped(DropReason::SessionEnded)
@@ -286,6 +286,15 @@ impl Conversation {
 
     fn answer(&mut self, ticket: u64, outcome: PromptOutcome) {
         self.out.push(Action::AnswerPrompt { ticket, outcome });
+    }
+
+    /// Samples of reply `id` the user has heard (48 kHz).
+    fn played_of(&self, id: u64) -> usize {
+        if self.playout.reply == id {
+            self.playout.played
+        } else {
+            0
+        }
     }
 
     /// A prompt counts as spoken (and its message is acked) only once its

@@ -90,13 +90,6 @@ impl Conversation {
             return false;
         }
         self.out.push(Action::Flush);
-        let played_of = |c: &Self, id: u64| {
-            if c.playout.reply == id {
-                c.playout.played
-            } else {
-                0
-            }
-        };
         let (turn, heard) = if let Some(mut r) = self.reply.take() {
             // Still working: stop the LLM and TTS. A transcription in progress
             // goes on: what the user said is still reported.
@@ -105,7 +98,7 @@ impl Conversation {
                 r.stage = Stage::Generating { llm: false };
             }
             self.cancel_work(&r);
-            let heard = heard_text(&r.pieces, played_of(self, r.id));
+            let heard = heard_text(&r.pieces, self.played_of(r.id));
             match r.kind {
                 ReplyKind::Prompt { prompt, ticket } if r.queued == 0 => {
                     // Cut off before any of it was queued: it goes back in line.
@@ -132,7 +125,7 @@ impl Conversation {
             if let Some(ticket) = p.ticket {
                 self.answer(ticket, PromptOutcome::Spoken { turn: p.turn });
             }
-            let heard = heard_text(&p.pieces, played_of(self, p.id));
+            let heard = heard_text(&p.pieces, self.played_of(p.id));
             if let Some(m) = self.history.get_mut(p.history_idx) {
                 m.content = cut_off(&heard);
             }
