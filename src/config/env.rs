@@ -107,6 +107,18 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_MODELS_PROFILE", |c, v| {
         text(&mut c.models.profile, v)
     }),
+    ("VOXLOOP_KB_DIR", |c, v| {
+        c.kb.dir = (!v.is_empty()).then(|| v.into());
+        Ok(())
+    }),
+    ("VOXLOOP_KB_INDEX_DIR", |c, v| {
+        c.kb.index_dir = v.into();
+        Ok(())
+    }),
+    ("VOXLOOP_KB_MAX_DOC_BYTES", |c, v| {
+        set(&mut c.kb.max_doc_bytes, v)
+    }),
+    ("VOXLOOP_KB_TOP_K", |c, v| set(&mut c.kb.top_k, v)),
     ("VOXLOOP_SYSTEM_PROMPT", |c, v| {
         text(&mut c.conversation.system_prompt, v)
     }),

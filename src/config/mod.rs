@@ -8,12 +8,14 @@
 //! layers would otherwise own (the system prompt, the signaling message cap).
 
 mod env;
+mod kb;
 mod sections;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use env::{VARS, parse_duration};
+pub use kb::KbConfig;
 pub use sections::*;
 
 use serde::{Deserialize, Serialize};
@@ -100,6 +102,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub kb: KbConfig,
 }
 
 impl Default for Config {
@@ -127,6 +130,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            kb: KbConfig::default(),
         }
     }
 }

@@ -1,0 +1,174 @@
+//! The knowledge base: documents in, chunks indexed twice (MiniLM vectors and
+//! tantivy BM25), fused search out.
+//!
+//! Everything here is blocking (embedding is ~1 ms per token of CPU): async
+//! callers go through a dedicated thread ([`crate::pipeline::pool`]), never
+//! the runtime. One [`KnowledgeBase`] is shared by every session; searches
+//! take a read lock, a document change takes the write lock only for its
+//! commit, after its chunks were embedded without any lock.
+
+pub mod chunk;
+pub mod doc;
+pub mod embed;
+pub mod folder;
+pub mod index;
+
+use std::path::Path;
+use std::sync::RwLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+pub use doc::DocError;
+pub use embed::{EmbedError, Embedder};
+pub use index::{DocInfo, Hit, IndexError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KbError {
+    #[error(transparent)]
+    Doc(#[from] DocError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("{0:?} is not in the knowledge base")]
+    NotFound(String),
+}
+
+impl KbError {
+    /// True when the caller sent something wrong (HTTP 4xx), false when the
+    /// server failed (5xx).
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, KbError::Doc(_) | KbError::NotFound(_))
+    }
+}
+
+/// What a [`KnowledgeBase::put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Added,
+    Updated,
+    /// Same content hash as indexed: nothing was re-embedded.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    pub docs: usize,
+    pub chunks: usize,
+}
+
+pub struct KnowledgeBase {
+    embedder: Embedder,
+    index: RwLock<index::Index>,
+    max_doc_bytes: usize,
+}
+
+impl KnowledgeBase {
+    /// Loads the embedding model from `models_dir` and opens (or creates) the
+    /// index in `index_dir`.
+    pub fn open(
+        index_dir: &Path,
+        models_dir: &Path,
+        max_doc_bytes: usize,
+    ) -> Result<Self, KbError> {
+        let embedder = Embedder::load(models_dir)?;
+        let index = index::Index::open(index_dir)?;
+        Ok(KnowledgeBase {
+            embedder,
+            index: RwLock::new(index),
+            max_doc_bytes,
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, index::Index> {
+        // A panic while holding the lock leaves the index as committed on
+        // disk and in memory (the memory side is updated only after a
+        // commit), so the poisoned value is still consistent.
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, index::Index> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Indexes a document (or re-indexes it if its content changed).
+    pub fn put(&self, name: &str, bytes: &[u8]) -> Result<(DocInfo, Change), KbError> {
+        let kind = doc::check_name(name)?;
+        let text = doc::check_content(name, bytes, self.max_doc_bytes)?;
+        let hash = hex(&Sha256::digest(bytes));
+        let old = self.read().doc(name).cloned();
+        if let Some(old) = old.as_ref().filter(|d| d.hash == hash) {
+            return Ok((old.clone(), Change::Unchanged));
+        }
+        let chunks = chunk::chunk(text, kind == doc::Kind::Markdown);
+        if chunks.is_empty() {
+            return Err(DocError::Empty(name.to_string()).into());
+        }
+        let mut new = Vec::with_capacity(chunks.len());
+        for c in &chunks {
+            let text = c.text();
+            let vector = self.embedder.embed(&text)?;
+            new.push(index::NewChunk { text, vector });
+        }
+        let info = DocInfo {
+            name: name.to_string(),
+            size: bytes.len() as u64,
+            chunks: new.len(),
+            hash,
+            indexed_at_ms: now_ms(),
+        };
+        self.write().replace(info.clone(), new)?;
+        Ok((
+            info,
+            if old.is_some() {
+                Change::Updated
+            } else {
+                Change::Added
+            },
+        ))
+    }
+
+    /// Removes a document and all its chunks.
+    pub fn remove(&self, name: &str) -> Result<(), KbError> {
+        if self.write().remove(name)? {
+            Ok(())
+        } else {
+            Err(KbError::NotFound(name.to_string()))
+        }
+    }
+
+    pub fn docs(&self) -> Vec<DocInfo> {
+        self.read().docs().cloned().collect()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let ix = self.read();
+        Stats {
+            docs: ix.docs().count(),
+            chunks: ix.chunk_count(),
+        }
+    }
+
+    /// The `k` chunks that best answer `question`.
+    pub fn search(&self, question: &str, k: usize) -> Result<Vec<Hit>, KbError> {
+        let v = self.embedder.embed(question)?;
+        Ok(self.read().search(question, &v, k)?)
+    }
+
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
