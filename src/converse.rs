@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audio::{VOICED_THRESHOLD, decode_file_mono};
 use crate::config::Config;
-use crate::events::{Event, Timings};
+use crate::events::{Event, Source, Timings};
 use crate::metrics::Metrics;
 use crate::pipeline::playout::OutQueue;
 use crate::pipeline::speech::{self, SpeechDeps};
@@ -30,6 +30,8 @@ pub enum ConverseError {
 pub struct ConverseReport {
     pub transcript: Option<String>,
     pub reply: Option<String>,
+    /// Knowledge-base chunks the reply was grounded on.
+    pub sources: Vec<Source>,
     pub timings: Option<Timings>,
     /// Last voiced input sample fed → first voiced reply sample played.
     pub voice_to_voice: Option<Duration>,
@@ -105,7 +107,10 @@ pub async fn converse_file(
         while let Ok(ev) = ev_rx.try_recv() {
             match ev {
                 Event::Transcript { text, .. } => report.transcript = Some(text),
-                Event::Reply { text, .. } => report.reply = Some(text),
+                Event::Reply { text, sources, .. } => {
+                    report.reply = Some(text);
+                    report.sources = sources;
+                }
                 Event::Timings(t) => {
                     report.timings = Some(t);
                     reply_done = true;

@@ -4,15 +4,19 @@
 //! This module sits above the pipeline: it imports the engine types from
 //! `crate::pipeline` and the pipeline never imports it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::config::Config;
 use crate::config::LlmBackendKind;
+use crate::kb::{KbError, KnowledgeBase, folder};
 use crate::metrics::Metrics;
 use crate::models::{ModelError, ModelSet};
 use crate::pipeline::asr::{Asr, AsrError, AsrOptions};
 use crate::pipeline::llm::{HttpLlm, HttpLlmOptions, Llm, LlmBackend, LlmError, LlmOptions};
 use crate::pipeline::onnx::{self, OnnxError};
+use crate::pipeline::retrieve::Retriever;
 use crate::pipeline::speech::SpeechDeps;
 use crate::pipeline::tts::{Tts, TtsError};
 use crate::pipeline::turn::{TurnDetector, TurnError};
@@ -57,6 +61,12 @@ pub enum EngineError {
     Turn(#[from] TurnError),
     #[error(transparent)]
     Onnx(#[from] OnnxError),
+    #[error(transparent)]
+    Kb(#[from] KbError),
+    #[error("kb.dir {0} is not a folder")]
+    KbDir(PathBuf),
+    #[error("cannot read {0}: {1}")]
+    KbRead(PathBuf, std::io::Error),
 }
 
 fn models(cfg: &Config) -> Result<ModelSet, EngineError> {
@@ -155,6 +165,44 @@ pub fn load_turn(cfg: &Config) -> Result<TurnDetector, EngineError> {
     Ok(TurnDetector::load(env, &set.path("turn", "")?, 64)?)
 }
 
+/// The knowledge base, its folder indexed and watched. Without a folder a
+/// missing embedding model only turns the knowledge base off (with a
+/// warning); with one it is an error, since the folder would be ignored.
+pub fn load_kb(cfg: &Config) -> Result<Option<Retriever>, EngineError> {
+    let kb = match KnowledgeBase::open(
+        cfg.kb.index_path().as_deref(),
+        &cfg.models.dir,
+        cfg.kb.max_doc_bytes,
+    ) {
+        Ok(kb) => Arc::new(kb),
+        Err(e @ KbError::Embed(_)) if cfg.kb.dir.is_none() => {
+            tracing::warn!(error = %e, "no knowledge base: replies are not grounded on documents");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(dir) = cfg.kb.dir.clone() {
+        if !dir.is_dir() {
+            return Err(EngineError::KbDir(dir));
+        }
+        // Indexed before the first session, so the first answer can use it.
+        let r = folder::sync(&kb, &dir).map_err(|e| EngineError::KbRead(dir.clone(), e))?;
+        tracing::info!(dir = %dir.display(), added = r.added, updated = r.updated, unchanged = r.unchanged,
+            removed = r.removed, skipped = r.skipped.len(), failed = r.failed.len(), "kb: folder indexed");
+        bulk_priority(cfg);
+        let kb = kb.clone();
+        std::thread::Builder::new()
+            .name("kb-folder".into())
+            .spawn(move || {
+                // Indexing is bulk work: live turns come first.
+                crate::pipeline::priority::bulk_thread();
+                folder::watch(kb, &dir, Arc::new(AtomicBool::new(false)));
+            })
+            .map_err(|e| EngineError::KbRead(PathBuf::from("kb-folder thread"), e))?;
+    }
+    Ok(Some(Retriever::new(kb, &cfg.kb)))
+}
+
 /// The bundle the speech pipeline takes (defined there, loaded here: the
 /// arrow points from the loader to the pipeline, never back).
 pub use crate::pipeline::Engines;
@@ -167,6 +215,7 @@ impl Engines {
             tts: Arc::new(load_tts(cfg)?),
             vad: Arc::new(load_vad(cfg)?),
             turn: Arc::new(load_turn(cfg)?),
+            kb: load_kb(cfg)?.map(Arc::new),
         })
     }
 }

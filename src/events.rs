@@ -73,6 +73,15 @@ impl BusyReason {
     }
 }
 
+/// A knowledge-base chunk a reply was grounded on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// Document name, as in `GET /kb/docs`.
+    pub doc: String,
+    /// Chunk number within the document, from 0.
+    pub chunk: usize,
+}
+
 /// Where one turn's voice-to-voice time went (DESIGN.md §5), in ms.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
@@ -83,6 +92,11 @@ pub struct Timings {
     pub asr_ms: u64,
     /// Whisper's own decode time of the transcript used.
     pub asr_decode_ms: u64,
+    /// Knowledge-base retrieval for this reply (absent without one). It
+    /// overlaps the end-of-turn wait when it started on the speculative
+    /// transcript.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kb_ms: Option<u64>,
     pub llm_first_token_ms: Option<u64>,
     pub first_sentence_ms: Option<u64>,
     pub tts_first_audio_ms: Option<u64>,
@@ -116,12 +130,15 @@ pub enum Event {
     /// Reply text as the LLM writes it.
     ReplyDelta { turn: u64, text: String },
     /// The whole reply; when `interrupted`, `text` is what the user heard.
+    /// `sources` are the knowledge-base chunks the LLM was given.
     Reply {
         turn: u64,
         text: String,
         interrupted: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prompt_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sources: Vec<Source>,
     },
     /// The reply of `turn` was cut off (the user spoke or typed over it, or
     /// an `interrupt` prompt took its place): the server has flushed its
@@ -339,6 +356,10 @@ mod tests {
                 text: "Hello.".into(),
                 interrupted: false,
                 prompt_id: Some("p".into()),
+                sources: vec![Source {
+                    doc: "hours.md".into(),
+                    chunk: 0,
+                }],
             },
             Event::BargeIn { turn: 1 },
             Event::Timings(Timings::default()),

@@ -444,6 +444,7 @@ mod tests {
             text: "How exciting!".into(),
             interrupted: false,
             prompt_id: None,
+            sources: Vec::new(),
         };
         t.on_event(
             &on_bus(Some("session-1"), reply),

@@ -45,7 +45,7 @@ impl KbArgs {
             config.kb.dir = Some(d.clone());
         }
         if let Some(d) = &self.kb_index_dir {
-            config.kb.index_dir = d.clone();
+            config.kb.index_dir = Some(d.clone());
         }
         if let Some(d) = &self.models_dir {
             config.models.dir = d.clone();
@@ -54,17 +54,12 @@ impl KbArgs {
 }
 
 pub fn open(config: &Config) -> anyhow::Result<KnowledgeBase> {
-    KnowledgeBase::open(
-        &config.kb.index_dir,
-        &config.models.dir,
-        config.kb.max_doc_bytes,
-    )
-    .with_context(|| {
-        format!(
-            "opening the knowledge base in {}",
-            config.kb.index_dir.display()
-        )
-    })
+    let path = config.kb.index_path();
+    let Some(dir) = path.as_deref() else {
+        anyhow::bail!("no index to use: pass --kb-dir DIR or --kb-index-dir DIR");
+    };
+    KnowledgeBase::open(Some(dir), &config.models.dir, config.kb.max_doc_bytes)
+        .with_context(|| format!("opening the knowledge base in {}", dir.display()))
 }
 
 /// Syncs the configured folder into the index, printing one line per problem.
@@ -117,8 +112,9 @@ pub fn run(action: KbAction, mut config: Config) -> anyhow::Result<i32> {
             let ms = t0.elapsed().as_secs_f64() * 1e3;
             for h in &hits {
                 println!(
-                    "{:.4}\t{}#{}\t{}",
+                    "{:.4}\t{:.3}\t{}#{}\t{}",
                     h.score,
+                    h.similarity,
                     h.doc,
                     h.chunk,
                     h.text.replace('\n', " / ")

@@ -110,6 +110,31 @@ struct ConverseArgs {
     timeout: u64,
     #[command(flatten)]
     models: ModelsArgs,
+    #[command(flatten)]
+    kb: KbDirArgs,
+}
+
+/// The knowledge base of `serve` and `converse`.
+#[derive(Args)]
+struct KbDirArgs {
+    /// Folder of Markdown/text documents to answer from, watched for
+    /// changes (VOXLOOP_KB_DIR).
+    #[arg(long)]
+    kb_dir: Option<PathBuf>,
+    /// Where its index is kept (VOXLOOP_KB_INDEX_DIR).
+    #[arg(long)]
+    kb_index_dir: Option<PathBuf>,
+}
+
+impl KbDirArgs {
+    fn apply(&self, config: &mut Config) {
+        if let Some(d) = &self.kb_dir {
+            config.kb.dir = Some(d.clone());
+        }
+        if let Some(d) = &self.kb_index_dir {
+            config.kb.index_dir = Some(d.clone());
+        }
+    }
 }
 
 #[derive(Args)]
@@ -221,6 +246,8 @@ struct ServeArgs {
     /// Serve a non-loopback address without auth (VOXLOOP_INSECURE_NO_AUTH).
     #[arg(long)]
     insecure_no_auth: bool,
+    #[command(flatten)]
+    kb: KbDirArgs,
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -262,6 +289,7 @@ fn main() -> anyhow::Result<()> {
                 config.max_sessions = v;
             }
             config.auth.insecure_no_auth |= args.insecure_no_auth;
+            args.kb.apply(&mut config);
             config.validate()?;
             init_tracing(&config.log);
             eprintln!("# effective configuration\n{}", config.redacted_toml());
@@ -337,6 +365,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Converse(args) => {
             args.models.apply(&mut config);
+            args.kb.apply(&mut config);
             init_tracing(&config.log);
             runtime()?.block_on(converse(&config, &args))?;
         }
@@ -414,10 +443,18 @@ async fn converse(config: &Config, args: &ConverseArgs) -> anyhow::Result<()> {
         println!("file: {}", f.display());
         println!("transcript: {}", r.transcript.as_deref().unwrap_or(""));
         println!("reply: {}", r.reply.as_deref().unwrap_or(""));
+        if config.kb.dir.is_some() {
+            let s: Vec<String> = r
+                .sources
+                .iter()
+                .map(|s| format!("{}#{}", s.doc, s.chunk))
+                .collect();
+            println!("sources: {}", s.join(" "));
+        }
         let t = r.timings.as_ref();
         let g = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         println!(
-            "timings: endpoint_ms={} asr_ms={} llm_first_token_ms={} first_sentence_ms={} tts_first_audio_ms={} total_ms={} voice_to_voice_ms={}",
+            "timings: endpoint_ms={} asr_ms={} llm_first_token_ms={} first_sentence_ms={} tts_first_audio_ms={} total_ms={} voice_to_voice_ms={} kb_ms={}",
             g(t.map(|t| u64::from(t.endpoint_ms))),
             g(t.map(|t| t.asr_ms)),
             g(t.and_then(|t| t.llm_first_token_ms)),
@@ -426,7 +463,8 @@ async fn converse(config: &Config, args: &ConverseArgs) -> anyhow::Result<()> {
             g(t.and_then(|t| t.total_ms)),
             r.voice_to_voice
                 .map(|d| d.as_millis().to_string())
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "-".into()),
+            g(t.and_then(|t| t.kb_ms)),
         );
         if let Some(out) = &args.out {
             voxloop::audio::write_wav(out, &r.reply_audio, voxloop::WIRE_RATE)

@@ -27,7 +27,7 @@ fn temp(name: &str) -> PathBuf {
 }
 
 fn open(index: &Path) -> KnowledgeBase {
-    KnowledgeBase::open(index, &models(), 64 * 1024).expect("open the knowledge base")
+    KnowledgeBase::open(Some(index), &models(), 64 * 1024).expect("open the knowledge base")
 }
 
 fn put_bakery(kb: &KnowledgeBase) {
@@ -125,7 +125,7 @@ fn search_finds_the_fact_and_follows_updates_and_deletes() {
         info.chunks,
         "old chunks left behind: {hits:#?}"
     );
-    assert!(hours[0].text.contains("7:30"), "{}", hours[0].text);
+    assert!(hours.iter().any(|h| h.text.contains("7:30")), "{hours:#?}");
     assert!(
         !hits.iter().any(|h| h.text.contains("6:45")),
         "the old opening time is still found"
@@ -225,10 +225,11 @@ fn a_watched_folder_is_followed_without_restart() {
     let t = within(limit, || kb.stats().docs == 3).expect("initial folder indexed");
     println!("initial index: {t:?}");
     let opens_at = |kb: &KnowledgeBase, s: &str| {
-        kb.search("What time does the bakery open?", 1)
+        // In the chunks the LLM is given (the configured top 3).
+        kb.search("What time does the bakery open?", 3)
             .unwrap()
-            .first()
-            .is_some_and(|h| h.text.contains(s))
+            .iter()
+            .any(|h| h.text.contains(s))
     };
     assert!(opens_at(&kb, "6:45"));
 

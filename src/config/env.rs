@@ -112,7 +112,7 @@ pub const VARS: &[(&str, Setter)] = &[
         Ok(())
     }),
     ("VOXLOOP_KB_INDEX_DIR", |c, v| {
-        c.kb.index_dir = v.into();
+        c.kb.index_dir = (!v.is_empty()).then(|| v.into());
         Ok(())
     }),
     ("VOXLOOP_KB_MAX_DOC_BYTES", |c, v| {

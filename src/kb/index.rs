@@ -125,19 +125,33 @@ impl Index {
     /// Opens the index in `dir`, creating it if empty. An index written with
     /// another schema (an older voxloop) is an error naming the folder: it is
     /// a cache, so deleting the folder re-indexes.
-    pub fn open(dir: &Path) -> Result<Index, IndexError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| IndexError(format!("cannot create {}: {e}", dir.display())))?;
+    /// `None` keeps the index in memory.
+    pub fn open(dir: Option<&Path>) -> Result<Index, IndexError> {
         let (schema, f) = schema();
-        let mmap = tantivy::directory::MmapDirectory::open(dir)
-            .map_err(|e| IndexError(format!("{}: {e}", dir.display())))?;
-        let index = tantivy::Index::open_or_create(mmap, schema).map_err(|e| {
-            IndexError(format!(
-                "{}: {e} (the folder is a cache: delete it to re-index)",
-                dir.display()
-            ))
-        })?;
-        let writer = index.writer_with_num_threads(1, WRITER_BYTES)?;
+        let index = match dir {
+            None => tantivy::Index::create_in_ram(schema),
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| IndexError(format!("cannot create {}: {e}", dir.display())))?;
+                let mmap = tantivy::directory::MmapDirectory::open(dir)
+                    .map_err(|e| IndexError(format!("{}: {e}", dir.display())))?;
+                tantivy::Index::open_or_create(mmap, schema).map_err(|e| {
+                    IndexError(format!(
+                        "{}: {e} (the folder is a cache: delete it to re-index)",
+                        dir.display()
+                    ))
+                })?
+            }
+        };
+        let writer = index
+            .writer_with_num_threads(1, WRITER_BYTES)
+            .map_err(|e| match e {
+                tantivy::TantivyError::LockFailure(..) => IndexError(format!(
+                    "{} is in use by another process: give each server its own kb.index_dir",
+                    dir.map(|d| d.display().to_string()).unwrap_or_default()
+                )),
+                e => e.into(),
+            })?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)

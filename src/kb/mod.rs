@@ -67,9 +67,9 @@ pub struct KnowledgeBase {
 
 impl KnowledgeBase {
     /// Loads the embedding model from `models_dir` and opens (or creates) the
-    /// index in `index_dir`.
+    /// index in `index_dir` (in memory when `None`).
     pub fn open(
-        index_dir: &Path,
+        index_dir: Option<&Path>,
         models_dir: &Path,
         max_doc_bytes: usize,
     ) -> Result<Self, KbError> {

@@ -14,6 +14,7 @@ use super::vad::VadState;
 use crate::WIRE_RATE;
 use crate::audio::resample_clip;
 use crate::config::Config;
+use crate::kb::Hit;
 use crate::metrics::Metrics;
 use crate::pipeline::Engines;
 use crate::pipeline::tts::TtsError;
@@ -42,6 +43,11 @@ pub trait Inference: Send + Sync {
     async fn synthesize(&self, text: String, due: Instant) -> Result<Vec<f32>, String>;
     /// ASR and LLM jobs queued or running, for every session.
     fn pending(&self) -> usize;
+    /// Knowledge-base chunks for `question`; `None` when there is no
+    /// knowledge base (or it holds nothing), so the question goes as it is.
+    async fn retrieve(&self, _question: String) -> Option<Result<Vec<Hit>, String>> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -95,6 +101,14 @@ impl Inference for Engines {
 
     fn pending(&self) -> usize {
         self.asr.pending() + self.llm.pending()
+    }
+
+    async fn retrieve(&self, question: String) -> Option<Result<Vec<Hit>, String>> {
+        let r = self.kb.as_ref()?;
+        if r.kb().stats().chunks == 0 {
+            return None;
+        }
+        Some(r.retrieve(question).await)
     }
 }
 

@@ -31,6 +31,7 @@ pub mod playout;
 pub mod pool;
 pub mod priority;
 pub mod prompts;
+pub mod retrieve;
 pub mod speech;
 pub mod tts;
 pub mod turn;
@@ -50,6 +51,8 @@ pub struct Engines {
     pub tts: Arc<tts::Tts>,
     pub vad: Arc<vad::Vad>,
     pub turn: Arc<turn::TurnDetector>,
+    /// The knowledge base the replies are grounded on (None: not loaded).
+    pub kb: Option<Arc<retrieve::Retriever>>,
 }
 
 /// No input for this long counts as silence.

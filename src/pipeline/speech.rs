@@ -25,8 +25,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::conversation::{Action, Conversation, Count, Input, Playout, Settings};
-use super::llm::LlmEvent;
+use super::llm::{ChatMessage, LlmEvent, Role};
 use super::playout::OutQueue;
+use super::retrieve;
 use super::vad::{VadState, WINDOW};
 use crate::events::Event;
 use crate::metrics::Metrics;
@@ -306,31 +307,18 @@ impl Shell {
                     h.abort();
                 }
             }
-            Action::StartLlm { reply, messages } => match engines.generate(self.key, messages) {
-                Ok(mut g) => {
-                    let results = self.results.clone();
-                    let stop = g.canceller();
-                    let h = tokio::spawn(async move {
-                        while let Some(ev) = g.events.recv().await {
-                            let input = match ev {
-                                LlmEvent::Token(text) => Input::LlmToken { reply, text },
-                                LlmEvent::Done(c) => {
-                                    tracing::debug!(finish = ?c.finish, prompt = c.prompt_tokens, reused = c.reused_tokens, generated = c.generated, "llm done");
-                                    break;
-                                }
-                            };
-                            if results.send(input).is_err() {
-                                return;
-                            }
-                        }
-                        let _ = results.send(Input::LlmDone { reply });
-                    });
-                    self.llm.insert(reply, (stop, h));
-                }
-                Err(failure) => {
-                    let _ = self.results.send(Input::LlmFailed { reply, failure });
-                }
-            },
+            Action::StartLlm { reply, messages } => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let task = generate(
+                    engines.clone(),
+                    self.key,
+                    reply,
+                    messages,
+                    self.results.clone(),
+                    stop.clone(),
+                );
+                self.llm.insert(reply, (stop, tokio::spawn(task)));
+            }
             Action::CancelLlm { reply } => {
                 if let Some((stop, h)) = self.llm.remove(&reply) {
                     // The engine ends it before decoding another token.
@@ -427,3 +415,70 @@ async fn tts_worker(
 #[cfg(test)]
 #[path = "speech_tests.rs"]
 mod tests;
+
+/// Sets the engine's stop flag when dropped: a reply task aborted by
+/// `CancelLlm` stops its generation before the next token.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One reply's LLM work: ground the question on the knowledge base (if
+/// there is one), start the generation and feed its tokens back.
+async fn generate(
+    engines: Arc<dyn Inference>,
+    key: u64,
+    reply: u64,
+    mut messages: Vec<ChatMessage>,
+    results: mpsc::UnboundedSender<Input>,
+    stop: Arc<AtomicBool>,
+) {
+    if let Some(last) = messages.last_mut().filter(|m| m.role == Role::User) {
+        let t0 = Instant::now();
+        match engines.retrieve(last.content.clone()).await {
+            Some(Ok(hits)) => {
+                let kb = t0.elapsed();
+                tracing::debug!(
+                    reply,
+                    hits = hits.len(),
+                    kb_ms = kb.as_millis() as u64,
+                    "kb: retrieved"
+                );
+                last.content = retrieve::ground(&last.content, &hits);
+                let sources = retrieve::sources(&hits);
+                let _ = results.send(Input::Retrieved { reply, sources, kb });
+            }
+            Some(Err(e)) => {
+                tracing::warn!(reply, error = %e, "kb: search failed; answering without notes")
+            }
+            None => {}
+        }
+    }
+    if stop.load(Ordering::SeqCst) {
+        return;
+    }
+    let mut g = match engines.generate(key, messages) {
+        Ok(g) => g,
+        Err(failure) => {
+            let _ = results.send(Input::LlmFailed { reply, failure });
+            return;
+        }
+    };
+    let _stop = StopOnDrop(g.canceller());
+    while let Some(ev) = g.events.recv().await {
+        let input = match ev {
+            LlmEvent::Token(text) => Input::LlmToken { reply, text },
+            LlmEvent::Done(c) => {
+                tracing::debug!(finish = ?c.finish, prompt = c.prompt_tokens, reused = c.reused_tokens, generated = c.generated, "llm done");
+                break;
+            }
+        };
+        if stop.load(Ordering::SeqCst) || results.send(input).is_err() {
+            return;
+        }
+    }
+    let _ = results.send(Input::LlmDone { reply });
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::config::{Config, TurnConfig};
-use crate::events::Event;
+use crate::events::{Event, Source};
 use crate::pipeline::llm::ChatMessage;
 use crate::prompt::{Prompt, PromptOutcome};
 
@@ -92,6 +92,13 @@ pub enum Input {
     LlmToken {
         reply: u64,
         text: String,
+    },
+    /// The knowledge base was searched for `reply` before its LLM started:
+    /// the chunks given to it and the time the search took.
+    Retrieved {
+        reply: u64,
+        sources: Vec<Source>,
+        kb: Duration,
     },
     /// The LLM finished `reply` (or its stream ended).
     LlmDone {

@@ -37,7 +37,7 @@ use time::OffsetDateTime;
 use super::llm::{ChatMessage, Role};
 use super::prompts::{self, Activity, Moment, PromptQueue};
 use super::turn_taking::TurnTaking;
-use crate::events::{Event, State};
+use crate::events::{Event, Source, State};
 use crate::prompt::{DropReason, PromptOutcome};
 
 pub use io::{Action, Count, Failure, Heard, Input, Playout, Settings};
@@ -73,6 +73,8 @@ struct Playing {
     history_idx: usize,
     /// The prompt it speaks, answered `Spoken` once its last frame played.
     ticket: Option<u64>,
+    /// Its knowledge-base sources, repeated if it is cut off.
+    sources: Vec<Source>,
 }
 
 /// The speculative transcript started at the last pause, and the reply
@@ -94,6 +96,7 @@ struct SpecReply {
     first_token: Option<Duration>,
     tokens: Vec<String>,
     done: bool,
+    grounding: Option<reply::Grounding>,
 }
 
 /// The conversation state of one session (see the module docs).
@@ -203,6 +206,14 @@ impl Conversation {
                     sr.tokens.push(text);
                 } else {
                     self.with_reply(reply, |c, r| c.on_token(r, text));
+                }
+            }
+            Input::Retrieved { reply, sources, kb } => {
+                let g = Some(reply::Grounding { sources, kb });
+                if let Some(sr) = self.spec_reply(reply) {
+                    sr.grounding = g;
+                } else if let Some(r) = self.reply.as_mut().filter(|r| r.id == reply) {
+                    r.grounding = g;
                 }
             }
             Input::LlmDone { reply } => {

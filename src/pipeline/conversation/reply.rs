@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Action, Conversation, Heard, Playing, SpecReply};
-use crate::events::{Event, State, Timings};
+use crate::events::{Event, Source, State, Timings};
 use crate::pipeline::llm::{ChatMessage, Role};
 use crate::prompt::{DropReason, Prompt, PromptOutcome};
 use crate::text::{SentenceChunker, repeat_at};
@@ -79,6 +79,16 @@ pub(super) struct Reply {
     pub(super) first_piece: Option<Duration>,
     pub(super) tts_first: Option<Duration>,
     pub(super) first_audio: Option<Duration>,
+    /// The knowledge-base chunks the LLM was given, and how long finding
+    /// them took.
+    pub(super) grounding: Option<Grounding>,
+}
+
+/// What the knowledge base gave one reply (see [`Input::Retrieved`]).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Grounding {
+    pub(super) sources: Vec<Source>,
+    pub(super) kb: Duration,
 }
 
 /// How often a late reply's deadline is looked at again.
@@ -125,6 +135,7 @@ impl Reply {
             first_piece: None,
             tts_first: None,
             first_audio: None,
+            grounding: None,
         }
     }
 
@@ -145,12 +156,21 @@ impl Reply {
         pieces
     }
 
+    /// The chunks this reply was grounded on (empty without a knowledge base).
+    pub(super) fn sources(&self) -> Vec<Source> {
+        self.grounding
+            .as_ref()
+            .map(|g| g.sources.clone())
+            .unwrap_or_default()
+    }
+
     fn timings(&self) -> Timings {
         Timings {
             turn: self.turn,
             endpoint_ms: self.silence_ms,
             asr_ms: ms(self.asr_done),
             asr_decode_ms: ms(self.asr_decode),
+            kb_ms: self.grounding.as_ref().map(|g| ms(g.kb)),
             llm_first_token_ms: self.first_token.map(ms),
             first_sentence_ms: self.first_piece.map(ms),
             tts_first_audio_ms: self.tts_first.map(ms),
@@ -232,6 +252,7 @@ impl Conversation {
         r.stage = Stage::Generating { llm: !sr.done };
         r.llm_start = Some(sr.started);
         r.first_token = sr.first_token;
+        r.grounding = sr.grounding;
         let mut r = Some(r);
         for t in sr.tokens {
             r = match r {
@@ -406,6 +427,7 @@ impl Conversation {
                     text: text.clone(),
                     interrupted: false,
                     prompt_id: Some(prompt.id.clone()),
+                    sources: Vec::new(),
                 });
             }
             ReplyKind::Speech | ReplyKind::Text
@@ -427,6 +449,7 @@ impl Conversation {
                     text: text.clone(),
                     interrupted: false,
                     prompt_id: None,
+                    sources: r.sources(),
                 });
                 self.emit(Event::Timings(r.timings()));
                 if let Some(user) = &r.user {
@@ -451,6 +474,7 @@ impl Conversation {
             pieces: r.pieces,
             history_idx: self.history.len() - 1,
             ticket,
+            sources: r.grounding.map(|g| g.sources).unwrap_or_default(),
         });
         // Its audio may all have played already (a last piece that failed).
         self.on_played();

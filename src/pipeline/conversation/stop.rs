@@ -90,7 +90,7 @@ impl Conversation {
             return false;
         }
         self.out.push(Action::Flush);
-        let (turn, heard) = if let Some(mut r) = self.reply.take() {
+        let (turn, heard, sources) = if let Some(mut r) = self.reply.take() {
             // Still working: stop the LLM and TTS. A transcription in progress
             // goes on: what the user said is still reported.
             if let Stage::Transcribing { job, .. } = r.stage {
@@ -99,6 +99,7 @@ impl Conversation {
             }
             self.cancel_work(&r);
             let heard = heard_text(&r.pieces, self.played_of(r.id));
+            let sources = r.sources();
             match r.kind {
                 ReplyKind::Prompt { prompt, ticket } if r.queued == 0 => {
                     // Cut off before any of it was queued: it goes back in line.
@@ -119,7 +120,7 @@ impl Conversation {
                     }
                 }
             }
-            (r.turn, heard)
+            (r.turn, heard, sources)
         } else if let Some(p) = self.playing.take() {
             // Text complete, audio still playing: a prompt in it was heard in part.
             if let Some(ticket) = p.ticket {
@@ -129,7 +130,7 @@ impl Conversation {
             if let Some(m) = self.history.get_mut(p.history_idx) {
                 m.content = cut_off(&heard);
             }
-            (p.turn, heard)
+            (p.turn, heard, p.sources)
         } else {
             return false;
         };
@@ -143,6 +144,7 @@ impl Conversation {
             text: heard,
             interrupted: true,
             prompt_id: None,
+            sources,
         });
         true
     }

@@ -246,6 +246,7 @@ impl Conversation {
                         first_token: None,
                         tokens: Vec::new(),
                         done: false,
+                        grounding: None,
                     });
                 }
             }

@@ -1,0 +1,128 @@
+//! Knowledge-base retrieval for a reply: the speech loop's side of
+//! [`crate::kb`].
+//!
+//! Before a reply's LLM starts, the question is searched (on the retriever's
+//! own thread, never the runtime) and the chunks that are close enough are
+//! put in front of the question with an instruction to answer from them or
+//! say it does not know. Only the request carries them: the conversation's
+//! history keeps the plain question, so the next turn's prompt stays short
+//! and the LLM's prompt cache keeps matching it.
+
+use std::sync::Arc;
+
+use super::pool::WorkerPool;
+use crate::config::KbConfig;
+use crate::events::Source;
+use crate::kb::{Hit, KnowledgeBase};
+
+/// Searches waiting beyond the one running; a full queue skips retrieval for
+/// that reply (it is answered without notes) rather than delay it.
+const QUEUE: usize = 8;
+
+pub struct Retriever {
+    kb: Arc<KnowledgeBase>,
+    pool: WorkerPool<()>,
+    top_k: usize,
+    min_similarity: f32,
+}
+
+impl Retriever {
+    pub fn new(kb: Arc<KnowledgeBase>, cfg: &KbConfig) -> Self {
+        let pool = WorkerPool::new("kb search", 1, QUEUE, |_| {
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|e: std::convert::Infallible| match e {});
+        Retriever {
+            kb,
+            pool,
+            top_k: cfg.top_k,
+            min_similarity: cfg.min_similarity,
+        }
+    }
+
+    pub fn kb(&self) -> &Arc<KnowledgeBase> {
+        &self.kb
+    }
+
+    /// The chunks to give the LLM for `question`, best first.
+    pub async fn retrieve(&self, question: String) -> Result<Vec<Hit>, String> {
+        let (kb, k, floor) = (self.kb.clone(), self.top_k, self.min_similarity);
+        let hits = self
+            .pool
+            .run(move |_| kb.search(&question, k))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(hits.into_iter().filter(|h| h.similarity >= floor).collect())
+    }
+}
+
+/// What the LLM is told to say when the notes do not answer.
+pub const DONT_KNOW: &str = "Sorry, I don't know that.";
+
+/// What the reply event lists for these hits.
+pub fn sources(hits: &[Hit]) -> Vec<Source> {
+    hits.iter()
+        .map(|h| Source {
+            doc: h.doc.clone(),
+            chunk: h.chunk,
+        })
+        .collect()
+}
+
+/// The user message the LLM gets: the notes, the instruction, the question.
+pub fn ground(question: &str, hits: &[Hit]) -> String {
+    if hits.is_empty() {
+        return format!(
+            "{question}\n\n(No notes match this. If it asks for a fact, say briefly that you don't know.)"
+        );
+    }
+    let mut s = String::from("Notes:\n");
+    for h in hits {
+        s.push_str("- ");
+        s.push_str(&h.text.replace('\n', ": "));
+        s.push('\n');
+    }
+    s.push_str("\nQuestion: ");
+    s.push_str(question);
+    s.push_str(&format!(
+        "\n\nAnswer in one short sentence using only the notes. If the notes do not contain the answer, reply exactly: \"{DONT_KNOW}\""
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(doc: &str, text: &str) -> Hit {
+        Hit {
+            doc: doc.into(),
+            chunk: 0,
+            score: 0.03,
+            similarity: 0.5,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn grounded_question_carries_notes_and_the_instruction() {
+        let g = ground(
+            "When do you open?",
+            &[hit("hours.md", "Opening hours\nOpen at 6:45.")],
+        );
+        assert!(g.contains("- Opening hours: Open at 6:45.\n"), "{g}");
+        assert!(g.contains("Question: When do you open?"), "{g}");
+        assert!(g.contains("don't know"));
+        let none = ground("What is the capital of France?", &[]);
+        assert!(none.starts_with("What is the capital of France?"));
+        assert!(none.contains("don't know"));
+        assert_eq!(
+            sources(&[hit("a.md", "x")]),
+            vec![Source {
+                doc: "a.md".into(),
+                chunk: 0
+            }]
+        );
+    }
+}
