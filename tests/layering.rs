@@ -44,6 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "config",
             "error_code",
             "events",
+            "kb",
             "metrics",
             "models",
             "prompt",
@@ -51,7 +52,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     // The loader of the pipeline's engines (the arrow points down only).
-    ("engines", &["config", "metrics", "models", "pipeline"]),
+    (
+        "engines",
+        &["config", "kb", "metrics", "models", "pipeline"],
+    ),
     // The network side.
     ("rtc", &["audio", "config", "error_code", "events"]),
     (
@@ -96,6 +100,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "error_code",
             "events",
             "hub",
+            "kb",
             "limits",
             "metrics",
             "models",

@@ -350,6 +350,13 @@ function render(e) {
     p.textContent = e.text || e.streamed;
   }
   li.append(who, p);
+  if (e.sources && e.sources.length) {
+    // The knowledge-base chunks the reply was grounded on.
+    const s = document.createElement("p");
+    s.className = "sources";
+    s.textContent = "Sources: " + e.sources.map((x) => `${x.doc} #${x.chunk}`).join(", ");
+    li.append(s);
+  }
   if (e.timings) {
     const t = document.createElement("p");
     t.className = "timing";
@@ -419,6 +426,7 @@ function onServerEvent(ev) {
       } else {
         e.text = ev.text;
       }
+      e.sources = Array.isArray(ev.sources) ? ev.sources : [];
       render(e);
       break;
     }
@@ -470,6 +478,7 @@ function timingLine(t) {
   const stage = (label, v) => { if (typeof v === "number") parts.push(`${label} ${ms(v)}`); };
   stage("end of turn", t.endpoint_ms);
   stage("ASR", t.asr_ms);
+  stage("knowledge base", t.kb_ms);
   stage("LLM first token", t.llm_first_token_ms);
   stage("first sentence", t.first_sentence_ms);
   stage("TTS", t.tts_first_audio_ms);

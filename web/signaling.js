@@ -26,7 +26,7 @@
 //      transcript {turn,text,final,typed?} · reply_delta {turn,text}
 //      barge_in {turn} (the reply of that turn was cut off and its audio flushed;
 //        a reply with interrupted:true, saying what was heard, follows)
-//      reply {turn,text,interrupted,prompt_id?} · timings {turn, endpoint_ms, asr_ms, …, total_ms}
+//      reply {turn,text,interrupted,prompt_id?,sources?:[{doc,chunk}]} · timings {turn, endpoint_ms, asr_ms, …, total_ms}
 //      prompt {id,text,turn} (a proactive prompt the assistant starts speaking)
 //      busy {turn,text,reason: queue_full|deadline} · error {code?,turn?,message}
 //      draining {deadline_ms} (the server is shutting down: the reply under way
@@ -42,7 +42,7 @@
  *   | {type: "reply_delta", turn: number, text: string}
  *   | {type: "draining", deadline_ms: number}
  *   | {type: "barge_in", turn: number}
- *   | {type: "reply", turn: number, text: string, interrupted: boolean, prompt_id?: string}
+ *   | {type: "reply", turn: number, text: string, interrupted: boolean, prompt_id?: string, sources?: {doc: string, chunk: number}[]}
  *   | {type: "timings", turn: number, endpoint_ms: number, asr_ms: number, asr_decode_ms: number,
  *      llm_first_token_ms: number|null, first_sentence_ms: number|null,
  *      tts_first_audio_ms: number|null, total_ms: number|null}

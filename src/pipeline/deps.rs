@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::kb::Hit;
 use crate::metrics::Metrics;
 use crate::pipeline::Engines;
+use crate::pipeline::retrieve::Retriever;
 use crate::pipeline::tts::TtsError;
 
 /// The inference a speech session asks for, as one small trait: the
@@ -120,6 +121,8 @@ pub struct SpeechDeps {
     pub metrics: Arc<Metrics>,
     /// "One moment, please", synthesized once at start-up (48 kHz).
     pub busy_line: Arc<Vec<f32>>,
+    /// The knowledge base (also in `engines`), for its HTTP API.
+    pub kb: Option<Arc<Retriever>>,
 }
 
 impl SpeechDeps {
@@ -135,6 +138,7 @@ impl SpeechDeps {
             .await?;
         let pcm = resample_clip(&speech.pcm, speech.sample_rate, WIRE_RATE).unwrap_or_default();
         Ok(Self {
+            kb: engines.kb.clone(),
             engines: Arc::new(engines),
             config,
             metrics,

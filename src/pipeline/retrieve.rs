@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 
-use super::pool::WorkerPool;
+use super::pool::{Busy, WorkerPool};
 use crate::config::KbConfig;
 use crate::events::Source;
-use crate::kb::{Hit, KnowledgeBase};
+use crate::kb::{Hit, KbError, KnowledgeBase};
 
 /// Searches waiting beyond the one running; a full queue skips retrieval for
 /// that reply (it is answered without notes) rather than delay it.
@@ -21,20 +21,39 @@ const QUEUE: usize = 8;
 
 pub struct Retriever {
     kb: Arc<KnowledgeBase>,
-    pool: WorkerPool<()>,
+    /// Searches, at normal priority: a reply waits for them.
+    search: WorkerPool<()>,
+    /// Document changes (embedding every chunk), niced: live turns first.
+    index: WorkerPool<()>,
     top_k: usize,
     min_similarity: f32,
 }
 
+/// A knowledge-base job could not run or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KbJobError {
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error(transparent)]
+    Kb(#[from] KbError),
+}
+
+fn pool(name: &'static str, queue: usize, bulk: bool) -> WorkerPool<()> {
+    WorkerPool::new(name, 1, queue, move |_| {
+        if bulk {
+            super::priority::bulk_thread();
+        }
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|e: std::convert::Infallible| match e {})
+}
+
 impl Retriever {
     pub fn new(kb: Arc<KnowledgeBase>, cfg: &KbConfig) -> Self {
-        let pool = WorkerPool::new("kb search", 1, QUEUE, |_| {
-            Ok::<(), std::convert::Infallible>(())
-        })
-        .unwrap_or_else(|e: std::convert::Infallible| match e {});
         Retriever {
             kb,
-            pool,
+            search: pool("kb search", QUEUE, false),
+            index: pool("kb indexing", QUEUE, true),
             top_k: cfg.top_k,
             min_similarity: cfg.min_similarity,
         }
@@ -46,14 +65,27 @@ impl Retriever {
 
     /// The chunks to give the LLM for `question`, best first.
     pub async fn retrieve(&self, question: String) -> Result<Vec<Hit>, String> {
-        let (kb, k, floor) = (self.kb.clone(), self.top_k, self.min_similarity);
+        let floor = self.min_similarity;
         let hits = self
-            .pool
-            .run(move |_| kb.search(&question, k))
+            .search(question, self.top_k)
             .await
-            .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         Ok(hits.into_iter().filter(|h| h.similarity >= floor).collect())
+    }
+
+    /// The `k` best chunks for `question`, unfiltered (`GET /kb/search`).
+    pub async fn search(&self, question: String, k: usize) -> Result<Vec<Hit>, KbJobError> {
+        let kb = self.kb.clone();
+        Ok(self.search.run(move |_| kb.search(&question, k)).await??)
+    }
+
+    /// Runs `f` on the knowledge base on the indexing thread.
+    pub async fn on_index<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&KnowledgeBase) -> Result<R, KbError> + Send + 'static,
+    ) -> Result<R, KbJobError> {
+        let kb = self.kb.clone();
+        Ok(self.index.run(move |_| f(&kb)).await??)
     }
 }
 

@@ -137,6 +137,7 @@ fn start(fake: Arc<Fake>) -> Session {
         config: Arc::new(Config::default()),
         metrics: metrics.clone(),
         busy_line: Arc::new(vec![0.1; 4800]),
+        kb: None,
     };
     let cancel = CancellationToken::new();
     tokio::spawn(run(

@@ -3,6 +3,7 @@
 
 mod access;
 mod errors;
+mod kb;
 mod listen;
 mod rest;
 mod whip;
@@ -19,7 +20,7 @@ use axum::handler::HandlerWithoutStateExt;
 use axum::http::{HeaderMap, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -147,6 +148,11 @@ impl AppState {
     }
 
     /// Number of live sessions.
+    /// The knowledge base, when the speech pipeline loaded one.
+    pub fn kb(&self) -> Option<&Arc<crate::pipeline::retrieve::Retriever>> {
+        self.speech.as_ref()?.kb.as_ref()
+    }
+
     pub fn session_count(&self) -> usize {
         self.hub.count()
     }
@@ -330,6 +336,16 @@ pub fn router(state: Arc<AppState>) -> Router {
                 state.config.max_message_bytes,
             )),
         )
+        .route("/kb/docs", get(kb::list_docs))
+        .route(
+            "/kb/docs/{*name}",
+            put(kb::put_doc)
+                .delete(kb::delete_doc)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    state.config.kb.max_doc_bytes,
+                )),
+        )
+        .route("/kb/search", get(kb::search))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
