@@ -21,19 +21,17 @@ use serde_json::json;
 use super::{AppState, access, errors};
 use crate::auth::Grant;
 use crate::kb::{Change, DocError, KbError};
-use crate::pipeline::retrieve::{KbJobError, Retriever};
+use crate::pipeline::retrieve::KbJobError;
 
 /// Most hits one search returns.
 const MAX_K: usize = 50;
 
-fn kb_of(state: &AppState) -> Result<&Arc<Retriever>, Response> {
-    state.kb().ok_or_else(|| {
-        errors::error_with(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "kb_off",
-            "this server has no knowledge base (the speech pipeline with its embedding model is needed)",
-        )
-    })
+fn kb_off() -> Response {
+    errors::error_with(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "kb_off",
+        "this server has no knowledge base (the speech pipeline with its embedding model is needed)",
+    )
 }
 
 /// The status and code a failed job answers with; server faults are logged.
@@ -66,9 +64,8 @@ pub async fn put_doc(
     if let Err(e) = state.access.require(access::bearer(&headers), Grant::Admin) {
         return state.refuse(e);
     }
-    let kb = match kb_of(&state) {
-        Ok(kb) => kb,
-        Err(r) => return r,
+    let Some(kb) = state.kb() else {
+        return kb_off();
     };
     let dir = state.config.kb.dir.clone();
     let result = kb
@@ -105,9 +102,8 @@ pub async fn delete_doc(
     if let Err(e) = state.access.require(access::bearer(&headers), Grant::Admin) {
         return state.refuse(e);
     }
-    let kb = match kb_of(&state) {
-        Ok(kb) => kb,
-        Err(r) => return r,
+    let Some(kb) = state.kb() else {
+        return kb_off();
     };
     let dir = state.config.kb.dir.clone();
     let result = kb
@@ -137,9 +133,8 @@ pub async fn list_docs(State(state): State<Arc<AppState>>, headers: HeaderMap) -
     if let Err(e) = state.access.caller(access::bearer(&headers)) {
         return state.refuse(e);
     }
-    let kb = match kb_of(&state) {
-        Ok(kb) => kb,
-        Err(r) => return r,
+    let Some(kb) = state.kb() else {
+        return kb_off();
     };
     // Off the runtime: the read lock can wait behind a commit.
     match kb.on_index(|kb| Ok((kb.docs(), kb.stats()))).await {
@@ -167,9 +162,8 @@ pub async fn search(
     if let Err(e) = state.access.caller(access::bearer(&headers)) {
         return state.refuse(e);
     }
-    let kb = match kb_of(&state) {
-        Ok(kb) => kb,
-        Err(r) => return r,
+    let Some(kb) = state.kb() else {
+        return kb_off();
     };
     if query.q.trim().is_empty() || query.q.len() > state.config.max_message_bytes {
         return errors::error_with(
