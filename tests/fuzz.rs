@@ -206,6 +206,30 @@ fn fuzz_data_channel_messages() {
     });
 }
 
+/// Documents for the knowledge base: the name and content checks, then
+/// the chunker on whatever passes (as markdown and as plain text). Every
+/// chunk must be non-empty and bounded.
+#[test]
+fn fuzz_kb_documents() {
+    use voxloop::kb::{chunk, doc};
+    fuzz("kb_doc", |b| {
+        let name = String::from_utf8_lossy(&b[..b.len().min(40)]);
+        let _ = doc::check_name(&name);
+        if let Ok(text) = doc::check_content("fuzz.md", b, 1 << 20) {
+            for md in [true, false] {
+                for c in chunk::chunk(text, md) {
+                    assert!(!c.body.trim().is_empty(), "empty chunk");
+                    assert!(
+                        c.body.chars().count() <= 2 * chunk::MAX_CHARS,
+                        "chunk of {} chars",
+                        c.body.len()
+                    );
+                }
+            }
+        }
+    });
+}
+
 #[test]
 fn fuzz_opus_payloads() {
     let mut decoder = OpusDecoder::new().expect("decoder");

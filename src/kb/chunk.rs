@@ -144,7 +144,8 @@ fn flush_section(section: &mut Vec<String>, headings: &[(usize, String)], out: &
 
 /// Sentences of `text`: cut after `.`, `!` or `?` followed by a space. A
 /// sentence with no such end (a 5,000-character run-on) is cut at a space
-/// near [`MAX_CHARS`] instead, so no piece grows without bound.
+/// near [`MAX_CHARS`] instead (or anywhere, without a space), so no piece
+/// grows without bound.
 fn sentences(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
@@ -159,12 +160,15 @@ fn sentences(text: &str) -> Vec<&str> {
             out.push(text[start..=i].trim());
             start = i + 1;
             last_space = None;
-        } else if i - start >= MAX_CHARS
-            && let Some(sp) = last_space.filter(|&s| s > start)
-        {
-            out.push(text[start..sp].trim());
-            start = sp;
-            last_space = None;
+        } else if i - start >= MAX_CHARS {
+            // At a space if there is one in this piece, else anywhere (a
+            // 5,000-character "word"), on a character boundary.
+            let cut = last_space.filter(|&s| s > start).unwrap_or(i);
+            if text.is_char_boundary(cut) {
+                out.push(text[start..cut].trim());
+                start = cut;
+                last_space = None;
+            }
         }
     }
     let tail = text[start..].trim();
@@ -257,6 +261,17 @@ mod tests {
         }
         // Cuts fall after a sentence end.
         assert!(c.iter().all(|ch| ch.body.ends_with('.')), "{c:#?}");
+    }
+
+    #[test]
+    fn a_run_on_without_full_stops_or_spaces_is_still_bounded() {
+        let c = chunk(&"é".repeat(5000), false);
+        assert!(c.len() >= 5, "{} chunks", c.len());
+        assert!(c.iter().all(|ch| ch.body.chars().count() <= MAX_CHARS + 1));
+        assert_eq!(
+            c.iter().map(|ch| ch.body.chars().count()).sum::<usize>(),
+            5000
+        );
     }
 
     #[test]

@@ -157,6 +157,16 @@ impl KnowledgeBase {
         Ok(self.read().search(question, &v, k)?)
     }
 
+    /// Search with a question already embedded (benchmarks time the two apart).
+    pub fn search_vector(
+        &self,
+        question: &str,
+        vector: &[f32],
+        k: usize,
+    ) -> Result<Vec<Hit>, KbError> {
+        Ok(self.read().search(question, vector, k)?)
+    }
+
     pub fn embedder(&self) -> &Embedder {
         &self.embedder
     }

