@@ -21,10 +21,11 @@ pub struct KbConfig {
     /// Chunks given to the LLM with each question (`VOXLOOP_KB_TOP_K`).
     pub top_k: usize,
     /// A chunk whose cosine similarity to the question is below this is not
-    /// given to the LLM, so an unrelated question gets no false context and
-    /// no longer prompt. Measured with MiniLM: the bakery questions' right
-    /// chunks score 0.36 and up (garbled transcripts included); "How many
-    /// minutes are there in two hours?" scores 0.27 against opening hours.
+    /// given to the LLM; a question with no chunk above it goes without
+    /// notes, so it gets no false context and no longer prompt. Measured
+    /// with MiniLM: the bakery questions' right chunks score 0.36 and up
+    /// (garbled transcripts included); see `pipeline::retrieve` for why not
+    /// higher.
     pub min_similarity: f32,
 }
 
@@ -35,7 +36,7 @@ impl Default for KbConfig {
             index_dir: None,
             max_doc_bytes: 1 << 20,
             top_k: 3,
-            min_similarity: 0.3,
+            min_similarity: 0.25,
         }
     }
 }

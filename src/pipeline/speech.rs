@@ -412,10 +412,6 @@ async fn tts_worker(
     }
 }
 
-#[cfg(test)]
-#[path = "speech_tests.rs"]
-mod tests;
-
 /// Sets the engine's stop flag when dropped: a reply task aborted by
 /// `CancelLlm` stops its generation before the next token.
 struct StopOnDrop(Arc<AtomicBool>);
@@ -482,3 +478,7 @@ async fn generate(
     }
     let _ = results.send(Input::LlmDone { reply });
 }
+
+#[cfg(test)]
+#[path = "speech_tests.rs"]
+mod tests;

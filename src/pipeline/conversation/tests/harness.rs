@@ -40,6 +40,8 @@ pub(super) enum Step {
     Asr(&'static str),
     AsrFails(Failure),
     Token(&'static str),
+    /// The knowledge base gave the last LLM reply this document's chunk 0.
+    Retrieved(&'static str),
     LlmDone,
     LlmFails(Failure),
     /// The oldest piece waiting for synthesis comes back with `n` samples
@@ -215,6 +217,14 @@ impl Harness {
                 reply: self.llm_reply,
                 text: text.into(),
             }),
+            Retrieved(doc) => self.feed(Input::Retrieved {
+                reply: self.llm_reply,
+                sources: vec![crate::events::Source {
+                    doc: doc.into(),
+                    chunk: 0,
+                }],
+                kb: Duration::from_millis(14),
+            }),
             LlmDone => self.feed(Input::LlmDone {
                 reply: self.llm_reply,
             }),
@@ -374,4 +384,10 @@ pub(super) fn is_typed(a: &Action) -> bool {
 }
 pub(super) fn is_error(a: &Action) -> bool {
     matches!(a, Action::Emit(Event::Error { .. }))
+}
+pub(super) fn is_reply_with_sources(a: &Action) -> bool {
+    matches!(a, Action::Emit(Event::Reply { sources, .. }) if !sources.is_empty())
+}
+pub(super) fn is_timings_with_kb(a: &Action) -> bool {
+    matches!(a, Action::Emit(Event::Timings(t)) if t.kb_ms == Some(14))
 }

@@ -50,12 +50,36 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
                 Never("reply before its last piece", is_reply),
                 Tts(24_000),
                 Expect("reply", is_reply),
+                Never("sources without a knowledge base", is_reply_with_sources),
                 Expect("timings", is_timings),
                 History(&[
                     "user: what is the capital of france?",
                     "assistant: paris is the capital of france, a city on the seine. it is large.",
                 ]),
             ]].concat(),
+        ),
+        (
+            "a grounded speculative reply keeps its sources and kb time through adoption",
+            vec![
+                Speak(20),
+                Quiet(7),
+                Predict(false),
+                Asr("When do you open?"),
+                Expect("LLM on the speculative transcript", is_start_llm),
+                Retrieved("hours.md"),
+                Token("We open at six forty-five. "),
+                Quiet(30),
+                Expect("end of turn on silence", is_thinking),
+                LlmDone,
+                Tts(20_000),
+                Expect("reply with its sources", is_reply_with_sources),
+                Expect("timings with kb_ms", is_timings_with_kb),
+                // The notes went to the LLM only: the history keeps the question.
+                History(&[
+                    "user: when do you open?",
+                    "assistant: we open at six forty-five.",
+                ]),
+            ],
         ),
         (
             "barge-in mid-piece cuts the history where playback stopped",
