@@ -113,14 +113,19 @@ pub async fn delete_doc(
                 e => Err(e),
             })?;
             // The file first: else the folder watcher would index it again.
+            let mut file_removed = false;
             if let Some(dir) = &dir {
                 match std::fs::remove_file(dir.join(&name)) {
-                    Ok(()) => {}
+                    Ok(()) => file_removed = true,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => tracing::warn!(doc = %name, error = %e, "kb: cannot remove the file"),
                 }
             }
-            kb.remove(&name)
+            match kb.remove(&name) {
+                // The watcher saw the file go and removed it first.
+                Err(KbError::NotFound(_)) if file_removed => Ok(()),
+                r => r,
+            }
         })
         .await;
     match result {
