@@ -88,7 +88,9 @@ fn minilm_vectors_match_the_float64_reference() {
 fn search_finds_the_fact_and_follows_updates_and_deletes() {
     let dir = temp("crud");
     let kb = open(&dir);
+    assert!(kb.is_empty());
     put_bakery(&kb);
+    assert!(!kb.is_empty());
     let cases = [
         ("What time does the bakery open?", "hours.md"),
         ("Which day is the bakery closed?", "hours.md"),
@@ -145,6 +147,11 @@ fn search_finds_the_fact_and_follows_updates_and_deletes() {
     let kb = open(&dir);
     assert_eq!(kb.docs(), before);
     assert_eq!(top_doc(&kb, "Who is the head baker?"), "orders.md");
+    assert!(!kb.is_empty(), "the count is read back from disk");
+    for d in kb.docs() {
+        kb.remove(&d.name).unwrap();
+    }
+    assert!(kb.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

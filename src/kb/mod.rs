@@ -15,6 +15,7 @@ pub mod index;
 
 use std::path::Path;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -63,6 +64,9 @@ pub struct KnowledgeBase {
     embedder: Embedder,
     index: RwLock<index::Index>,
     max_doc_bytes: usize,
+    /// Chunks indexed, readable without the lock (the async side asks it
+    /// before every turn).
+    chunks: AtomicUsize,
 }
 
 impl KnowledgeBase {
@@ -75,10 +79,12 @@ impl KnowledgeBase {
     ) -> Result<Self, KbError> {
         let embedder = Embedder::load(models_dir)?;
         let index = index::Index::open(index_dir)?;
+        let chunks = AtomicUsize::new(index.chunk_count());
         Ok(KnowledgeBase {
             embedder,
             index: RwLock::new(index),
             max_doc_bytes,
+            chunks,
         })
     }
 
@@ -119,7 +125,11 @@ impl KnowledgeBase {
             hash,
             indexed_at_ms: now_ms(),
         };
-        self.write().replace(info.clone(), new)?;
+        {
+            let mut ix = self.write();
+            ix.replace(info.clone(), new)?;
+            self.chunks.store(ix.chunk_count(), Ordering::Relaxed);
+        }
         Ok((
             info,
             if old.is_some() {
@@ -132,7 +142,10 @@ impl KnowledgeBase {
 
     /// Removes a document and all its chunks.
     pub fn remove(&self, name: &str) -> Result<(), KbError> {
-        if self.write().remove(name)? {
+        let mut ix = self.write();
+        let removed = ix.remove(name)?;
+        self.chunks.store(ix.chunk_count(), Ordering::Relaxed);
+        if removed {
             Ok(())
         } else {
             Err(KbError::NotFound(name.to_string()))
@@ -141,6 +154,11 @@ impl KnowledgeBase {
 
     pub fn docs(&self) -> Vec<DocInfo> {
         self.read().docs().cloned().collect()
+    }
+
+    /// Whether nothing is indexed; never waits for a lock.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.load(Ordering::Relaxed) == 0
     }
 
     pub fn stats(&self) -> Stats {

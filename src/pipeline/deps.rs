@@ -106,7 +106,7 @@ impl Inference for Engines {
 
     async fn retrieve(&self, question: String) -> Option<Result<Vec<Hit>, String>> {
         let r = self.kb.as_ref()?;
-        if r.kb().stats().chunks == 0 {
+        if r.kb().is_empty() {
             return None;
         }
         Some(r.retrieve(question).await)
