@@ -40,12 +40,8 @@ pub enum KbAction {
 
 #[derive(Args)]
 pub struct KbArgs {
-    /// Folder of documents (VOXLOOP_KB_DIR); index and search sync it first.
-    #[arg(long)]
-    pub kb_dir: Option<PathBuf>,
-    /// Where the index lives (VOXLOOP_KB_INDEX_DIR).
-    #[arg(long)]
-    pub kb_index_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub dirs: super::KbDirArgs,
     /// Models directory (VOXLOOP_MODELS_DIR).
     #[arg(long)]
     pub models_dir: Option<PathBuf>,
@@ -53,12 +49,7 @@ pub struct KbArgs {
 
 impl KbArgs {
     pub fn apply(&self, config: &mut Config) {
-        if let Some(d) = &self.kb_dir {
-            config.kb.dir = Some(d.clone());
-        }
-        if let Some(d) = &self.kb_index_dir {
-            config.kb.index_dir = Some(d.clone());
-        }
+        self.dirs.apply(config);
         if let Some(d) = &self.models_dir {
             config.models.dir = d.clone();
         }

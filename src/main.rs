@@ -116,7 +116,7 @@ struct ConverseArgs {
 
 /// The knowledge base of `serve` and `converse`.
 #[derive(Args)]
-struct KbDirArgs {
+pub struct KbDirArgs {
     /// Folder of Markdown/text documents to answer from, watched for
     /// changes (VOXLOOP_KB_DIR).
     #[arg(long)]
@@ -127,7 +127,7 @@ struct KbDirArgs {
 }
 
 impl KbDirArgs {
-    fn apply(&self, config: &mut Config) {
+    pub fn apply(&self, config: &mut Config) {
         if let Some(d) = &self.kb_dir {
             config.kb.dir = Some(d.clone());
         }
