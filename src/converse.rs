@@ -41,7 +41,10 @@ pub struct ConverseReport {
 
 /// Load the engines once for several files.
 pub async fn load(config: &Config) -> Result<SpeechDeps, ConverseError> {
-    Ok(SpeechDeps::load(Arc::new(config.clone()), Arc::new(Metrics::default())).await?)
+    let deps = SpeechDeps::load(Arc::new(config.clone()), Arc::new(Metrics::default())).await?;
+    // No shared bucket here: the folder's change feed has no follower.
+    drop(deps.kb.as_ref().and_then(|kb| kb.take_feed()));
+    Ok(deps)
 }
 
 /// Say `path` to a fresh conversation and wait for the reply to finish playing.

@@ -181,26 +181,36 @@ pub fn load_kb(cfg: &Config) -> Result<Option<Retriever>, EngineError> {
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(dir) = cfg.kb.dir.clone() {
-        if !dir.is_dir() {
-            return Err(EngineError::KbDir(dir));
-        }
-        // Indexed before the first session, so the first answer can use it.
-        let r = folder::sync(&kb, &dir).map_err(|e| EngineError::KbRead(dir.clone(), e))?;
-        tracing::info!(dir = %dir.display(), added = r.added, updated = r.updated, unchanged = r.unchanged,
-            removed = r.removed, skipped = r.skipped.len(), failed = r.failed.len(), "kb: folder indexed");
-        bulk_priority(cfg);
-        let kb = kb.clone();
-        std::thread::Builder::new()
-            .name("kb-folder".into())
-            .spawn(move || {
-                // Indexing is bulk work: live turns come first.
-                crate::pipeline::priority::bulk_thread();
-                folder::watch(kb, &dir, Arc::new(AtomicBool::new(false)));
-            })
-            .map_err(|e| EngineError::KbRead(PathBuf::from("kb-folder thread"), e))?;
+    let Some(dir) = cfg.kb.dir.clone() else {
+        return Ok(Some(Retriever::new(kb, &cfg.kb)));
+    };
+    if !dir.is_dir() {
+        return Err(EngineError::KbDir(dir));
     }
-    Ok(Some(Retriever::new(kb, &cfg.kb)))
+    // Indexed before the first session, so the first answer can use it.
+    let r = folder::sync(&kb, &dir).map_err(|e| EngineError::KbRead(dir.clone(), e))?;
+    tracing::info!(dir = %dir.display(), added = r.added, updated = r.updated, unchanged = r.unchanged,
+        removed = r.removed, skipped = r.skipped.len(), failed = r.failed.len(), "kb: folder indexed");
+    bulk_priority(cfg);
+    // Names only, one per change. Whoever does not follow a shared bucket
+    // (no NATS, `converse`) drops the feed, so sends fail and nothing piles up.
+    let (tx, changes) = tokio::sync::mpsc::unbounded_channel();
+    let feed = folder::Feed {
+        dir: dir.clone(),
+        changes,
+    };
+    let watched = kb.clone();
+    std::thread::Builder::new()
+        .name("kb-folder".into())
+        .spawn(move || {
+            // Indexing is bulk work: live turns come first.
+            crate::pipeline::priority::bulk_thread();
+            folder::watch(watched, &dir, Arc::new(AtomicBool::new(false)), |name| {
+                let _ = tx.send(name.to_string());
+            });
+        })
+        .map_err(|e| EngineError::KbRead(PathBuf::from("kb-folder thread"), e))?;
+    Ok(Some(Retriever::new(kb, &cfg.kb).with_feed(feed)))
 }
 
 /// The bundle the speech pipeline takes (defined there, loaded here: the

@@ -224,9 +224,14 @@ fn a_watched_folder_is_followed_without_restart() {
     std::fs::write(docs.join("notes.pdf"), b"%PDF").unwrap();
     let kb = Arc::new(open(&index));
     let stop = Arc::new(AtomicBool::new(false));
+    let (tx, changed) = std::sync::mpsc::channel::<String>();
     let watcher = {
         let (kb, docs, stop) = (kb.clone(), docs.clone(), stop.clone());
-        std::thread::spawn(move || folder::watch(kb, &docs, stop))
+        std::thread::spawn(move || {
+            folder::watch(kb, &docs, stop, |name| {
+                let _ = tx.send(name.to_string());
+            })
+        })
     };
     let limit = Duration::from_secs(2);
     let t = within(limit, || kb.stats().docs == 3).expect("initial folder indexed");
@@ -285,5 +290,22 @@ fn a_watched_folder_is_followed_without_restart() {
 
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
+    // Every change was reported (what the shared bucket follows), the
+    // initial folder not (it is synced whole at start).
+    let mut reported: Vec<String> = changed.try_iter().collect();
+    reported.sort();
+    reported.dedup();
+    assert_eq!(
+        reported,
+        [
+            "broken.md",
+            "car-park.txt",
+            "hours.md",
+            "later.md",
+            "menu.md",
+            "parking.txt"
+        ],
+        "changes reported"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -60,7 +60,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("rtc", &["audio", "config", "error_code", "events"]),
     (
         "bus",
-        &["config", "error_code", "events", "metrics", "prompt"],
+        &["config", "error_code", "events", "kb", "metrics", "prompt"],
     ),
     (
         "hub",

@@ -18,6 +18,7 @@
 
 pub mod creds;
 pub mod heard;
+pub mod kb_store;
 pub mod payload;
 pub mod say;
 
@@ -125,6 +126,12 @@ impl Subjects {
         format!("{}_EVENTS", self.stream_base())
     }
 
+    /// The object store bucket of knowledge-base documents ([`kb_store`]):
+    /// `voxloop_kb` for the default prefix.
+    pub fn kb_bucket(&self) -> String {
+        format!("{}_kb", self.prefix.replace(['.', '-'], "_"))
+    }
+
     /// The key-value bucket of prompts heard per session ([`heard`]).
     pub fn heard_bucket(&self) -> String {
         format!("{}_PROMPTS_HEARD", self.stream_base())
@@ -173,6 +180,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     out: mpsc::Sender<Outgoing>,
     heard: heard::HeardLog,
+    kb: kb_store::KbStore,
     /// Set while disconnected and already warned about, so an outage logs once.
     warned: Arc<AtomicBool>,
 }
@@ -244,11 +252,13 @@ impl Bus {
         let (tx, rx) = mpsc::channel(config.event_buffer);
         let subjects = Subjects::new(&config.prefix);
         let heard = heard::HeardLog::new(js.clone(), subjects.heard_bucket());
+        let kb = kb_store::KbStore::new(js.clone(), subjects.kb_bucket());
         let inner = Arc::new(Inner {
             url: shown,
             client,
             js,
             heard,
+            kb,
             subjects,
             config: config.clone(),
             metrics,
@@ -278,6 +288,11 @@ impl Bus {
 
     pub fn subjects(&self) -> Option<&Subjects> {
         self.inner.as_ref().map(|i| &i.subjects)
+    }
+
+    /// The shared knowledge-base bucket; `None` without NATS.
+    pub fn kb_store(&self) -> Option<&kb_store::KbStore> {
+        self.inner.as_ref().map(|i| &i.kb)
     }
 
     /// Has session `session` heard prompt `prompt_id` (on any server, within
@@ -560,6 +575,8 @@ mod tests {
         assert_eq!(s.event("prompt.spoken"), "voxloop.event.prompt.spoken");
         assert_eq!(s.prompt_stream(), "VOXLOOP_PROMPTS");
         assert_eq!(s.heard_bucket(), "VOXLOOP_PROMPTS_HEARD");
+        assert_eq!(s.kb_bucket(), "voxloop_kb");
+        assert_eq!(Subjects::new("acme.voice-1").kb_bucket(), "acme_voice_1_kb");
         assert_eq!(
             Subjects::new("acme.voice-1").event_stream(),
             "ACME_VOICE_1_EVENTS"

@@ -33,6 +33,13 @@ pub type Listing = BTreeMap<String, Stamp>;
 /// (name, reason) of files that are not indexed.
 pub type Skipped = Vec<(String, String)>;
 
+/// A watched folder as the shared bucket sees it: where it is, and the names
+/// of documents whose file changed since (sent by [`watch`]'s `changed`).
+pub struct Feed {
+    pub dir: std::path::PathBuf,
+    pub changes: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
 /// What a sync did, for logs and `voxloop kb index`.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -154,9 +161,16 @@ fn remove(kb: &KnowledgeBase, name: &str, report: &mut Report) {
     }
 }
 
-/// Polls `dir` until `stop` is set, applying each settled change. Meant for a
+/// Polls `dir` until `stop` is set, applying each settled change and then
+/// telling `changed` the name of each document whose file was added,
+/// changed or removed (the shared bucket follows through it). Meant for a
 /// dedicated thread: every step blocks.
-pub fn watch(kb: Arc<KnowledgeBase>, dir: &Path, stop: Arc<AtomicBool>) {
+pub fn watch(
+    kb: Arc<KnowledgeBase>,
+    dir: &Path,
+    stop: Arc<AtomicBool>,
+    mut changed: impl FnMut(&str),
+) {
     let mut known: BTreeMap<String, Stamp> = BTreeMap::new();
     let mut first = true;
     while !stop.load(Ordering::Relaxed) {
@@ -200,13 +214,31 @@ pub fn watch(kb: Arc<KnowledgeBase>, dir: &Path, stop: Arc<AtomicBool>) {
             for (name, stamp) in &files {
                 if known.get(name) != Some(stamp) {
                     put_file(&kb, dir, name, &mut report);
+                    changed(name);
                 }
             }
             for name in known.keys().filter(|n| !files.contains_key(*n)) {
                 remove(&kb, name, &mut report);
+                changed(name);
             }
             known = files;
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// Writes `bytes` as `dir/name`, by a hidden temporary file renamed into
+/// place: the folder watcher never sees half a document. `name` must have
+/// passed [`doc::check_name`] (it stays inside `dir`).
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(name);
+    let parent = path.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent)?;
+    let base = path
+        .file_name()
+        .map(|b| b.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{base}.upload"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, &path)
 }

@@ -103,7 +103,7 @@ impl KnowledgeBase {
     pub fn put(&self, name: &str, bytes: &[u8]) -> Result<(DocInfo, Change), KbError> {
         let kind = doc::check_name(name)?;
         let text = doc::check_content(name, bytes, self.max_doc_bytes)?;
-        let hash = hex(&Sha256::digest(bytes));
+        let hash = content_hash(bytes);
         let old = self.read().doc(name).cloned();
         if let Some(old) = old.as_ref().filter(|d| d.hash == hash) {
             return Ok((old.clone(), Change::Unchanged));
@@ -152,6 +152,11 @@ impl KnowledgeBase {
         }
     }
 
+    /// What is indexed of `name`, if anything.
+    pub fn doc(&self, name: &str) -> Option<DocInfo> {
+        self.read().doc(name).cloned()
+    }
+
     pub fn docs(&self) -> Vec<DocInfo> {
         self.read().docs().cloned().collect()
     }
@@ -190,8 +195,12 @@ impl KnowledgeBase {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A document's content hash as the index keeps it: SHA-256, lower-case hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn now_ms() -> u64 {

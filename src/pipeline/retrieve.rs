@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::pool::{Busy, WorkerPool};
 use crate::config::KbConfig;
 use crate::events::Source;
-use crate::kb::{Hit, KbError, KnowledgeBase};
+use crate::kb::{Hit, KbError, KnowledgeBase, folder};
 
 /// Searches waiting beyond the one running; a full queue skips retrieval for
 /// that reply (it is answered without notes) rather than delay it.
@@ -26,6 +26,9 @@ pub struct Retriever {
     index: WorkerPool<()>,
     top_k: usize,
     min_similarity: f32,
+    /// The watched folder's changes, until the shared bucket's follower
+    /// takes them (`server::kb_sync`).
+    feed: std::sync::Mutex<Option<folder::Feed>>,
 }
 
 /// A knowledge-base job could not run or failed.
@@ -55,7 +58,19 @@ impl Retriever {
             index: pool("kb indexing", QUEUE, true),
             top_k: cfg.top_k,
             min_similarity: cfg.min_similarity,
+            feed: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Keeps the watched folder's change feed for [`Retriever::take_feed`].
+    pub fn with_feed(self, feed: folder::Feed) -> Self {
+        *self.feed.lock().unwrap_or_else(|p| p.into_inner()) = Some(feed);
+        self
+    }
+
+    /// The watched folder's change feed, once.
+    pub fn take_feed(&self) -> Option<folder::Feed> {
+        self.feed.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     pub fn kb(&self) -> &Arc<KnowledgeBase> {

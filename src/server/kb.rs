@@ -6,9 +6,11 @@
 //! Changing documents needs the admin grant; listing and searching need any
 //! valid token (none on a loopback server without keys). With a watched
 //! folder, an upload is also written there (and a delete removes the file),
-//! so the folder stays the source of truth and survives restarts.
+//! so the folder stays the source of truth and survives restarts. With NATS,
+//! the shared bucket is the source of truth: a change is accepted only once
+//! the bucket holds it (else 503 and nothing changed), and every server on
+//! that NATS follows it (`kb_sync`).
 
-use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use axum::Json;
@@ -18,9 +20,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{AppState, access, errors};
+use super::{AppState, access, errors, kb_sync};
 use crate::auth::Grant;
-use crate::kb::{Change, DocError, KbError};
+use crate::bus::kb_store::KbStoreError;
+use crate::kb::{Change, DocError, KbError, doc, folder};
 use crate::pipeline::retrieve::KbJobError;
 
 /// Most hits one search returns.
@@ -55,6 +58,18 @@ fn job_error(e: KbJobError) -> Response {
     errors::error_with(status, code, e.to_string())
 }
 
+/// The shared bucket did not take a change: nothing changed, try again.
+fn shared_error(e: KbStoreError) -> Response {
+    tracing::warn!(error = %e, "kb: the shared bucket refused a change");
+    errors::error_with(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "kb_shared_unavailable",
+        format!(
+            "the shared knowledge base (NATS) did not take the change, so nothing changed; try again: {e}"
+        ),
+    )
+}
+
 pub async fn put_doc(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -67,13 +82,38 @@ pub async fn put_doc(
     let Some(kb) = state.kb() else {
         return kb_off();
     };
+    // What the document was before, so the answer says what this upload
+    // changed even when the bucket's follower indexes it first.
+    let before = {
+        let n = name.clone();
+        match kb.on_index(move |kb| Ok(kb.doc(&n))).await {
+            Ok(d) => d.map(|d| d.hash),
+            Err(e) => return job_error(e),
+        }
+    };
+    if let Some(store) = state.hub.bus().kb_store() {
+        // A bad document never reaches the bucket.
+        let limit = state.config.kb.max_doc_bytes;
+        if let Err(e) = doc::check_name(&name).and_then(|_| doc::check_content(&name, &body, limit))
+        {
+            return job_error(KbJobError::Kb(e.into()));
+        }
+        if let Err(e) = store.put(&name, &body, kb_sync::HTTP_ORIGIN).await {
+            return shared_error(e);
+        }
+    }
     let dir = state.config.kb.dir.clone();
     let result = kb
         .on_index(move |kb| {
             // Checked and indexed first: a bad document never reaches the folder.
-            let (info, change) = kb.put(&name, &body)?;
+            let (info, _) = kb.put(&name, &body)?;
+            let change = match before {
+                None => Change::Added,
+                Some(h) if h == info.hash => Change::Unchanged,
+                Some(_) => Change::Updated,
+            };
             if let Some(dir) = &dir
-                && let Err(e) = write_file(dir, &name, &body)
+                && let Err(e) = folder::write(dir, &name, &body)
             {
                 tracing::warn!(doc = %name, error = %e, "kb: indexed, but not written to the folder");
             }
@@ -105,13 +145,25 @@ pub async fn delete_doc(
     let Some(kb) = state.kb() else {
         return kb_off();
     };
+    let checked = doc::check_name(&name).or_else(|e| match e {
+        DocError::Unsupported(_) => Ok(doc::Kind::Text),
+        e => Err(e),
+    });
+    if let Err(e) = checked {
+        return job_error(KbJobError::Kb(e.into()));
+    }
+    // With NATS, this server's follower may see the deletion and remove the
+    // document before the lines below do.
+    let mut in_bucket = false;
+    if let Some(store) = state.hub.bus().kb_store() {
+        match store.delete(&name).await {
+            Ok(was) => in_bucket = was,
+            Err(e) => return shared_error(e),
+        }
+    }
     let dir = state.config.kb.dir.clone();
     let result = kb
         .on_index(move |kb| {
-            crate::kb::doc::check_name(&name).or_else(|e| match e {
-                DocError::Unsupported(_) => Ok(crate::kb::doc::Kind::Text),
-                e => Err(e),
-            })?;
             // The file first: else the folder watcher would index it again.
             let mut file_removed = false;
             if let Some(dir) = &dir {
@@ -122,8 +174,8 @@ pub async fn delete_doc(
                 }
             }
             match kb.remove(&name) {
-                // The watcher saw the file go and removed it first.
-                Err(KbError::NotFound(_)) if file_removed => Ok(()),
+                // The folder watcher or the bucket's follower removed it first.
+                Err(KbError::NotFound(_)) if file_removed || in_bucket => Ok(()),
                 r => r,
             }
         })
@@ -188,19 +240,4 @@ pub async fn search(
         }
         Err(e) => job_error(e),
     }
-}
-
-/// Writes `bytes` as `dir/name`, by a hidden temporary file renamed into
-/// place: the folder watcher never sees half a document.
-fn write_file(dir: &FsPath, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let path = dir.join(name);
-    let parent = path.parent().unwrap_or(dir);
-    std::fs::create_dir_all(parent)?;
-    let base = path
-        .file_name()
-        .map(|b| b.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".{base}.upload"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, &path)
 }

@@ -4,6 +4,7 @@
 mod access;
 mod errors;
 mod kb;
+mod kb_sync;
 mod listen;
 mod rest;
 mod whip;
@@ -417,6 +418,26 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// With NATS and a knowledge base: follow (and feed) the shared bucket
+/// until `cancel`. Without NATS the folder's change feed is dropped, since
+/// nothing follows it.
+fn spawn_kb_sync(state: &Arc<AppState>, bus: &Bus, cancel: CancellationToken) {
+    let Some(kb) = state.kb().cloned() else {
+        return;
+    };
+    let feed = kb.take_feed();
+    if bus.kb_store().is_none() {
+        return;
+    }
+    let bus = bus.clone();
+    let limit = state.config.kb.max_doc_bytes;
+    tokio::spawn(async move {
+        if let Some(store) = bus.kb_store() {
+            kb_sync::run(store, kb, feed, limit, cancel).await;
+        }
+    });
+}
+
 /// Load the engines (for the speech pipeline), bind, and serve until
 /// `shutdown` resolves. Prints `listening: URL` once ready.
 pub async fn serve(
@@ -454,6 +475,7 @@ pub async fn serve(
         config.prompts.max_chars,
         consumer_cancel.clone(),
     );
+    spawn_kb_sync(&state, &bus, consumer_cancel.clone());
     let app = router(state.clone());
     // A labelled stdout line: scripts and tests wait for it.
     println!("listening: http://{addr}");
