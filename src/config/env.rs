@@ -119,6 +119,9 @@ pub const VARS: &[(&str, Setter)] = &[
         set(&mut c.kb.max_doc_bytes, v)
     }),
     ("VOXLOOP_KB_TOP_K", |c, v| set(&mut c.kb.top_k, v)),
+    ("VOXLOOP_KB_CHECK_REPLIES", |c, v| {
+        set(&mut c.kb.check_replies, v)
+    }),
     ("VOXLOOP_SYSTEM_PROMPT", |c, v| {
         text(&mut c.conversation.system_prompt, v)
     }),

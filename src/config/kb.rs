@@ -27,6 +27,11 @@ pub struct KbConfig {
     /// (garbled transcripts included); see `pipeline::retrieve` for why not
     /// higher.
     pub min_similarity: f32,
+    /// Check each sentence of a reply given notes before it is spoken: one
+    /// that states a number or name the notes (question, history) lack
+    /// ends the reply, or makes it "Sorry, I don't know that."
+    /// (`VOXLOOP_KB_CHECK_REPLIES`; see `kb::support`).
+    pub check_replies: bool,
 }
 
 impl Default for KbConfig {
@@ -37,6 +42,7 @@ impl Default for KbConfig {
             max_doc_bytes: 1 << 20,
             top_k: 3,
             min_similarity: 0.25,
+            check_replies: true,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod doc;
 pub mod embed;
 pub mod folder;
 pub mod index;
+pub mod support;
 
 use std::path::Path;
 use std::sync::RwLock;

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub utterances: AtomicU64,
     pub barge_ins: AtomicU64,
     pub busy_replies: AtomicU64,
+    /// Grounded replies ended because they stated a number or name their
+    /// notes did not have.
+    pub unsupported_replies: AtomicU64,
     pub events_dropped: AtomicU64,
     pub bus_events_published: AtomicU64,
     pub bus_events_dropped: AtomicU64,
@@ -113,6 +116,11 @@ impl Metrics {
             "voxloop_busy_replies_total",
             "Turns answered with the busy line because inference was overloaded.",
             get(&self.busy_replies),
+        );
+        counter(
+            "voxloop_unsupported_replies_total",
+            "Grounded replies ended (or replaced by \"I don't know\") because they stated a number or name their notes did not have.",
+            get(&self.unsupported_replies),
         );
         counter(
             "voxloop_events_dropped_total",

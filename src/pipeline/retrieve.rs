@@ -108,7 +108,7 @@ impl Retriever {
 }
 
 /// What the LLM is told to say when the notes do not answer.
-pub const DONT_KNOW: &str = "Sorry, I don't know that.";
+pub use crate::kb::support::DONT_KNOW;
 
 /// What the reply event lists for these hits.
 pub fn sources(hits: &[Hit]) -> Vec<Source> {

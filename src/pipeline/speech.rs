@@ -30,6 +30,7 @@ use super::playout::OutQueue;
 use super::retrieve;
 use super::vad::{VadState, WINDOW};
 use crate::events::Event;
+use crate::kb::support::Vocabulary;
 use crate::metrics::Metrics;
 use crate::prompt::{Control, DropReason, PromptOutcome};
 
@@ -367,6 +368,7 @@ impl Shell {
                     Count::Utterance => &m.utterances,
                     Count::BargeIn => &m.barge_ins,
                     Count::BusyLine => &m.busy_replies,
+                    Count::Unsupported => &m.unsupported_replies,
                 });
             }
         }
@@ -445,7 +447,19 @@ async fn generate(
                 );
                 last.content = retrieve::ground(&last.content, &hits);
                 let sources = retrieve::sources(&hits);
-                let _ = results.send(Input::Retrieved { reply, sources, kb });
+                // With notes, the reply's numbers and names must come from
+                // what the model is given (the notes, the history, the
+                // instructions); see `kb::support`.
+                let vocabulary = (!hits.is_empty()).then(|| {
+                    let given: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+                    Arc::new(Vocabulary::of(&given.join("\n")))
+                });
+                let _ = results.send(Input::Retrieved {
+                    reply,
+                    sources,
+                    kb,
+                    vocabulary,
+                });
             }
             Some(Err(e)) => {
                 tracing::warn!(reply, error = %e, "kb: search failed; answering without notes")

@@ -1,10 +1,12 @@
 //! The conversation's interface: its settings, what goes in ([`Input`]) and
 //! what comes out ([`Action`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, TurnConfig};
 use crate::events::{Event, Source};
+use crate::kb::support::Vocabulary;
 use crate::pipeline::llm::ChatMessage;
 use crate::prompt::{Prompt, PromptOutcome};
 
@@ -25,6 +27,9 @@ pub struct Settings {
     pub speculative_reply: bool,
     pub prompt_grace: Duration,
     pub max_queued_prompts: usize,
+    /// Check a grounded reply's numbers and names against its notes
+    /// (`kb.check_replies`).
+    pub check_replies: bool,
 }
 
 impl Settings {
@@ -41,6 +46,7 @@ impl Settings {
             speculative_reply: cfg.turn.speculative_reply,
             prompt_grace: Duration::from_millis(cfg.prompts.grace_ms),
             max_queued_prompts: cfg.prompts.max_queued,
+            check_replies: cfg.kb.check_replies,
         }
     }
 }
@@ -99,6 +105,10 @@ pub enum Input {
         reply: u64,
         sources: Vec<Source>,
         kb: Duration,
+        /// Every word the LLM was given, when it was given notes: what the
+        /// reply's numbers and names must come from
+        /// ([`crate::kb::support`]).
+        vocabulary: Option<Arc<Vocabulary>>,
     },
     /// The LLM finished `reply` (or its stream ended).
     LlmDone {
@@ -139,6 +149,8 @@ pub enum Count {
     Utterance,
     BargeIn,
     BusyLine,
+    /// A grounded reply stated a number or name its notes lack.
+    Unsupported,
 }
 
 /// What the caller must do, in order.

@@ -208,8 +208,17 @@ impl Conversation {
                     self.with_reply(reply, |c, r| c.on_token(r, text));
                 }
             }
-            Input::Retrieved { reply, sources, kb } => {
-                let g = Some(reply::Grounding { sources, kb });
+            Input::Retrieved {
+                reply,
+                sources,
+                kb,
+                vocabulary,
+            } => {
+                let g = Some(reply::Grounding {
+                    sources,
+                    kb,
+                    vocabulary,
+                });
                 if let Some(sr) = self.spec_reply(reply) {
                     sr.grounding = g;
                 } else if let Some(r) = self.reply.as_mut().filter(|r| r.id == reply) {

@@ -2,10 +2,12 @@
 //! message, or a prompt) to its last piece queued: transcript, LLM tokens,
 //! clauses, synthesis, the start deadline, the busy line and barge-in.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Action, Conversation, Heard, Playing, SpecReply};
+use super::{Action, Conversation, Count, Heard, Playing, SpecReply};
 use crate::events::{Event, Source, State, Timings};
+use crate::kb::support::{DONT_KNOW, Vocabulary};
 use crate::pipeline::llm::{ChatMessage, Role};
 use crate::prompt::{DropReason, Prompt, PromptOutcome};
 use crate::text::{SentenceChunker, repeat_at};
@@ -89,6 +91,8 @@ pub(super) struct Reply {
 pub(super) struct Grounding {
     pub(super) sources: Vec<Source>,
     pub(super) kb: Duration,
+    /// What the reply's numbers and names must come from (with notes).
+    pub(super) vocabulary: Option<Arc<Vocabulary>>,
 }
 
 /// How often a late reply's deadline is looked at again.
@@ -317,6 +321,25 @@ impl Conversation {
     fn speak_pieces(&mut self, r: &mut Reply, pieces: Vec<String>) {
         let cap = self.cfg.max_spoken_words;
         for piece in pieces {
+            if let Some(word) = r
+                .grounding
+                .as_ref()
+                .filter(|_| self.cfg.check_replies)
+                .and_then(|g| g.vocabulary.as_ref())
+                .and_then(|v| v.unsupported(&piece))
+            {
+                // The notes do not say it: an invented phone number, year
+                // or name. Never spoken; the reply ends with what was
+                // said so far, or is "I don't know" if nothing was.
+                tracing::info!(turn = r.turn, piece = %piece, word = %word,
+                    "reply states what its notes do not; ending it");
+                self.out.push(Action::Count(Count::Unsupported));
+                if r.asked.is_empty() {
+                    r.words += DONT_KNOW.split_whitespace().count();
+                    self.synthesize(r, DONT_KNOW.to_string());
+                }
+                return self.stop_early(r);
+            }
             let words = piece.split_whitespace().count();
             if cap > 0 && !r.asked.is_empty() && r.words + words > cap {
                 tracing::info!(

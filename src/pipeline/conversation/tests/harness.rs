@@ -23,6 +23,7 @@ pub(super) fn settings() -> Settings {
         speculative_reply: true,
         prompt_grace: Duration::from_millis(1500),
         max_queued_prompts: 4,
+        check_replies: true,
     }
 }
 
@@ -42,6 +43,9 @@ pub(super) enum Step {
     Token(&'static str),
     /// The knowledge base gave the last LLM reply this document's chunk 0.
     Retrieved(&'static str),
+    /// Like `Retrieved`, with the words the LLM was given (notes and
+    /// question): the reply's numbers and names are checked against them.
+    Grounded(&'static str, &'static str),
     LlmDone,
     LlmFails(Failure),
     /// The oldest piece waiting for synthesis comes back with `n` samples
@@ -224,6 +228,18 @@ impl Harness {
                     chunk: 0,
                 }],
                 kb: Duration::from_millis(14),
+                vocabulary: None,
+            }),
+            Grounded(doc, given) => self.feed(Input::Retrieved {
+                reply: self.llm_reply,
+                sources: vec![crate::events::Source {
+                    doc: doc.into(),
+                    chunk: 0,
+                }],
+                kb: Duration::from_millis(14),
+                vocabulary: Some(std::sync::Arc::new(crate::kb::support::Vocabulary::of(
+                    given,
+                ))),
             }),
             LlmDone => self.feed(Input::LlmDone {
                 reply: self.llm_reply,
@@ -387,6 +403,12 @@ pub(super) fn is_error(a: &Action) -> bool {
 }
 pub(super) fn is_reply_with_sources(a: &Action) -> bool {
     matches!(a, Action::Emit(Event::Reply { sources, .. }) if !sources.is_empty())
+}
+pub(super) fn is_dont_know(a: &Action) -> bool {
+    matches!(a, Action::Synthesize { text, .. } if text == crate::kb::support::DONT_KNOW)
+}
+pub(super) fn counts_unsupported(a: &Action) -> bool {
+    matches!(a, Action::Count(Count::Unsupported))
 }
 pub(super) fn is_timings_with_kb(a: &Action) -> bool {
     matches!(a, Action::Emit(Event::Timings(t)) if t.kb_ms == Some(14))

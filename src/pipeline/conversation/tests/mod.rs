@@ -82,6 +82,46 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
             ],
         ),
         (
+            "a grounded reply that states a number its notes lack says it does not know instead",
+            [ask(), vec![
+                Grounded("hours.md", "Notes:\n- Opening hours: open from 6:45 to 2.\n\nQuestion: What is your phone number?"),
+                Token("You can call us at 555-0142. "),
+                Expect("'I don't know' to synthesize", is_dont_know),
+                Expect("the LLM stopped", is_cancel_llm),
+                Expect("counted", counts_unsupported),
+                Token("Ask for Pierre. "),
+                Never("anything after it", is_synthesize),
+                LlmDone,
+                Tts(24_000),
+                Expect("reply", is_reply),
+                History(&[
+                    "user: what is the capital of france?",
+                    "assistant: sorry, i don't know that.",
+                ]),
+            ]].concat(),
+        ),
+        (
+            "a grounded reply that stays within its notes is spoken; an invented name later ends it there",
+            [ask(), vec![
+                Grounded("hours.md", "Notes:\n- Opening hours: Harbor Lane Bakery is open from 6:45 to 2.\n\nQuestion: When do you open?"),
+                Token("Harbor Lane Bakery opens at six forty-five, "),
+                Token("and closes at 2 PM. "),
+                Expect("a piece to synthesize", is_synthesize),
+                Never("not counted", counts_unsupported),
+                Tts(24_000),
+                Tts(24_000),
+                Token("Ask for Pierre at the counter. "),
+                Expect("the LLM stopped", is_cancel_llm),
+                Never("the invented name", is_synthesize),
+                Expect("counted", counts_unsupported),
+                Expect("reply", is_reply),
+                History(&[
+                    "user: what is the capital of france?",
+                    "assistant: harbor lane bakery opens at six forty-five, and closes at 2 pm.",
+                ]),
+            ]].concat(),
+        ),
+        (
             "barge-in mid-piece cuts the history where playback stopped",
             [ask(), answer_first_piece(), vec![
                 Played(24_000, false),
