@@ -83,6 +83,17 @@ async fn seen(
     }
 }
 
+/// `PUT /kb/docs/{name}` on `server`: the status and body.
+async fn put(server: &Server, name: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .put(format!("{}/kb/docs/{name}", server.url))
+        .body(body)
+        .send()
+        .await
+        .expect("PUT");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
 fn has_doc(doc: &'static str) -> impl Fn(&[(String, String)]) -> bool {
     move |h| h.iter().any(|(d, _)| d == doc)
 }
@@ -118,13 +129,13 @@ async fn two_servers_share_one_knowledge_base_over_nats() {
 
     let http = reqwest::Client::new();
     // An upload through A is found on B.
-    let r = http
-        .put(format!("{}/kb/docs/parking.txt", a.url))
-        .body("Parking is free behind the bakery on Elm Court.")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let (status, body) = put(
+        &a,
+        "parking.txt",
+        "Parking is free behind the bakery on Elm Court.",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
     seen(
         &b,
         "Where can I park",
@@ -136,13 +147,8 @@ async fn two_servers_share_one_knowledge_base_over_nats() {
 
     // An upload through B (a new hours.md) replaces A's copy.
     let update = std::fs::read(common::data("kb/update.md")).unwrap();
-    let r = http
-        .put(format!("{}/kb/docs/hours.md", b.url))
-        .body(update)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    let (status, body) = put(&b, "hours.md", update).await;
+    assert_eq!(status, 200, "{body}");
     seen(&a, open, WITHIN, "PUT on B → search on A", |h| {
         h.iter().any(|(d, t)| d == "hours.md" && t.contains("7:30"))
             && !h.iter().any(|(_, t)| t.contains("6:45"))
@@ -240,14 +246,8 @@ async fn two_servers_share_one_knowledge_base_over_nats() {
     // changes nothing; searches go on from the local index.
     nats.stop();
     let late = "# Classes\nThe bakery teaches a bread class every Saturday morning.";
-    let r = http
-        .put(format!("{}/kb/docs/classes.md", a.url))
-        .body(late)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 503);
-    let body = r.text().await.unwrap();
+    let (status, body) = put(&a, "classes.md", late).await;
+    assert_eq!(status, 503, "{body}");
     assert!(body.contains("kb_shared_unavailable"), "{body}");
     let (_, listing) = a.get("/kb/docs").await;
     assert!(!listing.contains("classes.md"), "{listing}");
@@ -263,19 +263,13 @@ async fn two_servers_share_one_knowledge_base_over_nats() {
     nats.restart().await;
     let t0 = Instant::now();
     loop {
-        let r = http
-            .put(format!("{}/kb/docs/classes.md", a.url))
-            .body(late)
-            .send()
-            .await
-            .unwrap();
-        if r.status().as_u16() == 201 {
+        let (status, body) = put(&a, "classes.md", late).await;
+        if status == 201 {
             break;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(30),
-            "upload still refused after NATS came back: {}",
-            r.status()
+            "upload still refused after NATS came back: {status} {body}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

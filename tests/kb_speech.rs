@@ -124,6 +124,11 @@ async fn ask(server: &Server, id: &str) -> (String, Vec<Source>) {
     let mut pcm = clip48(&format!("kb/audio/{id}.wav"));
     pcm.extend(std::iter::repeat_n(0.0, 48_000 * 3 / 2));
     client.send_pcm(&pcm, 1.0).await.expect("send audio");
+    reply_to(&mut client, id).await
+}
+
+/// The next whole reply and its sources.
+async fn reply_to(client: &mut Client, what: &str) -> (String, Vec<Source>) {
     client
         .wait_for(Duration::from_secs(60), |e| match e {
             Event::Reply {
@@ -135,7 +140,7 @@ async fn ask(server: &Server, id: &str) -> (String, Vec<Source>) {
             _ => None,
         })
         .await
-        .unwrap_or_else(|| panic!("no reply to {id} within 60 s"))
+        .unwrap_or_else(|| panic!("no reply to {what} within 60 s"))
 }
 
 /// Polls `GET /kb/search` until a hit for `q` contains `needle`; how long it took.
@@ -265,19 +270,7 @@ async fn ask_typed(server: &Server, text: &str) -> String {
         .await
         .expect("events channel open");
     assert!(client.send_text(text).await, "typed text sent");
-    let (reply, _) = client
-        .wait_for(Duration::from_secs(60), |e| match e {
-            Event::Reply {
-                text,
-                sources,
-                interrupted: false,
-                ..
-            } => Some((text, sources)),
-            _ => None,
-        })
-        .await
-        .unwrap_or_else(|| panic!("no reply to {text:?} within 60 s"));
-    reply
+    reply_to(&mut client, text).await.0
 }
 
 /// A reply that says it does not know rather than states a fact.

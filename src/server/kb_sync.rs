@@ -81,9 +81,11 @@ pub async fn run(
         };
         if let Err(e) = result {
             if !failing {
+                // It was following: a new outage starts with short pauses.
                 tracing::warn!(bucket = store.bucket(), error = %e,
                     "kb: cannot follow the shared bucket; answering from the local index until it is back");
                 failing = true;
+                pause = FIRST_PAUSE;
             }
             store.reset().await;
         }
