@@ -6,11 +6,12 @@
 //!   acked only once the handler returns (spoken, dropped with a reason, or
 //!   its session gone), with progress acks while it waits for a natural
 //!   moment. So a prompt published while this server or NATS was down is
-//!   delivered when both are back.
+//!   delivered when both are back ([`prompts`]).
 //! - Events go out through a bounded buffer to a JetStream stream over
 //!   `<prefix>.event.>`, with `Nats-Msg-Id` = session id + connection + sequence so a
 //!   retried publish is stored once. Nothing on the media path ever waits
 //!   for NATS: when it is down or slow, events are dropped and counted.
+//! - Knowledge-base documents live in an object store bucket ([`kb_store`]).
 //!
 //! The server runs without NATS: [`Bus::connect`] never fails on an
 //! unreachable server; the client reconnects in the background and
@@ -20,6 +21,7 @@ pub mod creds;
 pub mod heard;
 pub mod kb_store;
 pub mod payload;
+pub mod prompts;
 pub mod say;
 
 use std::sync::Arc;
@@ -27,21 +29,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use futures::StreamExt;
-use futures::future::BoxFuture;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 pub use payload::{new_session_id, now_rfc3339, valid_session_id};
+pub use prompts::{PromptHandler, PromptIn, Settle};
 
 use crate::config::BusConfig;
 use crate::metrics::Metrics;
-use crate::prompt::{Prompt, Rejected, parse_prompt};
 
-/// Ack deadline of the prompt consumer; progress acks extend it while a
-/// prompt waits for its moment, so only a dead server lets it lapse.
-const ACK_WAIT: Duration = Duration::from_secs(30);
-const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Longest wait for the stream to confirm an event.
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest prompt message the stream stores (text is capped far lower; this
@@ -136,33 +131,6 @@ impl Subjects {
     pub fn heard_bucket(&self) -> String {
         format!("{}_PROMPTS_HEARD", self.stream_base())
     }
-}
-
-/// One prompt message as the handler sees it.
-#[derive(Debug)]
-pub struct PromptIn {
-    pub subject: String,
-    /// `None` when the subject is not a prompt subject this server knows.
-    pub target: Option<Target>,
-    pub prompt: Result<Prompt, Rejected>,
-    /// How many times JetStream has delivered this message (1 the first time).
-    pub delivered: u64,
-}
-
-/// Decides a prompt's fate; the returned future ends when the prompt may be acked.
-pub type PromptHandler = Arc<dyn Fn(PromptIn) -> BoxFuture<'static, Settle> + Send + Sync>;
-
-/// What the consumer does with a prompt once its handler is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settle {
-    /// Spoken or dropped for good: remove it from the stream.
-    Ack,
-    /// Not spoken, and another server may: deliver it again now.
-    Nak,
-    /// Not spoken this time (synthesis failed): deliver it again after a while.
-    Retry(Duration),
-    /// Never spoken and not to be tried again (its `dropped` event is out).
-    Term,
 }
 
 struct Outgoing {
@@ -335,49 +303,6 @@ impl Bus {
             Metrics::inc(&inner.metrics.bus_events_dropped);
         }
     }
-
-    /// Consume prompts from the durable consumer until `cancel`, handing each
-    /// to `handler` and acking it when the handler is done. Survives NATS
-    /// restarts: the consumer is set up again after any error.
-    /// Texts over `max_chars` characters are rejected as `too_large`.
-    pub fn spawn_prompt_consumer(
-        &self,
-        handler: PromptHandler,
-        max_chars: usize,
-        cancel: CancellationToken,
-    ) {
-        let Some(inner) = self.inner.clone() else {
-            return;
-        };
-        tokio::spawn(async move {
-            let mut failures = 0u32;
-            loop {
-                if cancel.is_cancelled() {
-                    break;
-                }
-                if inner.client.connection_state() != async_nats::connection::State::Connected {
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
-                    }
-                }
-                let run = consume(inner.clone(), handler.clone(), max_chars, cancel.clone());
-                match run.await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        failures += 1;
-                        if failures == 1 || failures.is_power_of_two() {
-                            tracing::warn!(error = %e, failures, "prompt consumer stopped; setting it up again");
-                        }
-                        tokio::select! {
-                            _ = cancel.cancelled() => break,
-                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        }
-                    }
-                }
-            }
-        });
-    }
 }
 
 fn redact(url: &str) -> String {
@@ -492,71 +417,6 @@ async fn publish_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
             Metrics::inc(&inner.metrics.bus_events_dropped);
             streams_ready = false;
         }
-    }
-}
-
-async fn consume(
-    inner: Arc<Inner>,
-    handler: PromptHandler,
-    max_chars: usize,
-    cancel: CancellationToken,
-) -> Result<(), BusError> {
-    let name = inner.config.consumer.clone();
-    let mut messages = durable_messages(
-        &inner.js,
-        &inner.subjects,
-        &inner.config,
-        inner.subjects.prompt_stream(),
-        consumer::pull::Config {
-            durable_name: Some(name.clone()),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: ACK_WAIT,
-            max_ack_pending: 1024,
-            filter_subject: inner.subjects.prompt_all(),
-            ..Default::default()
-        },
-    )
-    .await?;
-    tracing::info!(consumer = %name, stream = %inner.subjects.prompt_stream(), "consuming prompts");
-    loop {
-        let msg = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            m = messages.next() => m,
-        };
-        let msg = match msg {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => return Err(BusError::Nats(e.to_string())),
-            None => return Err(BusError::Nats("prompt message stream ended".into())),
-        };
-        let subject = msg.subject.to_string();
-        let delivered = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
-        let input = PromptIn {
-            target: inner.subjects.target(&subject),
-            prompt: parse_prompt(&msg.payload, max_chars),
-            subject,
-            delivered,
-        };
-        let fut = handler(input);
-        tokio::spawn(async move {
-            tokio::pin!(fut);
-            let settle = loop {
-                tokio::select! {
-                    s = &mut fut => break s,
-                    _ = tokio::time::sleep(PROGRESS_EVERY) => {
-                        let _ = msg.ack_with(jetstream::AckKind::Progress).await;
-                    }
-                }
-            };
-            let sent = match settle {
-                Settle::Ack => msg.ack().await,
-                Settle::Nak => msg.ack_with(jetstream::AckKind::Nak(None)).await,
-                Settle::Retry(after) => msg.ack_with(jetstream::AckKind::Nak(Some(after))).await,
-                Settle::Term => msg.ack_with(jetstream::AckKind::Term).await,
-            };
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, ?settle, "could not settle a prompt; it may be delivered again (and dropped as a duplicate)");
-            }
-        });
     }
 }
 
