@@ -17,6 +17,7 @@ pub mod capacity;
 pub mod corpus;
 pub mod driver;
 pub mod markdown;
+mod mic;
 pub mod plot;
 pub mod report;
 pub mod server;

@@ -2,9 +2,9 @@
 //! speaks a random utterance in real time, waits for the reply to finish (or
 //! a timeout), thinks for a random while, and repeats.
 //!
-//! The microphone is its own task and never stops: between utterances it
-//! sends silence every 20 ms, as a browser does, so the server does the same
-//! media work per session as for a person. The user loop wakes every 20 ms,
+//! The microphone is its own task and never stops ([`super::mic`]): between
+//! utterances it sends silence every 20 ms, as a browser does, so the server
+//! does the same media work per session as for a person. The user loop wakes every 20 ms,
 //! takes the received frames (glitch accounting, voiced arrivals) and the
 //! data-channel events, and runs the turn's state machine. Latency is measured
 //! on this process's monotonic clock: the send time of the frame holding the
@@ -22,13 +22,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::Mode;
 use super::corpus::Utterance;
+use super::mic::{MicEvent, microphone};
 use super::report::{ErrorKind, Failure, Outcome, SessionRecord, StageTimings, TurnRecord};
 use super::stats::GlitchTracker;
 use super::{Live, secs_since};
-use crate::audio::{Pacer, VOICED_THRESHOLD, last_voiced};
-use crate::client::{AudioSender, Client, ClientOptions, ReceivedFrame};
+use crate::FRAME_MS;
+use crate::audio::VOICED_THRESHOLD;
+use crate::client::{Client, ClientOptions, ReceivedFrame};
 use crate::events::{Event, State};
-use crate::{FRAME_MS, WIRE_FRAME};
 
 /// Without a `listening` event, this much received silence after the reply
 /// (and its final event) ends the turn: events are best-effort.
@@ -65,65 +66,6 @@ pub struct Controls {
     pub abort: CancellationToken,
     pub live: Arc<Live>,
     pub turns: mpsc::UnboundedSender<TurnRecord>,
-}
-
-/// Messages from the microphone task.
-#[derive(Debug)]
-enum MicEvent {
-    /// The frame holding the utterance's last voiced sample went out.
-    LastVoiced(Instant),
-    /// The whole utterance went out.
-    Finished,
-    /// Sending failed; the microphone stopped.
-    Failed(String),
-}
-
-/// The microphone: one frame every 20 ms, from the current utterance or silence.
-async fn microphone(
-    mut sender: AudioSender,
-    mut clips: mpsc::Receiver<Arc<Vec<f32>>>,
-    events: mpsc::UnboundedSender<MicEvent>,
-    cancel: CancellationToken,
-) {
-    let silence = vec![0.0f32; WIRE_FRAME];
-    let mut pacer = Pacer::new(Instant::now(), TICK);
-    // (clip, next sample, index of the last voiced sample)
-    let mut current: Option<(Arc<Vec<f32>>, usize, usize)> = None;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(pacer.next_deadline())) => {}
-        }
-        pacer.on_wake(Instant::now());
-        if current.is_none()
-            && let Ok(clip) = clips.try_recv()
-        {
-            let last = last_voiced(&clip).unwrap_or(0);
-            current = Some((clip, 0, last));
-        }
-        let (frame, span) = match &current {
-            Some((clip, pos, _)) => {
-                let end = (*pos + WIRE_FRAME).min(clip.len());
-                (&clip[*pos..end], Some((*pos, end)))
-            }
-            None => (&silence[..], None),
-        };
-        if let Err(e) = sender.send_frame(frame).await {
-            let _ = events.send(MicEvent::Failed(e.to_string()));
-            return;
-        }
-        let sent = Instant::now();
-        if let (Some((start, end)), Some((clip, pos, last))) = (span, current.as_mut()) {
-            if (start..end).contains(last) {
-                let _ = events.send(MicEvent::LastVoiced(sent));
-            }
-            *pos = end;
-            if *pos >= clip.len() {
-                current = None;
-                let _ = events.send(MicEvent::Finished);
-            }
-        }
-    }
 }
 
 /// Connect, run turns until stopped, hang up. Turn records go to
