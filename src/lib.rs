@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod prompt;
+pub mod remote;
 pub mod rtc;
 pub mod server;
 pub mod session;

@@ -8,6 +8,7 @@ use tracing_subscriber::EnvFilter;
 use voxloop::config::{Config, PipelineKind};
 
 mod kb_cli;
+mod worker_cli;
 
 /// Crates whose per-packet debug output would drown everything else.
 const QUIET: &str = "async_nats=error,webrtc=warn,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_datachannel=warn,rtc_mdns=warn";
@@ -38,6 +39,10 @@ enum Command {
     SayText(SayTextArgs),
     /// Publish a proactive prompt over NATS and wait until it is spoken or dropped.
     Say(SayArgs),
+    /// Serve ASR, LLM and TTS to `serve --inference nats` over NATS.
+    Worker(worker_cli::WorkerArgs),
+    /// List the live workers, their roles and load (exit 1 when none).
+    Workers(worker_cli::WorkersArgs),
     /// Follow conversations on NATS and publish follow-up questions as prompts.
     IntentWorker(IntentArgs),
     /// Load a running server with virtual users (real WebRTC clients) and report latency.
@@ -243,6 +248,9 @@ struct ServeArgs {
     /// Most concurrent sessions (VOXLOOP_MAX_SESSIONS).
     #[arg(long)]
     max_sessions: Option<usize>,
+    /// Where ASR, LLM and TTS run: local or nats (workers) (VOXLOOP_INFERENCE).
+    #[arg(long, value_enum)]
+    inference: Option<voxloop::config::InferenceMode>,
     /// Serve a non-loopback address without auth (VOXLOOP_INSECURE_NO_AUTH).
     #[arg(long)]
     insecure_no_auth: bool,
@@ -287,6 +295,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(v) = args.max_sessions {
                 config.max_sessions = v;
+            }
+            if let Some(v) = args.inference {
+                config.inference.mode = v;
             }
             config.auth.insecure_no_auth |= args.insecure_no_auth;
             args.kb.apply(&mut config);
@@ -383,6 +394,26 @@ fn main() -> anyhow::Result<()> {
             }
             init_tracing(&config.log);
             let code = runtime()?.block_on(say(&config, args))?;
+            std::process::exit(code);
+        }
+        Command::Worker(args) => {
+            init_tracing(&config.log);
+            runtime()?.block_on(async move {
+                // The first signal drains; a second one exits at once.
+                let shutdown = async {
+                    shutdown_signal().await;
+                    tokio::spawn(async {
+                        shutdown_signal().await;
+                        eprintln!("second signal: exiting without waiting for the drain");
+                        std::process::exit(130);
+                    });
+                };
+                worker_cli::worker(config, args, shutdown).await
+            })?;
+        }
+        Command::Workers(args) => {
+            init_tracing(&config.log);
+            let code = runtime()?.block_on(worker_cli::workers(config, args))?;
             std::process::exit(code);
         }
         Command::IntentWorker(args) => {

@@ -263,12 +263,10 @@ async fn ask_typed(server: &Server, text: &str) -> String {
     let mut client = Client::connect(&server.url, ClientOptions::default())
         .await
         .expect("connect");
-    client
-        .wait_event(Duration::from_secs(10), |e| {
-            matches!(e, Event::Session { .. })
-        })
-        .await
-        .expect("events channel open");
+    assert!(
+        client.wait_open(Duration::from_secs(10)).await,
+        "events channel open"
+    );
     assert!(client.send_text(text).await, "typed text sent");
     reply_to(&mut client, text).await.0
 }

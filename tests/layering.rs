@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// Files of the binary (declared in `main.rs`, using `voxloop::…`): the
 /// edge, like `main.rs` itself, not layers.
-const BINARY_ONLY: &[&str] = &["kb_cli"];
+const BINARY_ONLY: &[&str] = &["kb_cli", "worker_cli"];
 
 /// The allowed graph: each top-level module and what it may import. Leaves
 /// first, then upwards; a module may only name modules above it in this list.
@@ -61,6 +61,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "bus",
         &["config", "error_code", "events", "kb", "metrics", "prompt"],
+    ),
+    // Inference over NATS: workers serve the engines, servers use them.
+    (
+        "remote",
+        &["audio", "config", "engines", "kb", "metrics", "pipeline"],
     ),
     (
         "hub",
@@ -106,6 +111,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "models",
             "pipeline",
             "prompt",
+            "remote",
             "rtc",
             "session",
         ],

@@ -916,11 +916,10 @@ async fn a_draining_server_hands_its_unspoken_prompts_to_the_next() {
     let events = Events::subscribe(&nats.url).await;
     let mut client = resume(&first, "drain-me-0001").await;
     // Typing needs the events channel open: its `session` event says so.
-    wait_ev(&mut client, 10, |e| match e {
-        Event::Session { .. } => Some(()),
-        _ => None,
-    })
-    .await;
+    assert!(
+        client.wait_open(Duration::from_secs(10)).await,
+        "events channel open"
+    );
     assert!(client.send_text("Tell me about the history of Rome.").await);
     wait_ev(&mut client, 30, |e| match e {
         Event::State {

@@ -410,12 +410,10 @@ async fn per_client_limits_answer_rate_limited() {
     let mut client = Client::connect(&server.url, ClientOptions::default())
         .await
         .expect("connect");
-    client
-        .wait_event(Duration::from_secs(10), |e| {
-            matches!(e, Event::Session { .. })
-        })
-        .await
-        .expect("events channel open");
+    assert!(
+        client.wait_open(Duration::from_secs(10)).await,
+        "events channel open"
+    );
     let mut limited = 0;
     for i in 0..40 {
         assert!(client.send_text(&format!("message {i}")).await);

@@ -254,6 +254,11 @@ impl Bus {
         self.state() == "connected"
     }
 
+    /// The NATS connection (inference over NATS uses it too).
+    pub fn client(&self) -> Option<&async_nats::Client> {
+        self.inner.as_ref().map(|i| &i.client)
+    }
+
     pub fn subjects(&self) -> Option<&Subjects> {
         self.inner.as_ref().map(|i| &i.subjects)
     }

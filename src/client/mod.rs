@@ -384,6 +384,14 @@ impl Client {
         self.peer.send_data(text).await
     }
 
+    /// Wait until the `events` channel is open, which its first event
+    /// (`session`) says; typed text sent before it is lost.
+    pub async fn wait_open(&mut self, timeout: Duration) -> bool {
+        self.wait_event(timeout, |e| matches!(e, Event::Session { .. }))
+            .await
+            .is_some()
+    }
+
     /// Wait for an event matching `pred`, dropping others.
     pub async fn wait_event<F>(&mut self, timeout: Duration, pred: F) -> Option<Event>
     where

@@ -136,6 +136,7 @@ pub const VARS: &[(&str, Setter)] = &[
         };
         Ok(())
     }),
+    ("VOXLOOP_INFERENCE", |c, v| set(&mut c.inference.mode, v)),
     ("VOXLOOP_LLM_URL", |c, v| text(&mut c.llm.url, v)),
     ("VOXLOOP_LLM_MODEL", |c, v| text(&mut c.llm.model, v)),
     ("VOXLOOP_LLM_SLOTS", |c, v| {

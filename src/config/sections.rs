@@ -109,6 +109,28 @@ impl Default for IntentConfig {
     }
 }
 
+/// Where ASR, LLM and TTS run for `serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum InferenceMode {
+    /// In this process (one machine; the default).
+    Local,
+    /// On `voxloop worker` processes over NATS; VAD, Smart Turn and the
+    /// knowledge base stay in the server (they run per 32 ms window).
+    Nats,
+}
+
+impl std::str::FromStr for InferenceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(Self::Local),
+            "nats" => Ok(Self::Nats),
+            _ => Err("expected local or nats".into()),
+        }
+    }
+}
+
 /// Which LLM answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -218,6 +240,8 @@ impl Default for ConversationConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InferenceConfig {
+    /// `local` or `nats` (`VOXLOOP_INFERENCE`, `serve --inference`).
+    pub mode: InferenceMode,
     pub asr_threads: i32,
     pub asr_workers: usize,
     /// Transcriptions that may wait; beyond it a turn gets the busy line.
@@ -260,6 +284,7 @@ pub struct InferenceConfig {
 impl Default for InferenceConfig {
     fn default() -> Self {
         Self {
+            mode: InferenceMode::Local,
             asr_threads: 2,
             asr_workers: 1,
             asr_queue: 8,

@@ -12,6 +12,8 @@ use crate::error_code::ErrorCode;
 
 mod lag;
 pub use lag::LagHistogram;
+mod remote;
+pub use remote::RemoteMetrics;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -36,6 +38,8 @@ pub struct Metrics {
     pub prompts_dropped: AtomicU64,
     /// How far voice activity detection runs behind the audio received.
     pub vad_lag: LagHistogram,
+    /// `serve --inference nats`: latency and failures per role.
+    pub remote: RemoteMetrics,
     signaling_errors: ByKind,
     data_channel_errors: ByKind,
 }
@@ -163,6 +167,7 @@ impl Metrics {
             "How far voice activity detection runs behind the audio received, per scored batch: the batch's wait and run plus the audio that queued meanwhile.",
             "voxloop_vad_lag_max_seconds",
         );
+        self.remote.render(&mut out);
         by_kind(
             &mut out,
             "voxloop_signaling_errors_total",

@@ -35,8 +35,9 @@ pub trait Inference: Send + Sync {
     async fn turn_complete(&self, audio: Vec<f32>) -> Result<bool, String>;
     /// Transcribe; `alive` is held until the job has run or been skipped.
     async fn transcribe(&self, audio: Vec<f32>, alive: Arc<()>) -> Result<Heard, Failure>;
-    /// Start a reply for conversation `key`; `Failure::Busy` when its queue is full.
-    fn generate(&self, key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure>;
+    /// Start a reply for conversation `key`; `Failure::Busy` when its queue
+    /// is full (or, remote, when no worker takes it).
+    async fn generate(&self, key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure>;
     /// The conversation `key` is over (release its KV cells).
     fn forget(&self, key: u64);
     /// Speech for `text`, at the wire rate (48 kHz), needed by `due`
@@ -81,7 +82,7 @@ impl Inference for Engines {
         }
     }
 
-    fn generate(&self, key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure> {
+    async fn generate(&self, key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure> {
         self.llm
             .generate(key, messages, None)
             .map_err(|_| Failure::Busy)
@@ -119,8 +120,8 @@ pub struct SpeechDeps {
     pub engines: Arc<dyn Inference>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    /// "One moment, please", synthesized once at start-up (48 kHz).
-    pub busy_line: Arc<Vec<f32>>,
+    /// "One moment, please" (48 kHz).
+    pub busy_line: Arc<BusyLine>,
     /// The knowledge base (also in `engines`), for its HTTP API.
     pub kb: Option<Arc<Retriever>>,
 }
@@ -142,7 +143,35 @@ impl SpeechDeps {
             engines: Arc::new(engines),
             config,
             metrics,
-            busy_line: Arc::new(pcm),
+            busy_line: Arc::new(BusyLine::new(pcm)),
         })
+    }
+}
+
+/// The busy line's audio at the wire rate. Synthesized once at start-up;
+/// with remote inference it comes from the first worker that answers, and
+/// until then a busy turn gets its `busy` event over silence.
+#[derive(Debug, Default)]
+pub struct BusyLine(std::sync::RwLock<Arc<Vec<f32>>>);
+
+impl BusyLine {
+    pub fn new(pcm: Vec<f32>) -> Self {
+        Self(std::sync::RwLock::new(Arc::new(pcm)))
+    }
+
+    /// The line, or 100 ms of silence while there is none: a reply with
+    /// no audio would never be heard to its end, and the turn would not end.
+    pub fn get(&self) -> Arc<Vec<f32>> {
+        let pcm = self.0.read().map(|p| p.clone()).unwrap_or_default();
+        if pcm.is_empty() {
+            return Arc::new(vec![0.0; WIRE_RATE as usize / 10]);
+        }
+        pcm
+    }
+
+    pub fn set(&self, pcm: Vec<f32>) {
+        if let Ok(mut p) = self.0.write() {
+            *p = Arc::new(pcm);
+        }
     }
 }

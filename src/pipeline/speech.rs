@@ -350,7 +350,7 @@ impl Shell {
             }
             Action::PlayBusyLine { reply } => {
                 if let Ok(mut q) = self.out.lock() {
-                    q.push_reply(reply, self.deps.busy_line.to_vec());
+                    q.push_reply(reply, self.deps.busy_line.get().to_vec());
                 }
             }
             Action::Flush => {
@@ -470,7 +470,7 @@ async fn generate(
     if stop.load(Ordering::SeqCst) {
         return;
     }
-    let mut g = match engines.generate(key, messages) {
+    let mut g = match engines.generate(key, messages).await {
         Ok(g) => g,
         Err(failure) => {
             let _ = results.send(Input::LlmFailed { reply, failure });

@@ -68,7 +68,7 @@ impl Inference for Fake {
         })
     }
 
-    fn generate(&self, _key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure> {
+    async fn generate(&self, _key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure> {
         if self.llm_busy {
             return Err(Failure::Busy);
         }
@@ -136,7 +136,7 @@ fn start(fake: Arc<Fake>) -> Session {
         engines: fake,
         config: Arc::new(Config::default()),
         metrics: metrics.clone(),
-        busy_line: Arc::new(vec![0.1; 4800]),
+        busy_line: Arc::new(crate::pipeline::deps::BusyLine::new(vec![0.1; 4800])),
         kb: None,
     };
     let cancel = CancellationToken::new();

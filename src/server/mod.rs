@@ -3,6 +3,7 @@
 
 mod access;
 mod errors;
+mod health;
 mod kb;
 mod kb_sync;
 mod listen;
@@ -16,21 +17,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
 use axum::handler::HandlerWithoutStateExt;
-use axum::http::{HeaderMap, header};
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{delete, get, post, put};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use crate::auth::Grant;
 use crate::bus::Bus;
-use crate::config::Config;
+use crate::config::{Config, InferenceMode};
 use crate::hub::{Hub, Slot};
 use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
@@ -49,6 +46,8 @@ pub struct AppState {
     /// Offers per client IP (`limits.offers_per_minute`).
     offers: std::sync::Mutex<HashMap<IpAddr, TokenBucket>>,
     speech: Option<SpeechDeps>,
+    /// The live workers (`--inference nats`).
+    workers: Option<Arc<crate::remote::Directory>>,
     started: Instant,
 }
 
@@ -60,6 +59,7 @@ impl AppState {
         speech: Option<SpeechDeps>,
         bus: Bus,
         access: Access,
+        workers: Option<Arc<crate::remote::Directory>>,
     ) -> Arc<Self> {
         let hub = Hub::new(config.clone(), metrics.clone(), bus);
         Arc::new(Self {
@@ -69,6 +69,7 @@ impl AppState {
             access,
             offers: std::sync::Mutex::new(HashMap::new()),
             speech,
+            workers,
             started: Instant::now(),
         })
     }
@@ -347,9 +348,9 @@ pub fn router(state: Arc<AppState>) -> Router {
                 )),
         )
         .route("/kb/search", get(kb::search))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .fallback_service(static_files)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -359,45 +360,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         // A body trickled in byte by byte must not hold a handler forever.
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
-}
-
-async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    axum::Json(json!({
-        "status": "ok",
-        "sessions": state.session_count(),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "pipeline": state.config.pipeline,
-        "nats": state.hub.bus().state(),
-        "auth": state.access.enabled(),
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
-}
-
-/// For a load balancer: 503 once the server drains (it still serves the
-/// sessions it has).
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.hub.draining() {
-        (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"ready": false, "reason": "draining"})),
-        )
-            .into_response()
-    } else {
-        axum::Json(json!({"ready": true})).into_response()
-    }
-}
-
-async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if state.access.enabled()
-        && let Err(e) = state.access.require(access::bearer(&headers), Grant::Admin)
-    {
-        return state.refuse(e);
-    }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
 }
 
 /// The server could not start.
@@ -414,6 +376,8 @@ pub enum ServeError {
     Speech(#[from] crate::engines::LoadError),
     #[error(transparent)]
     Bus(#[from] crate::bus::BusError),
+    #[error("inference.mode = nats needs nats_url (VOXLOOP_NATS_URL, --nats-url)")]
+    NoNats,
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -451,14 +415,32 @@ pub async fn serve(
         tracing::warn!(bind = %config.bind, "auth is off (no auth key): anyone who can reach this address may use it");
     }
     let metrics = Arc::new(Metrics::default());
-    let speech = match config.pipeline {
+    // Before the engines: with workers, the pipeline needs the connection.
+    let bus = Bus::connect(&config.nats_url, &config.bus, metrics.clone()).await?;
+    let (speech, workers) = match config.pipeline {
         crate::config::PipelineKind::Speech => {
             let started = Instant::now();
-            let deps = SpeechDeps::load(config.clone(), metrics.clone()).await?;
-            tracing::info!(ms = started.elapsed().as_millis() as u64, profile = %config.models.profile, "models loaded");
-            Some(deps)
+            let (deps, workers) = match (config.inference.mode, bus.client()) {
+                (InferenceMode::Nats, Some(client)) => {
+                    let (deps, dir) = crate::remote::setup::speech_deps(
+                        config.clone(),
+                        metrics.clone(),
+                        client.clone(),
+                    )
+                    .await?;
+                    (deps, Some(dir))
+                }
+                (InferenceMode::Nats, None) => return Err(ServeError::NoNats),
+                (InferenceMode::Local, _) => (
+                    SpeechDeps::load(config.clone(), metrics.clone()).await?,
+                    None,
+                ),
+            };
+            tracing::info!(ms = started.elapsed().as_millis() as u64, profile = %config.models.profile,
+                inference = ?config.inference.mode, "models loaded");
+            (Some(deps), workers)
         }
-        crate::config::PipelineKind::Echo => None,
+        crate::config::PipelineKind::Echo => (None, None),
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
@@ -467,8 +449,14 @@ pub async fn serve(
             source,
         })?;
     let addr: SocketAddr = listener.local_addr()?;
-    let bus = Bus::connect(&config.nats_url, &config.bus, metrics.clone()).await?;
-    let state = AppState::new(config.clone(), metrics, speech, bus.clone(), access);
+    let state = AppState::new(
+        config.clone(),
+        metrics,
+        speech,
+        bus.clone(),
+        access,
+        workers,
+    );
     let consumer_cancel = CancellationToken::new();
     bus.spawn_prompt_consumer(
         state.hub.prompt_handler(),

@@ -1,0 +1,404 @@
+//! Inference on `voxloop worker` processes over a real `nats-server`:
+//! `serve --inference nats` holds real WebRTC sessions while ASR, LLM and
+//! TTS run in the workers. A worker killed mid-reply costs one turn at
+//! most, a draining worker finishes its reply, roles can be split, and no
+//! worker at all is the busy line and a degraded `/healthz`, not a crash.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::bus::{connect, listening, reply_ev, wait_ev};
+use common::{Nats, Server, clip48};
+use voxloop::client::Client;
+use voxloop::events::Event;
+use voxloop::remote::directory::{self, WorkerInfo};
+
+/// A `voxloop worker` process, killed on drop.
+struct Worker {
+    id: String,
+    child: Child,
+}
+
+impl Worker {
+    fn start(nats: &Nats, roles: &str) -> Worker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_voxloop"))
+            .args(["worker", "--roles", roles, "--nats-url", &nats.url])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("VOXLOOP_CONFIG")
+            .env("VOXLOOP_MODELS_PROFILE", "fast")
+            .env(
+                "VOXLOOP_LOG",
+                std::env::var("VOXLOOP_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn voxloop worker");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("worker: ") {
+                    let id = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(id);
+                }
+            }
+        });
+        let id = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("worker did not print its `worker:` line");
+        Worker { id, child }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn term(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn serve(nats: &Nats) -> Server {
+    common::bus::serve(nats, &[("VOXLOOP_INFERENCE", "nats")])
+}
+
+async fn nats_client(nats: &Nats) -> async_nats::Client {
+    async_nats::connect(&nats.url).await.expect("nats")
+}
+
+async fn stats(nats: &async_nats::Client) -> Vec<WorkerInfo> {
+    directory::collect(nats).await.expect("worker stats")
+}
+
+/// A worker's count `key` (`completed`, `in_flight`, ...) over its endpoints.
+fn load(w: &WorkerInfo, key: &str) -> u64 {
+    w.endpoints
+        .iter()
+        .map(|e| e.load.get(key).and_then(|v| v.as_u64()).unwrap_or(0))
+        .sum()
+}
+
+fn of<'a>(all: &'a [WorkerInfo], id: &str) -> Option<&'a WorkerInfo> {
+    all.iter().find(|w| w.id == id)
+}
+
+/// Wait until `/healthz` says every role has `n` live workers or more.
+async fn wait_workers(server: &Server, n: u64) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = server.get("/healthz").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let w = &v["workers"];
+        if ["asr", "llm", "tts"]
+            .iter()
+            .all(|r| w[r].as_u64().is_some_and(|c| c >= n))
+        {
+            return v;
+        }
+        assert!(Instant::now() < until, "workers never showed up: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Ask by typed text; the first `reply_delta` of that turn.
+async fn ask(client: &mut Client, text: &str) {
+    assert!(client.send_text(text).await, "typed text not sent");
+    wait_ev(client, 30, |e| {
+        matches!(e, Event::ReplyDelta { .. }).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoken_conversation_runs_on_two_workers() {
+    let nats = Nats::start().await;
+    let a = Worker::start(&nats, "asr,llm,tts");
+    let b = Worker::start(&nats, "asr,llm,tts");
+    let server = serve(&nats);
+    let health = wait_workers(&server, 2).await;
+    println!("healthz: {health}");
+    assert_eq!(health["inference"], "nats");
+    let mut client = connect(&server).await;
+    assert!(client.wait_open(Duration::from_secs(10)).await);
+    let mut clip = clip48("q01_capital_france.wav");
+    clip.extend(vec![0.0; 48_000 * 3 / 2]);
+    client.send_pcm(&clip, 1.0).await.expect("send");
+    let heard = wait_ev(&mut client, 30, |e| match e {
+        Event::Transcript { text, .. } => Some(text),
+        _ => None,
+    })
+    .await;
+    println!("transcript: {heard:?}");
+    assert!(heard.to_lowercase().contains("france"), "{heard}");
+    let reply = reply_ev(&mut client, 30, None).await;
+    println!("reply: {reply:?}");
+    assert!(reply.to_lowercase().contains("paris"), "{reply}");
+    listening(&mut client, 30).await;
+    let reply_audio = client
+        .received()
+        .iter()
+        .filter(|f| {
+            f.pcm
+                .iter()
+                .any(|x| x.abs() > voxloop::audio::VOICED_THRESHOLD)
+        })
+        .count();
+    println!("voiced reply frames received: {reply_audio}");
+    assert!(reply_audio > 25, "the reply was not heard");
+    // NATS spreads requests at random over the queue group: a few more
+    // turns until both workers have served (each turn is several requests).
+    let nc = nats_client(&nats).await;
+    for turn in 0..4 {
+        let all = stats(&nc).await;
+        let served: Vec<u64> = [&a.id, &b.id]
+            .iter()
+            .map(|id| of(&all, id).map_or(0, |w| load(w, "completed")))
+            .collect();
+        println!(
+            "after {} turns, jobs completed per worker: {served:?}",
+            turn + 1
+        );
+        if served.iter().all(|n| *n > 0) {
+            let (_, metrics) = server.get("/metrics").await;
+            let line = |name: &str| {
+                metrics
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .unwrap_or("-")
+                    .to_string()
+            };
+            println!("{}", line("voxloop_remote_asr_seconds_count"));
+            println!("{}", line("voxloop_remote_llm_seconds_count"));
+            println!("{}", line("voxloop_remote_tts_seconds_count"));
+            assert!(server.metric("voxloop_remote_llm_seconds_count").await >= 1.0);
+            return;
+        }
+        ask(&mut client, "Name one colour of the rainbow.").await;
+        listening(&mut client, 30).await;
+    }
+    panic!("one worker served nothing in five turns");
+}
+
+/// The worker running `role` jobs now, if any.
+async fn busy_worker(nc: &async_nats::Client, ids: &[&str]) -> Option<String> {
+    let all = stats(nc).await;
+    ids.iter()
+        .find(|id| {
+            of(&all, id).is_some_and(|w| {
+                w.endpoints
+                    .iter()
+                    .any(|e| e.name.starts_with("llm") && e.load["in_flight"].as_u64() > Some(0))
+            })
+        })
+        .map(|s| s.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_reply_costs_one_turn_at_most() {
+    let nats = Nats::start().await;
+    let mut workers = [
+        Worker::start(&nats, "asr,llm,tts"),
+        Worker::start(&nats, "asr,llm,tts"),
+    ];
+    let server = serve(&nats);
+    wait_workers(&server, 2).await;
+    let nc = nats_client(&nats).await;
+    let mut client = connect(&server).await;
+    assert!(client.wait_open(Duration::from_secs(10)).await);
+    ask(
+        &mut client,
+        "Tell me a short story about a dragon who learns to bake bread.",
+    )
+    .await;
+    let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let victim = busy_worker(&nc, &refs)
+        .await
+        .expect("no worker is generating the reply");
+    let i = ids.iter().position(|id| *id == victim).unwrap();
+    workers[i].kill9();
+    let died = Instant::now();
+    // The turn ends: with what was said, another worker's reply, the
+    // fallback or the busy line; never a hang.
+    let ended = wait_ev(&mut client, 20, |e| match e {
+        Event::Reply { text, .. } => Some(format!("reply {text:?}")),
+        Event::Busy { .. } => Some("busy line".into()),
+        _ => None,
+    })
+    .await;
+    println!(
+        "worker {victim} killed mid-reply: the turn ended {} ms later with {ended}",
+        died.elapsed().as_millis()
+    );
+    listening(&mut client, 30).await;
+    // The session goes on with the other worker.
+    ask(&mut client, "What is the capital of Italy?").await;
+    let reply = reply_ev(&mut client, 30, None).await;
+    println!("next turn: {reply:?}");
+    assert!(reply.to_lowercase().contains("rome"), "{reply}");
+    listening(&mut client, 30).await;
+    // A restarted worker is used again, with nothing restarted elsewhere.
+    let back = Worker::start(&nats, "asr,llm,tts");
+    wait_workers(&server, 2).await;
+    let mut used = 0;
+    for _ in 0..6 {
+        ask(&mut client, "Say a number between one and ten.").await;
+        listening(&mut client, 30).await;
+        used = of(&stats(&nc).await, &back.id).map_or(0, |w| load(w, "completed"));
+        if used > 0 {
+            break;
+        }
+    }
+    println!("jobs completed by the restarted worker: {used}");
+    assert!(used > 0, "the restarted worker was never used");
+    let lost = server
+        .get("/metrics")
+        .await
+        .1
+        .lines()
+        .filter(|l| l.starts_with("voxloop_remote_failures_total{"))
+        .map(String::from)
+        .collect::<Vec<_>>();
+    println!("failures: {lost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_worker_finishes_its_reply_and_exits_0() {
+    let nats = Nats::start().await;
+    let mut workers = [
+        Worker::start(&nats, "asr,llm,tts"),
+        Worker::start(&nats, "asr,llm,tts"),
+    ];
+    let server = serve(&nats);
+    wait_workers(&server, 2).await;
+    let nc = nats_client(&nats).await;
+    let mut client = connect(&server).await;
+    assert!(client.wait_open(Duration::from_secs(10)).await);
+    ask(
+        &mut client,
+        "Tell me a short story about a cat who sails to an island.",
+    )
+    .await;
+    let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let victim = busy_worker(&nc, &refs)
+        .await
+        .expect("no worker is generating the reply");
+    let i = ids.iter().position(|id| *id == victim).unwrap();
+    workers[i].term();
+    let (text, interrupted) = wait_ev(&mut client, 30, |e| match e {
+        Event::Reply {
+            text, interrupted, ..
+        } => Some((text, interrupted)),
+        _ => None,
+    })
+    .await;
+    println!("reply while its worker drained: {text:?}");
+    assert!(!interrupted);
+    let code = workers[i].wait_exit(Duration::from_secs(30));
+    println!("the draining worker exited with {code:?}");
+    assert_eq!(code, Some(0));
+    let failures = server
+        .get("/metrics")
+        .await
+        .1
+        .lines()
+        .filter(|l| l.starts_with("voxloop_remote_failures_total{"))
+        .map(String::from)
+        .collect::<Vec<_>>();
+    assert!(
+        failures
+            .iter()
+            .all(|l| !l.contains("\"lost\"") && !l.contains("\"failed\"")),
+        "{failures:?}"
+    );
+    listening(&mut client, 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_workers_is_the_busy_line_then_split_roles_answer() {
+    let nats = Nats::start().await;
+    let server = serve(&nats);
+    // No worker yet: the server is up, says why it cannot answer, and a
+    // turn gets the busy event instead of silence.
+    let until = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let (_, body) = server.get("/healthz").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["workers"]["llm"].is_number() || Instant::now() > until {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("healthz without workers: {health}");
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["workers"]["llm"], 0);
+    let mut client = connect(&server).await;
+    assert!(client.wait_open(Duration::from_secs(10)).await);
+    assert!(client.send_text("Hello there?").await);
+    let busy = wait_ev(&mut client, 20, |e| match e {
+        Event::Busy { .. } => Some(()),
+        Event::Reply { text, .. } => panic!("a reply without workers: {text:?}"),
+        _ => None,
+    })
+    .await;
+    println!("no workers: busy event {busy:?}");
+    listening(&mut client, 20).await;
+    // Roles split over two processes; the same session now gets answers.
+    let asr = Worker::start(&nats, "asr");
+    let rest = Worker::start(&nats, "llm,tts");
+    wait_workers(&server, 1).await;
+    let mut clip = clip48("q01_capital_france.wav");
+    clip.extend(vec![0.0; 48_000 * 3 / 2]);
+    client.send_pcm(&clip, 1.0).await.expect("send");
+    let reply = reply_ev(&mut client, 40, None).await;
+    println!("split roles reply: {reply:?}");
+    assert!(reply.to_lowercase().contains("paris"), "{reply}");
+    listening(&mut client, 30).await;
+    let nc = nats_client(&nats).await;
+    let all = stats(&nc).await;
+    let names = |id: &str| -> Vec<(String, u64)> {
+        of(&all, id)
+            .map(|w| {
+                w.endpoints
+                    .iter()
+                    .map(|e| (e.name.clone(), e.load["completed"].as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    println!(
+        "asr worker: {:?}; llm,tts worker: {:?}",
+        names(&asr.id),
+        names(&rest.id)
+    );
+    let served = |id: &str, ep: &str| names(id).iter().any(|(n, c)| n == ep && *c > 0);
+    assert!(served(&asr.id, "asr"));
+    assert!(served(&rest.id, "llm") || served(&rest.id, "llm-direct"));
+    assert!(served(&rest.id, "tts"));
+    assert!(names(&asr.id).iter().all(|(n, _)| n == "asr"));
+}
