@@ -172,8 +172,10 @@ pub fn parse_prompt(bytes: &[u8], max_chars: usize) -> Result<Prompt, Rejected> 
     Ok(p)
 }
 
-/// How a delivered prompt ended, reported back to whoever delivered it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a delivered prompt ended, reported back to whoever delivered it
+/// (across servers too: `bus::relay`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
 pub enum PromptOutcome {
     /// Its audio was synthesized and queued for playout as `turn`.
     Spoken {

@@ -402,3 +402,102 @@ async fn no_workers_is_the_busy_line_then_split_roles_answer() {
     assert!(served(&rest.id, "tts"));
     assert!(names(&asr.id).iter().all(|(n, _)| n == "asr"));
 }
+
+/// The ids of the `prompt` events a client sees until it has seen `want`
+/// (or `secs` passed), and for 3 s more, so a repeat would show.
+async fn prompts_seen(client: &mut Client, want: usize, secs: u64) -> Vec<String> {
+    let mut seen = Vec::new();
+    let take = |e: Event, seen: &mut Vec<String>| {
+        if let Event::Prompt { id, .. } = e {
+            seen.push(id);
+        }
+    };
+    let _ = client
+        .wait_for(Duration::from_secs(secs), |e| {
+            take(e, &mut seen);
+            (seen.len() >= want).then_some(())
+        })
+        .await;
+    let _ = client
+        .wait_for(Duration::from_secs(3), |e| {
+            take(e, &mut seen);
+            None::<()>
+        })
+        .await;
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_speak_each_prompt_once_on_the_server_holding_its_session() {
+    use common::bus::{Events, js, publish, publish_prompt, resume, wait_stream};
+    let nats = Nats::start().await;
+    let _worker = Worker::start(&nats, "asr,llm,tts");
+    let events = Events::subscribe(&nats.url).await;
+    let js = js(&nats.url).await;
+    // Two servers on one NATS share the prompt stream's durable consumer.
+    let a = serve(&nats);
+    let b = serve(&nats);
+    wait_stream(&js).await;
+    wait_workers(&a, 1).await;
+    wait_workers(&b, 1).await;
+    let mut on_a = resume(&a, "relay-on-a-0001").await;
+    let mut on_b = resume(&b, "relay-on-b-0001").await;
+    assert!(on_a.wait_open(Duration::from_secs(10)).await);
+    assert!(on_b.wait_open(Duration::from_secs(10)).await);
+    // JetStream hands the messages to the two servers' pulls in turn: a
+    // session's prompts in a row go to both servers, so some must be relayed.
+    let per_session = 4;
+    for s in ["relay-on-a-0001", "relay-on-b-0001"] {
+        for i in 0..per_session {
+            let id = format!("{s}-p{i}");
+            let text = format!("Reminder number {i}: your table is ready.");
+            publish_prompt(&js, s, serde_json::json!({"id": id, "text": text})).await;
+        }
+    }
+    let all = serde_json::json!({"id": "relay-broadcast", "text": "We close in ten minutes."});
+    publish(
+        &js,
+        "voxloop.prompt.broadcast".into(),
+        all.to_string().into_bytes(),
+    )
+    .await;
+    let t0 = Instant::now();
+    let want = per_session + 1;
+    let (seen_a, seen_b) = tokio::join!(
+        prompts_seen(&mut on_a, want, 60),
+        prompts_seen(&mut on_b, want, 60)
+    );
+    println!(
+        "in {:.0} s: session on A heard {seen_a:?}; session on B heard {seen_b:?}",
+        t0.elapsed().as_secs_f64()
+    );
+    for (seen, s) in [(&seen_a, "relay-on-a-0001"), (&seen_b, "relay-on-b-0001")] {
+        for i in 0..per_session {
+            let id = format!("{s}-p{i}");
+            let n = seen.iter().filter(|x| **x == id).count();
+            assert_eq!(n, 1, "{id} heard {n} times in its session");
+        }
+        let n = seen.iter().filter(|x| *x == "relay-broadcast").count();
+        assert_eq!(n, 1, "the broadcast was heard {n} times in {s}");
+        assert_eq!(
+            seen.len(),
+            per_session + 1,
+            "foreign prompts in {s}: {seen:?}"
+        );
+    }
+    println!(
+        "prompts spoken by A: {}, by B: {}",
+        a.metric("voxloop_prompts_spoken_total").await,
+        b.metric("voxloop_prompts_spoken_total").await
+    );
+    let received = a.metric("voxloop_prompts_received_total").await
+        + b.metric("voxloop_prompts_received_total").await;
+    let relayed = a.metric("voxloop_prompts_relayed_total").await
+        + b.metric("voxloop_prompts_relayed_total").await;
+    println!("prompts received by the sessions' servers: {received}; relayed: {relayed}");
+    // Otherwise this run did not test the relay (the consumer happened to
+    // hand every prompt to its session's server).
+    assert!(relayed >= 1.0, "no prompt was relayed");
+    let dropped = events.count("voxloop.event.prompt.dropped", |_| true);
+    assert_eq!(dropped, 0, "prompts dropped: {:?}", events.all());
+}

@@ -22,6 +22,7 @@ pub mod heard;
 pub mod kb_store;
 pub mod payload;
 pub mod prompts;
+pub mod relay;
 pub mod say;
 
 use std::sync::Arc;
@@ -74,6 +75,10 @@ impl Subjects {
         Self {
             prefix: prefix.to_string(),
         }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub fn prompt_session(&self, id: &str) -> String {
@@ -151,6 +156,8 @@ struct Inner {
     kb: kb_store::KbStore,
     /// Set while disconnected and already warned about, so an outage logs once.
     warned: Arc<AtomicBool>,
+    /// This process among the servers on the NATS (`relay`).
+    origin: String,
 }
 
 /// Handle to the NATS connection; cheap to clone. A disabled bus (no URL)
@@ -232,6 +239,7 @@ impl Bus {
             metrics,
             out: tx,
             warned,
+            origin: format!("{:016x}", rand::random::<u64>()),
         });
         tokio::spawn(publish_loop(inner.clone(), rx));
         tokio::spawn(warn_if_unreachable(inner.clone()));

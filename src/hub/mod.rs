@@ -52,6 +52,8 @@ struct Entry {
     busy: Option<Arc<AtomicBool>>,
     /// The client's address, when per-IP limits apply to it.
     ip: Option<IpAddr>,
+    /// Ends this session's answering of prompts relayed by other servers.
+    relay: CancellationToken,
 }
 
 /// A live session, as `GET /sessions` lists it.
@@ -81,6 +83,7 @@ impl Slot {
     /// live; `busy` says when it is in a turn (for a draining server).
     pub fn attach(&mut self, control: mpsc::Sender<Control>, busy: Arc<AtomicBool>) {
         self.hub.attach(&self.id, control, busy);
+        self.hub.serve_relay(&self.id);
         if !self.attached {
             self.attached = true;
             Metrics::inc(&self.hub.metrics.sessions_total);
@@ -199,6 +202,7 @@ impl Hub {
                 owner,
                 busy: None,
                 ip,
+                relay: CancellationToken::new(),
             },
         );
         Ok(Slot {
@@ -225,6 +229,9 @@ impl Hub {
     /// Forget a session (ended, or its offer failed); only [`Slot`]'s drop calls it.
     fn release(&self, id: &str) {
         let gone = self.sessions.lock().ok().and_then(|mut s| s.remove(id));
+        if let Some(e) = &gone {
+            e.relay.cancel();
+        }
         if let Some(owner) = gone.as_ref().and_then(|e| e.owner.clone())
             && let Ok(mut recent) = self.recent_owners.lock()
         {

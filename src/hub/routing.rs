@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::Hub;
 use time::OffsetDateTime;
 
+use crate::bus::relay::{RelayHandler, RelayMiss, RelayRetry, Relayed};
 use crate::bus::{PromptHandler, PromptIn, Settle, Target, now_rfc3339};
 use crate::events::{BusEvent, Event};
 use crate::metrics::Metrics;
@@ -18,6 +19,8 @@ use crate::prompt::{Control, DropReason, Prompt, PromptDelivery, PromptOutcome};
 pub struct Delivered {
     pub session_id: Option<String>,
     pub outcome: PromptOutcome,
+    /// Spoken or dropped by the server holding the session, not this one.
+    pub relayed: bool,
 }
 
 impl Hub {
@@ -98,6 +101,16 @@ impl Hub {
     ) -> Vec<Delivered> {
         match target {
             Target::Session(id) => {
+                // Held by another server on the NATS: that one speaks it.
+                if self.control_of(&id).is_none()
+                    && let Some(outcome) = self.relay(&id, &prompt, retry).await
+                {
+                    return vec![Delivered {
+                        session_id: Some(id),
+                        outcome,
+                        relayed: true,
+                    }];
+                }
                 let deadline = self.reconnect_deadline(&prompt);
                 if !self.wait_for(&id, deadline).await {
                     Metrics::inc(&self.metrics.prompts_received);
@@ -111,16 +124,27 @@ impl Hub {
                     return vec![Delivered {
                         session_id: Some(id),
                         outcome,
+                        relayed: false,
                     }];
                 }
                 let outcome = self.offer_unheard(&id, prompt, retry).await;
                 vec![Delivered {
                     session_id: Some(id),
                     outcome,
+                    relayed: false,
                 }]
             }
             Target::Broadcast => {
                 let targets = self.all_controls();
+                // The other servers' sessions hear it too; a broadcast they
+                // relay here is not sent on again (`relay_handlers`).
+                if retry != Retry::Relayed {
+                    self.bus.relay_broadcast(&prompt).await;
+                }
+                if targets.is_empty() && retry == Retry::Relayed {
+                    // The relaying server counts and reports its own outcome.
+                    return Vec::new();
+                }
                 if targets.is_empty() {
                     Metrics::inc(&self.metrics.prompts_received);
                     let outcome = PromptOutcome::Dropped(DropReason::NoSession);
@@ -128,6 +152,7 @@ impl Hub {
                     return vec![Delivered {
                         session_id: None,
                         outcome,
+                        relayed: false,
                     }];
                 }
                 let waits = targets.into_iter().map(|(id, _)| {
@@ -138,6 +163,7 @@ impl Hub {
                         Delivered {
                             session_id: Some(id),
                             outcome,
+                            relayed: false,
                         }
                     }
                 });
@@ -321,9 +347,14 @@ impl Hub {
             (true, false) => Retry::Last,
         };
         let out = self.deliver_with(target, prompt, retry).await;
+        let relayed = out.first().is_some_and(|d| d.relayed);
         let outcome = out.first().map(|d| d.outcome.clone());
         match outcome {
             Some(o) if single && self.handed_back(&o) => Settle::Nak,
+            // The holder ended (draining, or gone) before speaking it.
+            Some(PromptOutcome::Dropped(DropReason::SessionEnded)) if single && relayed => {
+                Settle::Nak
+            }
             Some(PromptOutcome::Dropped(DropReason::TtsFailed)) if retry == Retry::Allowed => {
                 Settle::Retry(Duration::from_millis(self.config.prompts.retry_delay_ms))
             }
@@ -335,10 +366,79 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Ask the server holding session `id` to speak `prompt`; `None` when
+    /// none does (or NATS is off).
+    async fn relay(&self, id: &str, prompt: &Prompt, retry: Retry) -> Option<PromptOutcome> {
+        let retry = match retry {
+            Retry::Allowed => RelayRetry::Allowed,
+            Retry::Last => RelayRetry::Last,
+            Retry::No | Retry::Relayed => RelayRetry::No,
+        };
+        let wait = Duration::from_millis(self.config.limits.prompt_wait_max_ms);
+        let outcome = match self.bus.relay_to_session(id, prompt, retry, wait).await {
+            Ok(o) => o,
+            Err(RelayMiss::NotHeld) => return None,
+            // Back to JetStream (`handle` naks it): delivered again, the
+            // heard log keeps it from being spoken twice.
+            Err(RelayMiss::Lost) => PromptOutcome::Dropped(DropReason::SessionEnded),
+        };
+        Metrics::inc(&self.metrics.prompts_relayed);
+        tracing::info!(session = %id, prompt = %prompt.id, ?outcome, "prompt relayed to the server holding its session");
+        Some(outcome)
+    }
+
+    /// While session `id` lives, speak the prompts other servers relay to it.
+    pub(super) fn serve_relay(self: &Arc<Self>, id: &str) {
+        let Some(cancel) = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.get(id).map(|e| e.relay.clone()))
+        else {
+            return;
+        };
+        let hub = self.clone();
+        let sid = id.to_string();
+        let handler: RelayHandler = Arc::new(move |r: Relayed| {
+            let hub = hub.clone();
+            let sid = sid.clone();
+            Box::pin(async move {
+                let retry = match r.retry {
+                    RelayRetry::Allowed => Retry::Allowed,
+                    RelayRetry::Last => Retry::Last,
+                    RelayRetry::No => Retry::No,
+                };
+                hub.offer_unheard(&sid, r.prompt, retry).await
+            })
+        });
+        self.bus.serve_session_relay(id, handler, cancel);
+    }
+
+    /// The broadcasts other servers relay reach this server's sessions.
+    pub fn serve_broadcast_relay(self: &Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        let hub = self.clone();
+        let handler: RelayHandler = Arc::new(move |r: Relayed| {
+            let hub = hub.clone();
+            Box::pin(async move {
+                let out = hub
+                    .deliver_with(Target::Broadcast, r.prompt, Retry::Relayed)
+                    .await;
+                out.first()
+                    .map(|d| d.outcome.clone())
+                    .unwrap_or(PromptOutcome::Dropped(DropReason::NoSession))
+            })
+        });
+        self.bus.serve_broadcast_relay(handler, cancel);
+    }
+}
+
 /// Whether a prompt whose synthesis fails goes back to JetStream for
 /// another try (NATS prompts for one session, up to `prompts.max_deliveries`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
+    /// A broadcast another server relayed: delivered here only, a failure is final.
+    Relayed,
     /// Not a retried delivery (HTTP, broadcast): a failure is final.
     No,
     /// Deliveries are left: hand it back, unrecorded.

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub prompts_received: AtomicU64,
     pub prompts_spoken: AtomicU64,
     pub prompts_dropped: AtomicU64,
+    /// Prompts this server received for a session another server holds,
+    /// and handed to it.
+    pub prompts_relayed: AtomicU64,
     /// How far voice activity detection runs behind the audio received.
     pub vad_lag: LagHistogram,
     /// `serve --inference nats`: latency and failures per role.
@@ -155,6 +158,11 @@ impl Metrics {
             "voxloop_prompts_dropped_total",
             "Proactive prompts dropped (expired, no session, bad payload, ...).",
             get(&self.prompts_dropped),
+        );
+        counter(
+            "voxloop_prompts_relayed_total",
+            "Prompts for a session another server holds, handed to that server.",
+            get(&self.prompts_relayed),
         );
         let _ = writeln!(
             out,

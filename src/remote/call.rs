@@ -25,7 +25,7 @@ pub enum CallError {
     Busy,
     #[error("the worker went silent (no heartbeat for {} ms)", DEAD_AFTER.as_millis())]
     Lost,
-    #[error("the budget was spent before a worker took it")]
+    #[error("the budget was spent before a worker could do it")]
     Expired,
     #[error("the worker failed: {0}")]
     Failed(String),
@@ -71,6 +71,10 @@ impl Stream {
                 Part::Failed { message } => {
                     self.finished = true;
                     return Err(CallError::Failed(message));
+                }
+                Part::Expired => {
+                    self.finished = true;
+                    return Err(CallError::Expired);
                 }
                 part => {
                     self.finished |= part.is_last();

@@ -26,8 +26,13 @@ use crate::pipeline::retrieve::Retriever;
 use crate::pipeline::turn::TurnDetector;
 use crate::pipeline::vad::{Vad, VadState};
 
-/// Longest a transcription may take when `inference.start_deadline_ms` is 0.
-const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
+/// How long a transcription, or a reply's first token, may take on a
+/// worker before it is dropped there. Generous on purpose: the
+/// conversation's own start deadline (`inference.start_deadline_ms`, only
+/// while other sessions' work waits) decides when a turn gets the busy
+/// line, and cancels what it no longer wants; this only keeps a worker
+/// from working for nobody after a burst.
+const BUDGET: Duration = Duration::from_secs(10);
 /// A piece of speech may be synthesized this long after it is due.
 const TTS_SLACK: Duration = Duration::from_secs(10);
 /// How often a running reply checks whether it was cancelled.
@@ -49,7 +54,6 @@ pub struct RemoteInference {
     pending: Arc<AtomicUsize>,
     /// Which worker holds each conversation's KV cells.
     affinity: Mutex<HashMap<u64, String>>,
-    budget: Duration,
 }
 
 /// Counts a job as pending while it lives.
@@ -74,7 +78,6 @@ impl RemoteInference {
         prefix: &str,
         local: LocalEngines,
         metrics: Arc<Metrics>,
-        start_deadline: Duration,
     ) -> Self {
         Self {
             client,
@@ -83,11 +86,6 @@ impl RemoteInference {
             metrics,
             pending: Arc::default(),
             affinity: Mutex::default(),
-            budget: if start_deadline.is_zero() {
-                DEFAULT_BUDGET
-            } else {
-                start_deadline
-            },
         }
     }
 
@@ -197,7 +195,7 @@ impl Inference for RemoteInference {
         let _alive = alive;
         let t0 = Instant::now();
         let r = self
-            .run_once_more(Role::Asr, Job::Asr, &audio, t0 + self.budget, transcript)
+            .run_once_more(Role::Asr, Job::Asr, &audio, t0 + BUDGET, transcript)
             .await;
         match r {
             Ok(h) => {
@@ -211,7 +209,7 @@ impl Inference for RemoteInference {
     async fn generate(&self, key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure> {
         let pending = PendingGuard::new(&self.pending);
         let t0 = Instant::now();
-        let deadline = t0 + self.budget;
+        let deadline = t0 + BUDGET;
         let prefer = self.affinity.lock().ok().and_then(|a| a.get(&key).cloned());
         let job = Job::Llm {
             key,

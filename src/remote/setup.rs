@@ -42,7 +42,6 @@ pub async fn speech_deps(
         &config.bus.prefix,
         local,
         metrics.clone(),
-        Duration::from_millis(config.inference.start_deadline_ms),
     ));
     let busy_line = Arc::new(BusyLine::default());
     tokio::spawn(fetch_busy_line(

@@ -159,6 +159,9 @@ pub enum Part {
     Done { summary: Option<Summary> },
     /// The job failed; ends the stream.
     Failed { message: String },
+    /// The request's budget ran out before the work could be done (or, for
+    /// a reply, begun); ends the stream. The server hears "busy".
+    Expired,
 }
 
 impl Part {
@@ -166,7 +169,7 @@ impl Part {
     pub fn is_last(&self) -> bool {
         matches!(
             self,
-            Part::Transcript { .. } | Part::Done { .. } | Part::Failed { .. }
+            Part::Transcript { .. } | Part::Done { .. } | Part::Failed { .. } | Part::Expired
         )
     }
 }

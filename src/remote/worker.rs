@@ -347,6 +347,25 @@ impl Out {
         self.send(Part::Failed { message }, &[]).await;
         false
     }
+
+    /// Ends the stream of a job that was stopped before its result.
+    async fn stop(mut self, why: Stop) -> bool {
+        match why {
+            Stop::Expired => self.send(Part::Expired, &[]).await,
+            Stop::Cancelled => {
+                let message = "cancelled".into();
+                self.send(Part::Failed { message }, &[]).await
+            }
+        }
+        false
+    }
+}
+
+/// Why a job stopped before its result.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Cancelled,
+    Expired,
 }
 
 /// Wait for `work`, heartbeating; `None` when cancelled or past `deadline`
@@ -356,15 +375,15 @@ async fn beating<T>(
     work: impl std::future::Future<Output = T>,
     deadline: Instant,
     cancel: &CancellationToken,
-) -> Result<T, &'static str> {
+) -> Result<T, Stop> {
     tokio::pin!(work);
     let mut beat = tokio::time::interval(HEARTBEAT);
     beat.tick().await;
     loop {
         tokio::select! {
             r = &mut work => return Ok(r),
-            _ = cancel.cancelled() => return Err("cancelled"),
-            _ = tokio::time::sleep_until(deadline.into()) => return Err("deadline passed"),
+            _ = cancel.cancelled() => return Err(Stop::Cancelled),
+            _ = tokio::time::sleep_until(deadline.into()) => return Err(Stop::Expired),
             _ = beat.tick() => out.send(Part::Heartbeat, &[]).await,
         }
     }
@@ -390,7 +409,7 @@ async fn asr_job(
             true
         }
         Ok(Err(e)) => out.fail(e.to_string()).await,
-        Err(why) => out.fail(why.into()).await,
+        Err(why) => out.stop(why).await,
     }
 }
 
@@ -414,7 +433,7 @@ async fn tts_job(
     {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return out.fail(e.to_string()).await,
-        Err(why) => return out.fail(why.into()).await,
+        Err(why) => return out.stop(why).await,
     };
     let pcm = match crate::audio::resample_clip(&speech.pcm, speech.sample_rate, crate::WIRE_RATE) {
         Ok(p) => p,
@@ -422,7 +441,7 @@ async fn tts_job(
     };
     for piece in pcm.chunks(AUDIO_CHUNK) {
         if cancel.is_cancelled() {
-            return out.fail("cancelled".into()).await;
+            return out.stop(Stop::Cancelled).await;
         }
         out.send(Part::Audio, piece).await;
     }
@@ -466,11 +485,11 @@ async fn llm_job(
             _ = cancel.cancelled() => {
                 // Stops before the next token is decoded.
                 g.cancel();
-                return out.fail("cancelled".into()).await;
+                return out.stop(Stop::Cancelled).await;
             }
             _ = tokio::time::sleep_until(deadline.into()), if !started => {
                 g.cancel();
-                return out.fail("deadline passed before the first token".into()).await;
+                return out.stop(Stop::Expired).await;
             }
             _ = beat.tick() => out.send(Part::Heartbeat, &[]).await,
         }

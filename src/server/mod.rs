@@ -463,6 +463,7 @@ pub async fn serve(
         config.prompts.max_chars,
         consumer_cancel.clone(),
     );
+    state.hub.serve_broadcast_relay(consumer_cancel.clone());
     spawn_kb_sync(&state, &bus, consumer_cancel.clone());
     let app = router(state.clone());
     // A labelled stdout line: scripts and tests wait for it.
