@@ -305,16 +305,7 @@ fn main() -> anyhow::Result<()> {
             init_tracing(&config.log);
             eprintln!("# effective configuration\n{}", config.redacted_toml());
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            // The first signal drains; a second one exits at once.
-            let shutdown = async {
-                shutdown_signal().await;
-                tokio::spawn(async {
-                    shutdown_signal().await;
-                    eprintln!("second signal: exiting without waiting for the drain");
-                    std::process::exit(130);
-                });
-            };
-            rt.block_on(voxloop::server::serve(config, shutdown))
+            rt.block_on(voxloop::server::serve(config, drain_signal()))
                 .context("server failed")?;
         }
         Command::Token(args) => {
@@ -398,18 +389,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Worker(args) => {
             init_tracing(&config.log);
-            runtime()?.block_on(async move {
-                // The first signal drains; a second one exits at once.
-                let shutdown = async {
-                    shutdown_signal().await;
-                    tokio::spawn(async {
-                        shutdown_signal().await;
-                        eprintln!("second signal: exiting without waiting for the drain");
-                        std::process::exit(130);
-                    });
-                };
-                worker_cli::worker(config, args, shutdown).await
-            })?;
+            runtime()?.block_on(worker_cli::worker(config, args, drain_signal()))?;
         }
         Command::Workers(args) => {
             init_tracing(&config.log);
@@ -663,6 +643,17 @@ fn models_report(config: &Config, strict: bool) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Resolves on the first SIGTERM/Ctrl-C (the caller drains); a second
+/// signal exits at once with 130.
+async fn drain_signal() {
+    shutdown_signal().await;
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("second signal: exiting without waiting for the drain");
+        std::process::exit(130);
+    });
 }
 
 async fn shutdown_signal() {

@@ -6,81 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::bus::{connect, listening, reply_ev, wait_ev};
+use common::worker::Worker;
 use common::{Nats, Server, clip48};
 use voxloop::client::Client;
 use voxloop::events::Event;
 use voxloop::remote::directory::{self, WorkerInfo};
-
-/// A `voxloop worker` process, killed on drop.
-struct Worker {
-    id: String,
-    child: Child,
-}
-
-impl Worker {
-    fn start(nats: &Nats, roles: &str) -> Worker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_voxloop"))
-            .args(["worker", "--roles", roles, "--nats-url", &nats.url])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("VOXLOOP_CONFIG")
-            .env("VOXLOOP_MODELS_PROFILE", "fast")
-            .env(
-                "VOXLOOP_LOG",
-                std::env::var("VOXLOOP_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn voxloop worker");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("worker: ") {
-                    let id = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(id);
-                }
-            }
-        });
-        let id = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("worker did not print its `worker:` line");
-        Worker { id, child }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn term(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let until = Instant::now() + within;
-        while Instant::now() < until {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 fn serve(nats: &Nats) -> Server {
     common::bus::serve(nats, &[("VOXLOOP_INFERENCE", "nats")])
@@ -203,7 +136,17 @@ async fn a_spoken_conversation_runs_on_two_workers() {
     panic!("one worker served nothing in five turns");
 }
 
-/// The worker running `role` jobs now, if any.
+/// The server's `voxloop_remote_failures_total{role,kind}` lines.
+async fn failures(server: &Server) -> Vec<String> {
+    let (_, metrics) = server.get("/metrics").await;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("voxloop_remote_failures_total{"))
+        .map(String::from)
+        .collect()
+}
+
+/// The worker generating a reply now, if any.
 async fn busy_worker(nc: &async_nats::Client, ids: &[&str]) -> Option<String> {
     let all = stats(nc).await;
     ids.iter()
@@ -217,10 +160,19 @@ async fn busy_worker(nc: &async_nats::Client, ids: &[&str]) -> Option<String> {
         .map(|s| s.to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_mid_reply_costs_one_turn_at_most() {
+/// Two workers, a server on them, a session, and a long reply under way:
+/// also the index of the worker generating it.
+struct MidReply {
+    workers: [Worker; 2],
+    server: Server,
+    client: Client,
+    victim: usize,
+    _nats: Nats,
+}
+
+async fn mid_reply(question: &str) -> MidReply {
     let nats = Nats::start().await;
-    let mut workers = [
+    let workers = [
         Worker::start(&nats, "asr,llm,tts"),
         Worker::start(&nats, "asr,llm,tts"),
     ];
@@ -229,17 +181,32 @@ async fn a_worker_killed_mid_reply_costs_one_turn_at_most() {
     let nc = nats_client(&nats).await;
     let mut client = connect(&server).await;
     assert!(client.wait_open(Duration::from_secs(10)).await);
-    ask(
-        &mut client,
-        "Tell me a short story about a dragon who learns to bake bread.",
-    )
-    .await;
-    let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let victim = busy_worker(&nc, &refs)
+    ask(&mut client, question).await;
+    let ids: Vec<&str> = workers.iter().map(|w| w.id.as_str()).collect();
+    let busy = busy_worker(&nc, &ids)
         .await
         .expect("no worker is generating the reply");
-    let i = ids.iter().position(|id| *id == victim).unwrap();
+    let victim = ids.iter().position(|id| *id == busy).unwrap();
+    MidReply {
+        workers,
+        server,
+        client,
+        victim,
+        _nats: nats,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_reply_costs_one_turn_at_most() {
+    let MidReply {
+        mut workers,
+        server,
+        mut client,
+        victim: i,
+        _nats: nats,
+    } = mid_reply("Tell me a short story about a dragon who learns to bake bread.").await;
+    let victim = workers[i].id.clone();
+    let nc = nats_client(&nats).await;
     workers[i].kill9();
     let died = Instant::now();
     // The turn ends: with what was said, another worker's reply, the
@@ -275,40 +242,19 @@ async fn a_worker_killed_mid_reply_costs_one_turn_at_most() {
     }
     println!("jobs completed by the restarted worker: {used}");
     assert!(used > 0, "the restarted worker was never used");
-    let lost = server
-        .get("/metrics")
-        .await
-        .1
-        .lines()
-        .filter(|l| l.starts_with("voxloop_remote_failures_total{"))
-        .map(String::from)
-        .collect::<Vec<_>>();
+    let lost = failures(&server).await;
     println!("failures: {lost:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_worker_finishes_its_reply_and_exits_0() {
-    let nats = Nats::start().await;
-    let mut workers = [
-        Worker::start(&nats, "asr,llm,tts"),
-        Worker::start(&nats, "asr,llm,tts"),
-    ];
-    let server = serve(&nats);
-    wait_workers(&server, 2).await;
-    let nc = nats_client(&nats).await;
-    let mut client = connect(&server).await;
-    assert!(client.wait_open(Duration::from_secs(10)).await);
-    ask(
-        &mut client,
-        "Tell me a short story about a cat who sails to an island.",
-    )
-    .await;
-    let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let victim = busy_worker(&nc, &refs)
-        .await
-        .expect("no worker is generating the reply");
-    let i = ids.iter().position(|id| *id == victim).unwrap();
+    let MidReply {
+        mut workers,
+        server,
+        mut client,
+        victim: i,
+        _nats,
+    } = mid_reply("Tell me a short story about a cat who sails to an island.").await;
     workers[i].term();
     let (text, interrupted) = wait_ev(&mut client, 30, |e| match e {
         Event::Reply {
@@ -322,14 +268,7 @@ async fn a_draining_worker_finishes_its_reply_and_exits_0() {
     let code = workers[i].wait_exit(Duration::from_secs(30));
     println!("the draining worker exited with {code:?}");
     assert_eq!(code, Some(0));
-    let failures = server
-        .get("/metrics")
-        .await
-        .1
-        .lines()
-        .filter(|l| l.starts_with("voxloop_remote_failures_total{"))
-        .map(String::from)
-        .collect::<Vec<_>>();
+    let failures = failures(&server).await;
     assert!(
         failures
             .iter()

@@ -79,31 +79,21 @@ impl Bus {
         else {
             return;
         };
-        tokio::spawn(async move {
-            let Ok(mut sub) = client.subscribe(subject).await else {
+        listen(client.clone(), subject, cancel, move |msg| {
+            let Some(reply) = msg.reply.clone() else {
                 return;
             };
-            loop {
-                let msg = tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    m = sub.next() => match m { Some(m) => m, None => break },
-                };
-                let Some(reply) = msg.reply.clone() else {
-                    continue;
-                };
-                let Ok(relayed) = serde_json::from_slice::<Relayed>(&msg.payload) else {
-                    tracing::warn!("unreadable relayed prompt");
-                    continue;
-                };
-                let handler = handler.clone();
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let outcome = handler(relayed).await;
-                    let body = serde_json::to_vec(&outcome).unwrap_or_default();
-                    let _ = client.publish(reply, body.into()).await;
-                });
-            }
-            let _ = sub.unsubscribe().await;
+            let Ok(relayed) = serde_json::from_slice::<Relayed>(&msg.payload) else {
+                tracing::warn!("unreadable relayed prompt");
+                return;
+            };
+            let handler = handler.clone();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let outcome = handler(relayed).await;
+                let body = serde_json::to_vec(&outcome).unwrap_or_default();
+                let _ = client.publish(reply, body.into()).await;
+            });
         });
     }
 
@@ -163,23 +153,41 @@ impl Bus {
             return;
         };
         let me = self.origin().to_string();
-        tokio::spawn(async move {
-            let Ok(mut sub) = client.subscribe(subject).await else {
-                return;
-            };
-            loop {
-                let msg = tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    m = sub.next() => match m { Some(m) => m, None => break },
-                };
-                match serde_json::from_slice::<Relayed>(&msg.payload) {
-                    Ok(r) if r.origin != me => {
-                        tokio::spawn(handler(r));
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "unreadable relayed broadcast"),
+        listen(
+            client,
+            subject,
+            cancel,
+            move |msg| match serde_json::from_slice::<Relayed>(&msg.payload) {
+                Ok(r) if r.origin != me => {
+                    tokio::spawn(handler(r));
                 }
-            }
-        });
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "unreadable relayed broadcast"),
+            },
+        );
     }
+}
+
+/// Hand each message on `subject` to `on_message` until `cancel`.
+fn listen(
+    client: async_nats::Client,
+    subject: String,
+    cancel: CancellationToken,
+    on_message: impl Fn(async_nats::Message) + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let Ok(mut sub) = client.subscribe(subject).await else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                m = sub.next() => match m {
+                    Some(m) => on_message(m),
+                    None => break,
+                },
+            }
+        }
+        let _ = sub.unsubscribe().await;
+    });
 }

@@ -13,6 +13,7 @@
 //! back before it is dropped as `no_session`.
 
 mod events;
+mod relay;
 mod routing;
 
 use std::collections::HashMap;
