@@ -2,7 +2,8 @@
 # docs/BENCHMARKS.md, "Inference over NATS": the same load (2 virtual users,
 # the ten shared questions, one seed) against `serve --inference local` and
 # against `serve --inference nats` with two workers (scripts/cluster.sh),
-# back to back with one binary on this machine. About 5 minutes.
+# back to back with one binary on this machine. About 5 minutes (DURATION=60s
+# per run; SESSIONS=2; WORKERS=2).
 #   bash scripts/bench-remote.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ sessions="${SESSIONS:-2}"
 mkdir -p "$out"
 source scripts/bench-lib.sh
 load() { # load PORT NAME
-    "$bin" loadtest --url "http://127.0.0.1:$1" --sessions "$sessions" --duration 60s \
+    "$bin" loadtest --url "http://127.0.0.1:$1" --sessions "$sessions" --duration "${DURATION:-60s}" \
         --audio tests/data/questions.tsv --seed 1 --out "$out/$2"
 }
 echo "machine: $(nproc) CPUs; $(uptime)"

@@ -440,3 +440,67 @@ async fn two_servers_speak_each_prompt_once_on_the_server_holding_its_session() 
     let dropped = events.count("voxloop.event.prompt.dropped", |_| true);
     assert_eq!(dropped, 0, "prompts dropped: {:?}", events.all());
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// docs/DEPLOY.md's layout as `scripts/cluster.sh` starts it: up returns
+/// once the server sees its workers, and down stops every process it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_script_starts_and_stops_the_layout() {
+    let dir = std::env::temp_dir().join(format!("voxloop-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (web, nats) = (free_port(), free_port());
+    let script = |verb: &str| {
+        std::process::Command::new("bash")
+            .args(["scripts/cluster.sh", verb])
+            .arg(&dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("VOXLOOP_BIN", env!("CARGO_BIN_EXE_voxloop"))
+            .env("VOXLOOP_MODELS_PROFILE", "fast")
+            .env("VOXLOOP_LOG", "warn")
+            .env_remove("VOXLOOP_CONFIG")
+            .env("WORKERS", "2")
+            .env("WORKER_ROLES", "asr llm,tts")
+            .env("BASE_PORT", web.to_string())
+            .env("NATS_PORT", nats.to_string())
+            .output()
+            .expect("run scripts/cluster.sh")
+    };
+    let up = script("up");
+    let out = String::from_utf8_lossy(&up.stdout).to_string();
+    println!(
+        "cluster.sh up:\n{out}{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let pids: Vec<String> = std::fs::read_to_string(dir.join("pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+        .collect();
+    let healthz = reqwest::get(format!("http://127.0.0.1:{web}/healthz")).await;
+    let down = script("down");
+    assert!(up.status.success(), "cluster.sh up failed");
+    assert!(
+        out.contains(&format!("server: http://127.0.0.1:{web}")),
+        "{out}"
+    );
+    assert!(out.contains("workers: 2"), "{out}");
+    let body = healthz.expect("healthz").text().await.unwrap();
+    println!("healthz: {body}");
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+    assert!(down.status.success(), "cluster.sh down failed");
+    assert_eq!(pids.len(), 4, "nats, two workers, one server: {pids:?}");
+    for p in &pids {
+        let alive = std::path::Path::new(&format!("/proc/{p}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(!alive, "process {p} still runs after cluster.sh down");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
