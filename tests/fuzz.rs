@@ -232,7 +232,7 @@ fn fuzz_kb_documents() {
 
 #[test]
 fn fuzz_opus_payloads() {
-    let mut decoder = OpusDecoder::new().expect("decoder");
+    let mut decoder = OpusDecoder::new(voxloop::WIRE_RATE).expect("decoder");
     fuzz("opus", |b| {
         let _ = decoder.decode(b);
     });

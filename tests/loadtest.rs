@@ -473,3 +473,66 @@ async fn the_load_tester_joins_with_a_token() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--mode listen`: users stay silent for a while before their question, and
+/// the server takes their silence as such without running Silero on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_users_pause_first_and_their_silence_skips_the_vad() {
+    let server = Server::start(
+        &["--pipeline", "speech"],
+        &[
+            ("VOXLOOP_MODELS_PROFILE", "fast"),
+            ("VOXLOOP_START_DEADLINE_MS", "30000"),
+        ],
+    );
+    let dir = scratch("listen");
+    let audio = corpus(&dir, &["q06_hello.wav"]);
+    let (stdout, run) = loadtest(
+        &server,
+        &dir.join("out"),
+        &[
+            "--mode",
+            "listen",
+            "--sessions",
+            "2",
+            "--ramp",
+            "2/s",
+            "--turns",
+            "1",
+            "--think",
+            "4s",
+            "--duration",
+            "60s",
+            "--turn-timeout",
+            "40s",
+            "--seed",
+            "3",
+            "--audio",
+            audio.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(stdout.contains("mode=listen"), "{stdout}");
+    print_turns(&run);
+    assert_eq!(outcome_count(&run, "replied"), 2, "both questions answered");
+    let sessions = run["session_records"].as_array().unwrap();
+    for t in turns(&run) {
+        let start = t["t_start_s"].as_f64().unwrap();
+        let joined = sessions
+            .iter()
+            .find(|s| s["user"] == t["user"])
+            .and_then(|s| s["t_connect_s"].as_f64())
+            .unwrap();
+        let first_pause = start - joined;
+        println!("user {}: asked {first_pause:.1} s after joining", t["user"]);
+        assert!(
+            first_pause >= 4.0,
+            "asked after {first_pause:.1} s, not 4 s"
+        );
+    }
+    let skipped = server.metric("voxloop_vad_windows_skipped_total").await;
+    println!("VAD windows skipped as silence: {skipped}");
+    // 2 users x at least 4 s of silence is 250 windows; most are skipped.
+    assert!(skipped >= 150.0, "only {skipped} windows skipped");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -323,6 +323,52 @@ async fn vad_separates_speech_from_silence() {
     assert!(acc >= 0.95, "accuracy {:.1} %", acc * 100.0);
 }
 
+/// The level floor (`turn.vad_floor_dbfs`) takes windows under it as
+/// silence without asking Silero: speech that quiet must be silence to
+/// Silero too, or the floor would lose a quiet speaker's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_under_the_vad_floor_is_silence_to_silero() {
+    let cfg = config("fast");
+    let vad = engines::load_vad(&cfg).unwrap();
+    let floor = cfg.turn.vad_floor_dbfs;
+    let (mut speech, mut total, mut max) = (0usize, 0usize, 0.0f32);
+    for (file, _) in transcripts() {
+        let pcm = clip16(&common::data(&file));
+        let windows: Vec<Vec<f32>> = pcm.chunks_exact(512).map(<[f32]>::to_vec).collect();
+        // Scale the clip so its loudest window sits just under the floor.
+        let loudest = windows
+            .iter()
+            .map(|w| voxloop::audio::rms(w))
+            .fold(0.0, f32::max);
+        let gain = 10f32.powf((floor - 0.5) / 20.0) / loudest;
+        let quiet: Vec<Vec<f32>> = windows
+            .iter()
+            .map(|w| w.iter().map(|x| x * gain).collect())
+            .collect();
+        assert!(
+            quiet
+                .iter()
+                .all(|w| voxloop::pipeline::vad::under_floor(w, floor))
+        );
+        let (probs, _) = vad.probs(Default::default(), quiet).await.unwrap();
+        speech += probs
+            .iter()
+            .filter(|&&p| p > cfg.turn.vad_threshold)
+            .count();
+        max = probs.iter().copied().fold(max, f32::max);
+        total += probs.len();
+    }
+    let pct = speech as f64 * 100.0 / total as f64;
+    println!(
+        "speech at {floor} dBFS: Silero calls {speech}/{total} windows speech ({pct:.2} %), \
+         highest probability {max:.3} (bound 1 %)"
+    );
+    assert!(
+        pct <= 1.0,
+        "{pct:.2} % of windows under the floor are speech to Silero"
+    );
+}
+
 /// Rows of a reference TSV in tests/data (comment lines start with `#`, one header).
 fn reference_rows(file: &str) -> Vec<Vec<String>> {
     let tsv = std::fs::read_to_string(common::data(file)).unwrap();

@@ -10,6 +10,6 @@ pub mod resample;
 
 pub use codec::{CodecError, OpusDecoder, OpusEncoder};
 pub use file::{AudioFileError, decode_file, decode_file_mono, write_wav};
-pub use level::{VOICED_THRESHOLD, first_voiced, last_voiced, rms};
+pub use level::{VOICED_THRESHOLD, dbfs, first_voiced, last_voiced, rms};
 pub use pacer::{Pacer, Tick};
-pub use resample::{ResampleError, StreamResampler, resample_clip};
+pub use resample::{ResampleError, resample_clip};

@@ -1,8 +1,9 @@
-//! Sample-rate conversion with rubato's FFT resampler (fixed ratios only:
-//! 48 kHz wire ↔ 16 kHz pipeline, 22.05 kHz TTS → 48 kHz).
+//! Sample-rate conversion of whole clips with rubato's FFT resampler (fixed
+//! ratios: 16 kHz pipeline → 48 kHz wire, 22.05 kHz TTS → 48 kHz). Inbound
+//! audio needs none: the Opus decoder gives 16 kHz itself.
 
 use audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Fft, FixedSync, Indexing, Resampler};
+use rubato::{Fft, FixedSync, Resampler};
 
 /// A resampler could not be built or failed on a buffer.
 #[derive(Debug, thiserror::Error)]
@@ -11,108 +12,6 @@ pub enum ResampleError {
     Construction { from: u32, to: u32, reason: String },
     #[error("resampling failed: {0}")]
     Process(String),
-}
-
-/// Streaming mono resampler that accepts buffers of any length.
-///
-/// Input is collected into the resampler's fixed chunk; whole chunks are
-/// converted as soon as they are complete, so the added latency is at most
-/// one chunk plus the filter delay (about 5 ms for 20 ms chunks).
-pub struct StreamResampler {
-    inner: Fft<f32>,
-    from: u32,
-    to: u32,
-    pending: Vec<f32>,
-    out_buf: Vec<f32>,
-}
-
-impl StreamResampler {
-    /// A resampler from `from` Hz to `to` Hz taking `chunk` input samples per step.
-    pub fn new(from: u32, to: u32, chunk: usize) -> Result<Self, ResampleError> {
-        let inner = Fft::<f32>::new(from as usize, to as usize, chunk, 1, FixedSync::Input)
-            .map_err(|e| ResampleError::Construction {
-                from,
-                to,
-                reason: e.to_string(),
-            })?;
-        let out_max = inner.output_frames_max();
-        Ok(Self {
-            inner,
-            from,
-            to,
-            pending: Vec::with_capacity(chunk * 2),
-            out_buf: vec![0.0; out_max],
-        })
-    }
-
-    /// Input rate in Hz.
-    pub fn from_rate(&self) -> u32 {
-        self.from
-    }
-
-    /// Output rate in Hz.
-    pub fn to_rate(&self) -> u32 {
-        self.to
-    }
-
-    /// Feed samples; returns whatever output is ready.
-    pub fn push(&mut self, input: &[f32]) -> Result<Vec<f32>, ResampleError> {
-        self.pending.extend_from_slice(input);
-        let mut out = Vec::new();
-        loop {
-            let need = self.inner.input_frames_next();
-            if self.pending.len() < need {
-                break;
-            }
-            self.step(need, None, &mut out)?;
-        }
-        Ok(out)
-    }
-
-    /// Convert what is buffered plus the filter's delay line, padding with
-    /// silence, so the tail of an utterance is not left inside the resampler.
-    pub fn flush(&mut self) -> Result<Vec<f32>, ResampleError> {
-        let mut out = Vec::new();
-        let need = self.inner.input_frames_next();
-        let have = self.pending.len();
-        if have > 0 {
-            self.pending.resize(need, 0.0);
-            self.step(need, Some(have), &mut out)?;
-        }
-        // Drain the delay line with silence.
-        let mut drained = 0;
-        let delay = self.inner.output_delay();
-        while drained < delay {
-            let need = self.inner.input_frames_next();
-            self.pending.resize(need, 0.0);
-            let before = out.len();
-            self.step(need, None, &mut out)?;
-            drained += out.len() - before;
-        }
-        self.inner.reset();
-        Ok(out)
-    }
-
-    fn step(
-        &mut self,
-        need: usize,
-        partial: Option<usize>,
-        out: &mut Vec<f32>,
-    ) -> Result<(), ResampleError> {
-        let input = InterleavedSlice::new(&self.pending[..need], 1, need)
-            .map_err(|e| ResampleError::Process(e.to_string()))?;
-        let frames_out = self.out_buf.len();
-        let mut output = InterleavedSlice::new_mut(&mut self.out_buf, 1, frames_out)
-            .map_err(|e| ResampleError::Process(e.to_string()))?;
-        let indexing = partial.map(|p| Indexing::new().partial_len(p));
-        let (_, written) = self
-            .inner
-            .process_into_buffer(&input, &mut output, indexing.as_ref())
-            .map_err(|e| ResampleError::Process(e.to_string()))?;
-        out.extend_from_slice(&self.out_buf[..written]);
-        self.pending.drain(..need);
-        Ok(())
-    }
 }
 
 /// Resample a whole clip, trimming the filter delay so output aligns with input.
@@ -171,33 +70,6 @@ mod tests {
         let up = resample_clip(&down, 16_000, 48_000).unwrap();
         let snr = snr_db(&x, &up, 2400);
         assert!(snr >= 30.0, "SNR {snr:.1} dB");
-    }
-
-    #[test]
-    fn tone_survives_streaming_round_trip() {
-        let x = tone(48_000, 1000.0, 1.0);
-        let mut down = StreamResampler::new(48_000, 16_000, 960).unwrap();
-        let mut up = StreamResampler::new(16_000, 48_000, 320).unwrap();
-        let mut y = Vec::new();
-        // Feed in odd-sized pieces to exercise the internal buffering.
-        for piece in x.chunks(777) {
-            let d = down.push(piece).unwrap();
-            y.extend(up.push(&d).unwrap());
-        }
-        let d = down.flush().unwrap();
-        y.extend(up.push(&d).unwrap());
-        y.extend(up.flush().unwrap());
-        // Align on the combined filter delay by cross-correlation.
-        let best = (0..2000)
-            .max_by(|&a, &b| {
-                let ca: f32 = x[..20_000].iter().zip(&y[a..]).map(|(p, q)| p * q).sum();
-                let cb: f32 = x[..20_000].iter().zip(&y[b..]).map(|(p, q)| p * q).sum();
-                ca.total_cmp(&cb)
-            })
-            .unwrap();
-        let snr = snr_db(&x, &y[best..], 2400);
-        assert!(snr >= 30.0, "SNR {snr:.1} dB at delay {best}");
-        assert!(y.len() >= x.len(), "tail lost: {} < {}", y.len(), x.len());
     }
 
     #[test]

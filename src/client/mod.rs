@@ -185,7 +185,12 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
-            rtc: RtcSettings::default(),
+            // Received audio at 48 kHz, as sent: callers compare it with
+            // the 48 kHz clips they said.
+            rtc: RtcSettings {
+                decode_rate: crate::WIRE_RATE,
+                ..RtcSettings::default()
+            },
             connect_timeout: Duration::from_secs(10),
             opus_bitrate: 48_000,
             session_id: None,

@@ -154,6 +154,9 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_OPUS_BITRATE", |c, v| {
         set(&mut c.audio.opus_bitrate, v)
     }),
+    ("VOXLOOP_OPUS_COMPLEXITY", |c, v| {
+        set(&mut c.audio.opus_complexity, v)
+    }),
     ("VOXLOOP_NATS_PREFIX", |c, v| text(&mut c.bus.prefix, v)),
     ("VOXLOOP_NATS_CONSUMER", |c, v| text(&mut c.bus.consumer, v)),
     ("VOXLOOP_PROMPT_GRACE_MS", |c, v| {

@@ -177,6 +177,12 @@ impl Config {
                 self.audio.opus_bitrate
             )));
         }
+        if !(0..=10).contains(&self.audio.opus_complexity) {
+            return Err(ConfigError::Invalid(format!(
+                "audio.opus_complexity {} is outside Opus' 0..=10",
+                self.audio.opus_complexity
+            )));
+        }
         if self.max_sessions == 0 {
             return Err(ConfigError::Invalid(
                 "max_sessions must be at least 1".into(),

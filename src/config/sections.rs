@@ -174,6 +174,11 @@ impl Default for LlmConfig {
 pub struct TurnConfig {
     /// Silero probability counted as speech.
     pub vad_threshold: f32,
+    /// A VAD window quieter than this (RMS, dBFS) is silence without asking
+    /// Silero, which costs a listening session most of its CPU. Silero
+    /// still hears speech scaled down to -70 dBFS, none at -80 (tests/models.rs).
+    /// -120 asks Silero for every window.
+    pub vad_floor_dbfs: f32,
     /// Speech needed to start a turn, ms.
     pub min_speech_ms: u32,
     /// Speech needed to interrupt the assistant, ms.
@@ -195,6 +200,7 @@ impl Default for TurnConfig {
     fn default() -> Self {
         Self {
             vad_threshold: 0.5,
+            vad_floor_dbfs: -80.0,
             min_speech_ms: 96,
             barge_in_ms: 250,
             short_pause_ms: 200,
@@ -347,6 +353,9 @@ pub struct RtcConfig {
 pub struct AudioConfig {
     /// Opus bitrate of the audio we send, bits/s (`VOXLOOP_OPUS_BITRATE`).
     pub opus_bitrate: i32,
+    /// Opus encoder complexity, 0-10 (`VOXLOOP_OPUS_COMPLEXITY`): 3 costs a
+    /// sixth of libopus' default 10 with the same echo correlation.
+    pub opus_complexity: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -376,6 +385,8 @@ impl Default for AudioConfig {
     fn default() -> Self {
         Self {
             opus_bitrate: 48_000,
+            // As `audio::codec::DEFAULT_COMPLEXITY` (config imports nothing).
+            opus_complexity: 3,
         }
     }
 }

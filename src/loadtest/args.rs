@@ -33,12 +33,15 @@ pub struct LoadtestArgs {
     /// audio, or such a .tsv file (audio names relative to its directory).
     #[arg(long, default_value = "tests/data")]
     pub audio: PathBuf,
-    /// conversation (speech pipeline) or media (echo pipeline).
+    /// conversation (speech pipeline), media (echo pipeline) or listen
+    /// (speech pipeline, mostly silent users).
     #[arg(long, value_enum, default_value_t = Mode::Conversation)]
     pub mode: Mode,
-    /// Pause after a reply before the next utterance: MIN..MAX or one value.
-    #[arg(long, default_value = "1s..3s", value_parser = parse_think)]
-    pub think: (Duration, Duration),
+    /// Pause after a reply before the next utterance: MIN..MAX or one value
+    /// (default 1s..3s; 20s..60s with --mode listen, which also pauses
+    /// before the first).
+    #[arg(long, value_parser = parse_think)]
+    pub think: Option<(Duration, Duration)>,
     /// A turn whose reply has not begun this long after the user stopped
     /// fails, as does a reply that stalls this long; one still playing twice
     /// this long after it began is cut short.

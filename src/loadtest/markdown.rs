@@ -88,7 +88,7 @@ fn summary_tables(out: &mut String, r: &RunRecord) {
         "\n## Latency (ms)\n\n| measure | p50 | p95 | p99 | mean | max | n |\n|---|---:|---:|---:|---:|---:|---:|"
     );
     let v2v_name = match r.mode {
-        Mode::Conversation => "**voice-to-voice** (replied turns)",
+        Mode::Conversation | Mode::Listen => "**voice-to-voice** (replied turns)",
         Mode::Media => "**echo round trip** (voice-to-voice)",
     };
     dist_row(out, v2v_name, &s.voice_to_voice_ms);

@@ -73,6 +73,11 @@ pub enum Mode {
     Conversation,
     /// Against `serve --pipeline echo`: the media path alone.
     Media,
+    /// Against `serve --pipeline speech`: users stay connected and silent,
+    /// now and then asking one question (think 20s..60s unless given, and
+    /// a first pause before the first), so the cost of a listening session
+    /// and of the occasional turn are both measured.
+    Listen,
 }
 
 impl Mode {
@@ -80,13 +85,27 @@ impl Mode {
         match self {
             Mode::Conversation => "conversation",
             Mode::Media => "media",
+            Mode::Listen => "listen",
+        }
+    }
+
+    /// Turns are questions to the assistant (not echoes).
+    pub fn asks(self) -> bool {
+        self != Mode::Media
+    }
+
+    /// The pause between turns when `--think` is not given.
+    pub fn default_think(self) -> (Duration, Duration) {
+        match self {
+            Mode::Listen => (Duration::from_secs(20), Duration::from_secs(60)),
+            _ => (Duration::from_secs(1), Duration::from_secs(3)),
         }
     }
 
     /// The server pipeline this mode needs.
     fn pipeline(self) -> &'static str {
         match self {
-            Mode::Conversation => "speech",
+            Mode::Conversation | Mode::Listen => "speech",
             Mode::Media => "echo",
         }
     }
@@ -206,7 +225,7 @@ pub async fn main(args: LoadtestArgs) -> Result<i32, LoadtestError> {
         ramp_per_s: args.ramp,
         duration: args.duration,
         max_turns: args.turns,
-        think: args.think,
+        think: args.think.unwrap_or(args.mode.default_think()),
         turn_timeout: args.turn_timeout,
         late_after: args.late_after,
         seed,

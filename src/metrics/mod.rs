@@ -41,6 +41,8 @@ pub struct Metrics {
     pub prompts_relayed: AtomicU64,
     /// How far voice activity detection runs behind the audio received.
     pub vad_lag: LagHistogram,
+    /// VAD windows under the level floor, taken as silence without Silero.
+    pub vad_windows_skipped: AtomicU64,
     /// `serve --inference nats`: latency and failures per role.
     pub remote: RemoteMetrics,
     signaling_errors: ByKind,
@@ -113,6 +115,11 @@ impl Metrics {
             "voxloop_utterances_total",
             "User utterances detected.",
             get(&self.utterances),
+        );
+        counter(
+            "voxloop_vad_windows_skipped_total",
+            "VAD windows under the level floor (turn.vad_floor_dbfs), taken as silence without running Silero.",
+            get(&self.vad_windows_skipped),
         );
         counter(
             "voxloop_barge_ins_total",

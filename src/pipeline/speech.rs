@@ -28,7 +28,7 @@ use super::conversation::{Action, Conversation, Count, Input, Playout, Settings}
 use super::llm::{ChatMessage, LlmEvent, Role};
 use super::playout::OutQueue;
 use super::retrieve;
-use super::vad::{VadState, WINDOW};
+use super::vad::{self, VadState, WINDOW};
 use crate::events::Event;
 use crate::kb::support::Vocabulary;
 use crate::metrics::Metrics;
@@ -236,6 +236,22 @@ impl Shell {
             .chunks_exact(WINDOW)
             .map(<[f32]>::to_vec)
             .collect();
+        let floor = self.deps.config.turn.vad_floor_dbfs;
+        if windows.iter().all(|w| vad::under_floor(w, floor)) {
+            // Silence by level alone: Silero would say ~0 and costs a
+            // listening session most of its CPU.
+            for w in &windows {
+                self.vad.skip(w);
+            }
+            self.deps
+                .metrics
+                .vad_windows_skipped
+                .fetch_add(n as u64, Ordering::Relaxed);
+            for pcm in windows {
+                self.feed(conv, Input::Window { pcm, prob: 0.0 });
+            }
+            return false;
+        }
         let state = std::mem::take(&mut self.vad);
         let probs = match self.deps.engines.vad(state.clone(), windows.clone()).await {
             Ok((probs, st)) => {

@@ -22,6 +22,8 @@ struct Fake {
     llm_busy: bool,
     generations: Mutex<Vec<Arc<AtomicBool>>>,
     prompts_seen: Mutex<Vec<Vec<ChatMessage>>>,
+    /// Windows the VAD was asked about.
+    scored: std::sync::atomic::AtomicUsize,
 }
 
 impl Fake {
@@ -32,6 +34,7 @@ impl Fake {
             llm_busy: false,
             generations: Mutex::new(Vec::new()),
             prompts_seen: Mutex::new(Vec::new()),
+            scored: Default::default(),
         }
     }
 }
@@ -43,6 +46,7 @@ impl Inference for Fake {
         state: VadState,
         windows: Vec<Vec<f32>>,
     ) -> Result<(Vec<f32>, VadState), String> {
+        self.scored.fetch_add(windows.len(), Ordering::SeqCst);
         let probs = windows
             .iter()
             .map(|w| {
@@ -246,6 +250,27 @@ async fn a_spoken_turn_is_answered_and_played() {
     // 9 words at 100 ms each = 45 frames of 20 ms go out.
     s.played_at_least(45).await;
     assert_eq!(s.metrics.utterances.load(Ordering::SeqCst), 1);
+    s.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_under_the_level_floor_skips_the_vad_model() {
+    let fake = Arc::new(Fake::new("Yes.", Duration::from_millis(5)));
+    let mut s = start(fake.clone());
+    s.say(1000, false).await;
+    let skipped = s.metrics.vad_windows_skipped.load(Ordering::SeqCst);
+    assert_eq!(fake.scored.load(Ordering::SeqCst), 0, "silence was scored");
+    // 1 s is 31 windows of 32 ms; the last may still be filling.
+    assert!(skipped >= 29, "skipped {skipped} windows of 1 s of silence");
+    // Speech is still scored, and the turn still ends and is answered.
+    s.say(600, true).await;
+    s.say(1200, false).await;
+    s.until(10, |e| matches!(e, Event::Reply { .. })).await;
+    let scored = fake.scored.load(Ordering::SeqCst);
+    assert!(
+        (17..=22).contains(&scored),
+        "600 ms of speech is 18-19 windows; scored {scored}"
+    );
     s.cancel.cancel();
 }
 

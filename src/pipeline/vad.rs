@@ -43,6 +43,22 @@ impl Default for VadState {
     }
 }
 
+impl VadState {
+    /// Carry the state past a window Silero was not asked about (one under
+    /// the level floor): the next window's context is this one's tail, the
+    /// recurrent state stays as the last scored window left it.
+    pub fn skip(&mut self, window: &[f32]) {
+        if let Some(tail) = window.len().checked_sub(CONTEXT).map(|i| &window[i..]) {
+            self.context.copy_from_slice(tail);
+        }
+    }
+}
+
+/// Is `window` under the level floor (RMS below `floor_dbfs`)?
+pub fn under_floor(window: &[f32], floor_dbfs: f32) -> bool {
+    crate::audio::dbfs(crate::audio::rms(window)) < floor_dbfs
+}
+
 /// Speech probability of one window, updating `st`.
 pub fn speech_prob(
     session: &mut Session,

@@ -47,6 +47,9 @@ pub struct RtcSettings {
     pub public_ips: Vec<String>,
     /// Interval between ICE connectivity checks.
     pub ice_check_interval: Duration,
+    /// Rate inbound audio is decoded to: the server's pipelines run at
+    /// 16 kHz, which libopus decodes to natively (no resampling).
+    pub decode_rate: u32,
 }
 
 impl From<&RtcConfig> for RtcSettings {
@@ -55,11 +58,12 @@ impl From<&RtcConfig> for RtcSettings {
             udp_bind: c.udp_bind.clone(),
             public_ips: c.public_ips.clone(),
             ice_check_interval: Duration::from_millis(c.ice_check_interval_ms.max(1)),
+            decode_rate: crate::PIPELINE_RATE,
         }
     }
 }
 
-/// The `[rtc]` defaults: loopback, 20 ms checks.
+/// The `[rtc]` defaults: loopback, 20 ms checks, 16 kHz decoding.
 impl Default for RtcSettings {
     fn default() -> Self {
         Self::from(&RtcConfig::default())
@@ -95,7 +99,8 @@ pub enum PeerEvent {
     DataMessage(String),
 }
 
-/// One decoded inbound audio frame (48 kHz mono) with its RTP facts.
+/// One decoded inbound audio frame (mono at [`RtcSettings::decode_rate`])
+/// with its RTP facts.
 #[derive(Debug, Clone)]
 pub struct InboundFrame {
     pub pcm: Vec<f32>,
@@ -113,6 +118,7 @@ pub struct PeerStreams {
 struct Handler {
     events: mpsc::Sender<PeerEvent>,
     audio: mpsc::Sender<InboundFrame>,
+    decode_rate: u32,
     data: Arc<Mutex<Option<Arc<dyn DataChannel>>>>,
     rt: tokio::runtime::Handle,
 }
@@ -172,7 +178,7 @@ impl PeerConnectionEventHandler for Handler {
             return;
         }
         let audio = self.audio.clone();
-        self.rt.spawn(receive_audio(track, audio));
+        self.rt.spawn(receive_audio(track, audio, self.decode_rate));
     }
 }
 
@@ -213,9 +219,9 @@ fn mdns_name(candidate: &str) -> Option<&str> {
         .then_some(address)
 }
 
-/// Decode the remote Opus track into 48 kHz frames, concealing lost packets.
-async fn receive_audio(track: Arc<dyn TrackRemote>, audio: mpsc::Sender<InboundFrame>) {
-    let mut decoder = match OpusDecoder::new() {
+/// Decode the remote Opus track into frames at `rate`, concealing lost packets.
+async fn receive_audio(track: Arc<dyn TrackRemote>, audio: mpsc::Sender<InboundFrame>, rate: u32) {
+    let mut decoder = match OpusDecoder::new(rate) {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "cannot create Opus decoder");
@@ -236,7 +242,7 @@ async fn receive_audio(track: Arc<dyn TrackRemote>, audio: mpsc::Sender<InboundF
             }
             // Conceal up to 5 lost frames; a longer gap is a pause, not loss.
             for _ in 1..gap.min(6) {
-                if let Ok(pcm) = decoder.conceal(crate::WIRE_FRAME) {
+                if let Ok(pcm) = decoder.conceal() {
                     let _ = audio.try_send(InboundFrame {
                         pcm,
                         rtp_timestamp: packet.header.timestamp,
@@ -341,6 +347,7 @@ impl Peer {
         let handler = Arc::new(Handler {
             events: ev_tx.clone(),
             audio: au_tx,
+            decode_rate: settings.decode_rate,
             data: data.clone(),
             rt: rt.clone(),
         });

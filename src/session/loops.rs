@@ -10,7 +10,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{EventOut, INBOUND_FILL_MAX, INBOUND_GRACE, SessionContext};
-use crate::audio::{OpusEncoder, Pacer, StreamResampler, resample_clip};
+use crate::audio::{OpusEncoder, Pacer, resample_clip};
 use crate::events::{Event, State};
 use crate::hub::SessionEvents;
 use crate::metrics::Metrics;
@@ -20,21 +20,15 @@ use crate::prompt::{Control, DropReason, PromptOutcome};
 use crate::rtc::{GapFill, InboundFrame, Peer};
 use crate::{PIPELINE_FRAME, PIPELINE_RATE, WIRE_FRAME, WIRE_RATE};
 
-/// Decoded 48 kHz frames → 16 kHz chunks for the pipeline.
+/// Decoded 16 kHz frames (the peer decodes at the pipeline's rate) to the
+/// pipeline, with the gaps of a stalled stream filled with silence.
 pub(super) async fn inbound_loop(
     mut audio: mpsc::Receiver<InboundFrame>,
     pcm_tx: mpsc::Sender<Vec<f32>>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let mut down = match StreamResampler::new(WIRE_RATE, PIPELINE_RATE, WIRE_FRAME) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build resampler; session has no input");
-            return;
-        }
-    };
-    let silence = vec![0.0f32; WIRE_FRAME];
+    let silence = vec![0.0f32; PIPELINE_FRAME];
     let mut gap = GapFill::new(
         Duration::from_millis(u64::from(crate::FRAME_MS)),
         INBOUND_GRACE,
@@ -42,7 +36,7 @@ pub(super) async fn inbound_loop(
     );
     loop {
         let deadline = gap.next_deadline();
-        let (pcm, frames) = tokio::select! {
+        let (mut pcm, frames) = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
             f = audio.recv() => match f {
@@ -55,15 +49,14 @@ pub(super) async fn inbound_loop(
             },
             _ = sleep_until_opt(deadline) => (silence.clone(), gap.fill(Instant::now())),
         };
-        for _ in 0..frames {
-            match down.push(&pcm) {
-                Ok(pcm16) if !pcm16.is_empty() => {
-                    if pcm_tx.try_send(pcm16).is_err() {
-                        Metrics::inc(&metrics.inbound_frames_dropped);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "resampling inbound audio failed"),
+        for i in 0..frames {
+            let chunk = if i + 1 == frames {
+                std::mem::take(&mut pcm)
+            } else {
+                pcm.clone()
+            };
+            if !chunk.is_empty() && pcm_tx.try_send(chunk).is_err() {
+                Metrics::inc(&metrics.inbound_frames_dropped);
             }
         }
     }
@@ -162,7 +155,12 @@ pub(super) async fn outbound_loop(
         _ = cancel.cancelled() => return,
         _ = connected.notified() => {}
     }
-    let mut encoder = match OpusEncoder::new(ctx.config.audio.opus_bitrate) {
+    let audio = &ctx.config.audio;
+    let encoder = OpusEncoder::new(audio.opus_bitrate).and_then(|mut e| {
+        e.set_complexity(audio.opus_complexity)?;
+        Ok(e)
+    });
+    let mut encoder = match encoder {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "cannot create Opus encoder; session has no output");
