@@ -20,8 +20,8 @@ pub enum CodecError {
 }
 
 /// Opus complexity by default: 0-10. 10 (libopus' own default) costs
-/// 265 µs a frame on this machine, a fifth of the media path's CPU; 3 costs
-/// 40 µs and its echo correlation is as high (docs/BENCHMARKS.md).
+/// 265 µs a frame on this machine, over half of an echo server's CPU; 3
+/// costs 40 µs and its echo correlation is as high (docs/BENCHMARKS.md).
 pub const DEFAULT_COMPLEXITY: i32 = 3;
 
 /// Encodes 20 ms mono frames at 48 kHz.
