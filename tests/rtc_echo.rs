@@ -83,3 +83,55 @@ async fn echo_returns_what_was_sent() {
     assert!(client.server_errors().is_empty());
     client.bye().await;
 }
+
+/// Silence goes as DTX both ways (`rtc.dtx`, on by default): a packet every
+/// 400 ms instead of every 20 ms, and the received audio still keeps the
+/// sender's timeline. With `VOXLOOP_RTC_DTX=0` every frame is a packet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_goes_as_dtx_both_ways_and_keeps_its_timeline() {
+    for dtx in [true, false] {
+        let env = if dtx { "1" } else { "0" };
+        let server = Server::start(&["--pipeline", "echo"], &[("VOXLOOP_RTC_DTX", env)]);
+        let client = Client::connect(&server.url, ClientOptions::default())
+            .await
+            .expect("connect");
+        // Let the first packets (before the encoders settle) go by.
+        client.send_silence(Duration::from_secs(1)).await.unwrap();
+        let in_before = server.metric("voxloop_audio_frames_in_total").await;
+        client.clear_received();
+        let quiet = Duration::from_secs(4);
+        client.send_silence(quiet).await.unwrap();
+        let frames = client.received();
+        let packets_in = server.metric("voxloop_audio_frames_in_total").await - in_before;
+        let held = server.metric("voxloop_audio_frames_held_total").await;
+        let mut seqs: Vec<u16> = frames.iter().map(|f| f.sequence).collect();
+        seqs.dedup();
+        let expect = quiet.as_millis() as f64 / 20.0;
+        println!(
+            "dtx {dtx}: 4 s of silence: {} packets received by the client \
+             ({} frames with the pauses filled), {packets_in} by the server, \
+             {held} frames held back by the server (200 frames' time)",
+            seqs.len(),
+            frames.len()
+        );
+        // The timeline: as many frames as the time that passed, give or take
+        // the 400 ms between updates.
+        assert!(
+            (frames.len() as f64 - expect).abs() <= 30.0,
+            "{} frames for {expect} frames' time",
+            frames.len()
+        );
+        assert!(frames.iter().all(|f| f.pcm.iter().all(|&x| x.abs() < 1e-3)));
+        if dtx {
+            // One packet in 20, and a margin for the edges.
+            assert!(seqs.len() <= 20, "{} packets", seqs.len());
+            assert!(packets_in <= 20.0, "{packets_in} packets to the server");
+            assert!(held >= 150.0, "{held} frames held");
+        } else {
+            assert!(seqs.len() as f64 >= expect - 30.0, "{} packets", seqs.len());
+            assert!(packets_in >= expect - 30.0, "{packets_in} packets");
+            assert_eq!(held, 0.0);
+        }
+        client.bye().await;
+    }
+}

@@ -1,12 +1,10 @@
 //! Opus at 48 kHz mono, one 20 ms frame per packet (the WebRTC audio profile).
 
+use super::level::is_digital_silence;
 use crate::{WIRE_FRAME, WIRE_RATE};
 
 /// Largest Opus packet we produce; RFC 6716 caps a frame at 1275 bytes.
 const MAX_PACKET: usize = 1500;
-/// Decoded samples under this (-120 dBFS, below 16-bit resolution) are
-/// digital silence: libopus' synthesis filters leave such a residue.
-const SILENT: f32 = 1e-6;
 /// Longest frame a peer may send.
 const MAX_DECODED_MS: u32 = 120;
 
@@ -59,6 +57,12 @@ impl OpusEncoder {
     pub fn set_complexity(&mut self, complexity: i32) -> Result<(), CodecError> {
         self.inner.set_complexity(complexity)?;
         Ok(())
+    }
+
+    /// The last frame was digital silence and encoded to the packet the
+    /// encoder keeps sending for it.
+    pub fn settled(&self) -> bool {
+        self.settled
     }
 
     /// Encode one frame of [`WIRE_FRAME`] samples.
@@ -134,7 +138,7 @@ impl OpusDecoder {
         let n = self.inner.decode_float(packet, &mut self.buf, false)?;
         let pcm = self.buf[..n].to_vec();
         self.silence.clear();
-        if n == self.frame && pcm.iter().all(|&x| x.abs() < SILENT) {
+        if n == self.frame && is_digital_silence(&pcm) {
             self.silence.extend_from_slice(packet);
         }
         Ok(pcm)

@@ -7,6 +7,15 @@
 pub const VOICED_THRESHOLD: f32 = 300.0 / 32767.0;
 
 /// Root mean square of a buffer (0 for an empty one).
+/// Samples under this (-120 dBFS, below 16-bit resolution) are digital
+/// silence: libopus' synthesis filters leave such a residue.
+pub const DIGITAL_SILENCE: f32 = 1e-6;
+
+/// Every sample is digital silence.
+pub fn is_digital_silence(samples: &[f32]) -> bool {
+    samples.iter().all(|x| x.abs() < DIGITAL_SILENCE)
+}
+
 pub fn rms(samples: &[f32]) -> f32 {
     if samples.is_empty() {
         return 0.0;

@@ -3,13 +3,17 @@
 //! piece is unit-tested on plain buffers.
 
 pub mod codec;
+pub mod dtx;
 pub mod file;
 pub mod level;
 pub mod pacer;
 pub mod resample;
 
 pub use codec::{CodecError, OpusDecoder, OpusEncoder};
+pub use dtx::{DtxEncoder, Outgoing};
 pub use file::{AudioFileError, decode_file, decode_file_mono, write_wav};
-pub use level::{VOICED_THRESHOLD, dbfs, first_voiced, last_voiced, rms};
+pub use level::{
+    DIGITAL_SILENCE, VOICED_THRESHOLD, dbfs, first_voiced, is_digital_silence, last_voiced, rms,
+};
 pub use pacer::{Pacer, Tick};
 pub use resample::{ResampleError, resample_clip};

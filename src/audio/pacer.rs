@@ -53,6 +53,23 @@ impl Pacer {
         self.start + self.period * n32
     }
 
+    /// Give up, without sending, the frames whose deadlines passed before
+    /// `now`, at most `max` of them; returns how many. A sender with nothing
+    /// to send (DTX) sleeps through them instead of waking for each.
+    pub fn pass(&mut self, now: Instant, max: u64) -> u64 {
+        let mut n = 0;
+        while n < max && self.next_deadline() < now {
+            self.next += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// When frame `next + ahead` is due.
+    pub fn deadline_after(&self, ahead: u64) -> Instant {
+        self.deadline(self.next + ahead)
+    }
+
     /// Record that the caller woke at `now` to send the frame that is due.
     pub fn on_wake(&mut self, now: Instant) -> Tick {
         let due = self.next_deadline();
@@ -136,5 +153,24 @@ mod tests {
             }
         );
         assert_eq!(pacer.next_deadline(), start + P);
+    }
+
+    #[test]
+    fn passing_frames_keeps_the_grid_and_stops_at_max() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(start, P);
+        pacer.on_wake(start);
+        // Slept until the deadline of frame 1 + 5: frames 1..=5 passed.
+        let woke = pacer.deadline_after(5) + Duration::from_micros(300);
+        assert_eq!(pacer.pass(woke, 5), 5);
+        // Frame 6 is still to send, on the grid, not late.
+        assert_eq!(pacer.next_deadline(), start + P * 6);
+        assert!(!pacer.on_wake(woke).late);
+        // Woken early (audio came): only the deadlines already gone.
+        let early = pacer.next_deadline() + P * 2 + Duration::from_millis(5);
+        assert_eq!(pacer.pass(early, 19), 3);
+        assert!(pacer.next_deadline() > early);
+        assert_eq!(pacer.pass(early, 19), 0);
+        assert_eq!(pacer.frames(), 10);
     }
 }

@@ -12,11 +12,15 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::audio::{OpusEncoder, Pacer};
+use crate::audio::{DtxEncoder, OpusEncoder, Pacer};
 use crate::events::{ClientMessage, Event};
 use crate::rtc::signaling::ClientMessage as SignalMessage;
 use crate::rtc::{ErrorCode, Peer, PeerEvent, RtcSettings, ServerMessage, wait_gathered};
 use crate::{FRAME_MS, WIRE_FRAME};
+
+mod received;
+pub use received::ReceivedFrame;
+use received::record_audio;
 
 /// The client could not connect or lost its session.
 #[derive(Debug, thiserror::Error)]
@@ -147,15 +151,6 @@ impl Signaling {
     }
 }
 
-/// One received 20 ms frame.
-#[derive(Debug, Clone)]
-pub struct ReceivedFrame {
-    pub pcm: Vec<f32>,
-    pub arrival: Instant,
-    pub rtp_timestamp: u32,
-    pub sequence: u16,
-}
-
 /// When each frame of a [`Client::send_pcm`] call left.
 #[derive(Debug, Clone)]
 pub struct SendReport {
@@ -211,7 +206,10 @@ pub struct Client {
     /// Time from opening the socket to the peer connection being connected.
     pub connect_time: Duration,
     peer: Arc<Peer>,
-    encoder: tokio::sync::Mutex<OpusEncoder>,
+    encoder: tokio::sync::Mutex<DtxEncoder>,
+    /// The server's answer asked for DTX: silence is mostly not sent, as a
+    /// browser does then.
+    dtx: bool,
     ws_out: mpsc::Sender<String>,
     events: mpsc::Receiver<Event>,
     shared: Arc<Shared>,
@@ -316,11 +314,13 @@ impl Client {
         ];
         let encoder =
             OpusEncoder::new(opts.opus_bitrate).map_err(|e| ClientError::Audio(e.to_string()))?;
+        let dtx = peer.remote_wants_dtx().await;
         Ok(Self {
             session_id,
             connect_time,
             peer,
-            encoder: tokio::sync::Mutex::new(encoder),
+            encoder: tokio::sync::Mutex::new(DtxEncoder::new(encoder, dtx)),
+            dtx,
             ws_out: ws_tx,
             events: ev_rx,
             shared,
@@ -348,11 +348,13 @@ impl Client {
             pacer.on_wake(Instant::now());
             let mut frame = chunk.to_vec();
             frame.resize(WIRE_FRAME, 0.0);
-            let packet = encoder
+            let out = encoder
                 .encode(&frame)
                 .map_err(|e| ClientError::Audio(e.to_string()))?;
             times.push(Instant::now());
-            self.peer.send_opus(packet).await?;
+            if let Some(out) = out {
+                self.peer.send_opus(out.packet, out.paused).await?;
+            }
         }
         Ok(SendReport { frame_times: times })
     }
@@ -432,7 +434,7 @@ impl Client {
             .unwrap_or_default()
     }
 
-    /// Received audio as one 48 kHz buffer.
+    /// Received audio as one 48 kHz buffer (DTX pauses filled with silence).
     pub fn received_pcm(&self) -> Vec<f32> {
         self.received().into_iter().flat_map(|f| f.pcm).collect()
     }
@@ -460,8 +462,10 @@ impl Client {
     pub fn audio_sender(&self, opus_bitrate: i32) -> Result<AudioSender, ClientError> {
         Ok(AudioSender {
             peer: self.peer.clone(),
-            encoder: OpusEncoder::new(opus_bitrate)
-                .map_err(|e| ClientError::Audio(e.to_string()))?,
+            encoder: DtxEncoder::new(
+                OpusEncoder::new(opus_bitrate).map_err(|e| ClientError::Audio(e.to_string()))?,
+                self.dtx,
+            ),
             shared: self.shared.clone(),
         })
     }
@@ -521,7 +525,7 @@ impl Client {
 /// Sends 20 ms frames on a [`Client`]'s track; see [`Client::audio_sender`].
 pub struct AudioSender {
     peer: Arc<Peer>,
-    encoder: OpusEncoder,
+    encoder: DtxEncoder,
     shared: Arc<Shared>,
 }
 
@@ -534,11 +538,13 @@ impl AudioSender {
         }
         let mut pcm = frame[..frame.len().min(WIRE_FRAME)].to_vec();
         pcm.resize(WIRE_FRAME, 0.0);
-        let packet = self
+        let out = self
             .encoder
             .encode(&pcm)
             .map_err(|e| ClientError::Audio(e.to_string()))?;
-        self.peer.send_opus(packet).await?;
+        if let Some(out) = out {
+            self.peer.send_opus(out.packet, out.paused).await?;
+        }
         Ok(())
     }
 }
@@ -564,19 +570,6 @@ fn forward_event(ev: &PeerEvent, tx: &mpsc::Sender<Event>, shared: &Shared) {
             }
         }
         _ => {}
-    }
-}
-
-async fn record_audio(mut audio: mpsc::Receiver<crate::rtc::InboundFrame>, shared: Arc<Shared>) {
-    while let Some(f) = audio.recv().await {
-        if let Ok(mut r) = shared.received.lock() {
-            r.push(ReceivedFrame {
-                pcm: f.pcm,
-                arrival: f.arrival,
-                rtp_timestamp: f.rtp_timestamp,
-                sequence: f.sequence,
-            });
-        }
     }
 }
 

@@ -41,6 +41,7 @@ pub const VARS: &[(&str, Setter)] = &[
         c.rtc.public_ips = ips.iter().map(|ip| ip.to_string()).collect();
         Ok(())
     }),
+    ("VOXLOOP_RTC_DTX", |c, v| flag(&mut c.rtc.dtx, v)),
     ("VOXLOOP_RTC_ICE_CHECK_MS", |c, v| {
         set(&mut c.rtc.ice_check_interval_ms, v)
     }),
@@ -182,6 +183,16 @@ where
     Ok(())
 }
 
+/// A switch: 1/true/on or 0/false/off, any case.
+fn flag(slot: &mut bool, value: &str) -> Result<(), String> {
+    *slot = match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => true,
+        "0" | "false" | "off" | "no" => false,
+        other => return Err(format!("{other:?} is not on/off (1/0, true/false)")),
+    };
+    Ok(())
+}
+
 /// A string as given (a URL, a prompt: blanks may matter).
 fn text(slot: &mut String, value: &str) -> Result<(), String> {
     *slot = value.to_string();
@@ -311,6 +322,7 @@ mod tests {
             ("VOXLOOP_NATS_URL", "nats://u:p@127.0.0.1:4333"),
             ("VOXLOOP_RTC_BIND", "127.0.0.1, ::1"),
             ("VOXLOOP_PIPELINE", "echo"),
+            ("VOXLOOP_RTC_DTX", " Off"),
             ("VOXLOOP_LLM_BACKEND", "openai"),
             ("VOXLOOP_MODELS_DIR", "/m"),
             ("VOXLOOP_NOT_A_THING", "ignored"),
@@ -319,6 +331,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.bind.port(), 0);
         assert_eq!(c.rtc.udp_bind.len(), 2);
+        assert!(!c.rtc.dtx);
         assert_eq!(c.pipeline, super::super::PipelineKind::Echo);
         assert_eq!(c.llm.backend, LlmBackendKind::Openai);
         assert_eq!(c.models.dir, std::path::PathBuf::from("/m"));
@@ -328,6 +341,7 @@ mod tests {
             ("VOXLOOP_MAX_SESSIONS", "many"),
             ("VOXLOOP_LLM_BACKEND", "gpt"),
             ("VOXLOOP_RTC_PUBLIC_IPS", "1.2.3.4, nope"),
+            ("VOXLOOP_RTC_DTX", "maybe"),
         ] {
             let err = c.apply_env(env(&[(var, bad)])).unwrap_err();
             assert!(err.to_string().contains(var), "{err}");

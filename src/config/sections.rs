@@ -346,6 +346,10 @@ pub struct RtcConfig {
     /// A connected peer that loses its path may recover for this long
     /// before the session ends, ms (`VOXLOOP_RTC_DISCONNECT_GRACE_MS`).
     pub disconnect_grace_ms: u64,
+    /// Discontinuous transmission (`VOXLOOP_RTC_DTX`): while the audio sent
+    /// is silence, one packet goes out every 400 ms instead of every 20 ms,
+    /// and the SDP asks peers to do the same (`usedtx=1`).
+    pub dtx: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -377,6 +381,7 @@ impl Default for RtcConfig {
             ice_check_interval_ms: 20,
             connect_timeout_ms: 10_000,
             disconnect_grace_ms: 5_000,
+            dtx: true,
         }
     }
 }

@@ -28,7 +28,10 @@ impl ServerSnapshot {
         Self {
             cpu_seconds: g("process_cpu_seconds_total"),
             rss_bytes: g("process_resident_memory_bytes"),
-            frames_out: g("voxloop_audio_frames_out_total").unwrap_or(0.0),
+            // Every 20 ms deadline, sent or held back by DTX: lateness is
+            // counted on each.
+            frames_out: g("voxloop_audio_frames_out_total").unwrap_or(0.0)
+                + g("voxloop_audio_frames_held_total").unwrap_or(0.0),
             late_frames_out: g("voxloop_late_frames_out_total").unwrap_or(0.0),
             skipped_frames_out: g("voxloop_skipped_frames_out_total").unwrap_or(0.0),
             inbound_dropped: g("voxloop_inbound_frames_dropped_total").unwrap_or(0.0),

@@ -100,7 +100,8 @@ const FRAME_TICKS: i64 = 960;
 /// arriving after its playout time is late; the buffer then re-syncs to it
 /// (as adaptive jitter buffers do), so one sender stall counts as one glitch
 /// and not as every frame after it. The voxloop server sends a frame every
-/// 20 ms, silence included, so any break in the stream is a real one.
+/// 20 ms except in a DTX pause, which ends with a marked packet: any other
+/// break in the stream is a real one.
 #[derive(Debug, Clone)]
 pub struct GlitchTracker {
     late_after: f64,
@@ -135,8 +136,9 @@ impl GlitchTracker {
 
     /// One received frame. Repeats of the last sequence number (the client's
     /// loss concealment delivers extra frames under the next packet's number)
-    /// are not packets and are ignored.
-    pub fn push(&mut self, sequence: u16, rtp_timestamp: u32, arrival: Instant) {
+    /// are not packets and are ignored. `marker`: the packet ends a DTX
+    /// pause, so its timestamp may jump.
+    pub fn push(&mut self, sequence: u16, rtp_timestamp: u32, marker: bool, arrival: Instant) {
         if let Some(prev) = self.last_seq {
             let step = sequence.wrapping_sub(prev);
             if step == 0 || step > 0x8000 {
@@ -150,7 +152,7 @@ impl GlitchTracker {
             if let Some(prev_ts) = self.last_ts {
                 let dts = i64::from(rtp_timestamp.wrapping_sub(prev_ts) as i32);
                 self.ext_ts += dts;
-                if dts > FRAME_TICKS * i64::from(step) + FRAME_TICKS / 2 {
+                if !marker && dts > FRAME_TICKS * i64::from(step) + FRAME_TICKS / 2 {
                     gap = true;
                 }
             }
@@ -233,6 +235,7 @@ mod tests {
             t.push(
                 seq0.wrapping_add(i as u16),
                 ts0.wrapping_add(i * 960),
+                false,
                 t0 + F * i + jitter(i),
             );
         }
@@ -300,18 +303,23 @@ mod tests {
         let t0 = Instant::now();
         feed(&mut t, t0, 1, 0, 10, |_| Duration::ZERO);
         // Packets 11..=13 lost; 14 arrives on time.
-        t.push(14, 13 * 960, t0 + F * 13);
+        t.push(14, 13 * 960, false, t0 + F * 13);
         // Concealment repeats of 14 are ignored.
-        t.push(14, 13 * 960, t0 + F * 13);
+        t.push(14, 13 * 960, false, t0 + F * 13);
         let c = t.counts();
         assert_eq!((c.lost_frames, c.gaps, c.glitches, c.frames), (3, 1, 1, 11));
         // Contiguous sequence but the timestamp jumps 3 frames ahead.
-        t.push(15, 17 * 960, t0 + F * 17);
+        t.push(15, 17 * 960, false, t0 + F * 17);
         let c = t.counts();
         assert_eq!((c.lost_frames, c.gaps, c.late_frames), (3, 2, 0));
         // A reordered old packet is ignored.
-        t.push(5, 4 * 960, t0 + F * 18);
+        t.push(5, 4 * 960, false, t0 + F * 18);
         assert_eq!(t.counts().frames, 12);
+        // A DTX pause: the marked packet's timestamp jumps, on time.
+        t.push(16, 40 * 960, true, t0 + F * 40);
+        t.push(17, 41 * 960, false, t0 + F * 41);
+        let c = t.counts();
+        assert_eq!((c.gaps, c.glitches, c.late_frames, c.frames), (2, 2, 0, 14));
     }
 
     #[test]

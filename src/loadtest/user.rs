@@ -249,7 +249,8 @@ impl User<'_> {
                 _ = tokio::time::sleep(TICK) => {}
             }
             for f in self.client.drain_received() {
-                self.glitches.push(f.sequence, f.rtp_timestamp, f.arrival);
+                self.glitches
+                    .push(f.sequence, f.rtp_timestamp, f.marker, f.arrival);
             }
             while self.client.try_next_event().is_some() {}
             if self.client.ended().is_some() {
@@ -420,7 +421,8 @@ impl User<'_> {
 
     fn take_frames(&mut self, st: &mut TurnState, frames: &[ReceivedFrame]) {
         for f in frames {
-            self.glitches.push(f.sequence, f.rtp_timestamp, f.arrival);
+            self.glitches
+                .push(f.sequence, f.rtp_timestamp, f.marker, f.arrival);
             if f.pcm.iter().any(|x| x.abs() > VOICED_THRESHOLD) {
                 st.voiced_arrivals.push(f.arrival);
                 st.last_voiced_rx = Some(f.arrival);

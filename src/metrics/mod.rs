@@ -21,6 +21,7 @@ pub struct Metrics {
     pub sessions_total: AtomicU64,
     pub audio_frames_in: AtomicU64,
     pub audio_frames_out: AtomicU64,
+    pub audio_frames_held: AtomicU64,
     pub late_frames_out: AtomicU64,
     pub skipped_frames_out: AtomicU64,
     pub inbound_frames_dropped: AtomicU64,
@@ -95,6 +96,11 @@ impl Metrics {
             "voxloop_audio_frames_out_total",
             "20 ms audio frames encoded and sent.",
             get(&self.audio_frames_out),
+        );
+        counter(
+            "voxloop_audio_frames_held_total",
+            "20 ms frames of silence held back by DTX instead of sent (rtc.dtx).",
+            get(&self.audio_frames_held),
         );
         counter(
             "voxloop_late_frames_out_total",

@@ -4,6 +4,9 @@
 //! tell how much of a reply the user actually heard.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use crate::WIRE_FRAME;
 
@@ -19,13 +22,27 @@ pub struct OutQueue {
     chunks: VecDeque<Chunk>,
     /// (reply id, samples of it played so far) for the reply playing now.
     played: (u64, usize),
+    /// Told when audio is queued: a sender idle through silence (DTX)
+    /// waits on it rather than looking every 20 ms.
+    ready: Option<Arc<Notify>>,
 }
 
 impl OutQueue {
+    /// A queue that notifies `ready` whenever audio is queued.
+    pub fn with_ready(ready: Arc<Notify>) -> Self {
+        Self {
+            ready: Some(ready),
+            ..Self::default()
+        }
+    }
+
     /// Queue audio (any length) for `reply`.
     pub fn push_reply(&mut self, reply: u64, pcm: Vec<f32>) {
         if !pcm.is_empty() {
             self.chunks.push_back(Chunk { reply, pcm, pos: 0 });
+            if let Some(ready) = &self.ready {
+                ready.notify_one();
+            }
         }
     }
 

@@ -8,8 +8,11 @@
 //! (measured with `scripts/third_party_client.py --tail none`). `GapFill`
 //! says how many 20 ms frames of silence stand for the missing packets, one
 //! frame per frame time once a short grace for jitter has passed, as a
-//! receiver's playout clock would render them. It stops after `max` so a
-//! client muted for good costs nothing. Sans-IO: the caller owns the clock.
+//! receiver's playout clock would render them. It stops once `max` of
+//! silence (real silent frames and fill alike) followed the last sound, so a
+//! client muted for good costs nothing, and neither does a DTX client's
+//! update packet every 400 ms through a long silence. Sans-IO: the caller
+//! owns the clock.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +24,8 @@ pub struct GapFill {
     last: Option<Instant>,
     /// Frames of silence given since the last real frame.
     given: u32,
+    /// Frames of silence (real or given) since the last frame with sound.
+    quiet: u32,
 }
 
 impl GapFill {
@@ -34,20 +39,26 @@ impl GapFill {
             max_frames,
             last: None,
             given: 0,
+            quiet: 0,
         }
     }
 
-    /// A real frame arrived at `now`.
-    pub fn on_frame(&mut self, now: Instant) {
+    /// A real frame arrived at `now`; `silent`: it carried no sound.
+    pub fn on_frame(&mut self, now: Instant, silent: bool) {
         self.last = Some(now);
         self.given = 0;
+        self.quiet = if silent {
+            self.quiet.saturating_add(1)
+        } else {
+            0
+        };
     }
 
     /// When [`GapFill::fill`] has frames to give; `None` before the first
-    /// frame and once `max` of silence was given.
+    /// frame and once `max` of silence followed the last sound.
     pub fn next_deadline(&self) -> Option<Instant> {
         let last = self.last?;
-        if self.given >= self.max_frames {
+        if self.quiet >= self.max_frames {
             return None;
         }
         Some((last + self.frame * (self.given + 1)).max(last + self.grace))
@@ -62,8 +73,10 @@ impl GapFill {
             return 0;
         }
         let due = (since.as_micros() / self.frame.as_micros().max(1)) as u32;
-        let n = due.min(self.max_frames).saturating_sub(self.given);
+        let room = self.max_frames.saturating_sub(self.quiet);
+        let n = due.saturating_sub(self.given).min(room);
         self.given += n;
+        self.quiet += n;
         n
     }
 }
@@ -84,11 +97,11 @@ mod tests {
         let mut g = gap();
         assert_eq!(g.next_deadline(), None);
         assert_eq!(g.fill(t0 + Duration::from_secs(5)), 0);
-        g.on_frame(t0);
+        g.on_frame(t0, false);
         assert_eq!(g.next_deadline(), Some(t0 + Duration::from_millis(60)));
         assert_eq!(g.fill(t0 + Duration::from_millis(59)), 0);
         // A packet that comes within the grace starts the count again.
-        g.on_frame(t0 + Duration::from_millis(50));
+        g.on_frame(t0 + Duration::from_millis(50), false);
         assert_eq!(g.fill(t0 + Duration::from_millis(100)), 0);
     }
 
@@ -97,7 +110,7 @@ mod tests {
         let t0 = Instant::now();
         let ms = |m| t0 + Duration::from_millis(m);
         let mut g = gap();
-        g.on_frame(t0);
+        g.on_frame(t0, false);
         // At 60 ms the frames due at 20, 40 and 60 ms are missing.
         assert_eq!(g.fill(ms(60)), 3);
         assert_eq!(g.next_deadline(), Some(ms(80)));
@@ -109,7 +122,30 @@ mod tests {
         assert_eq!(g.next_deadline(), None);
         assert_eq!(g.fill(ms(2000)), 0);
         // A real frame re-arms it.
-        g.on_frame(ms(2000));
+        g.on_frame(ms(2000), false);
         assert_eq!(g.fill(ms(2060)), 3);
+    }
+
+    #[test]
+    fn silent_update_packets_do_not_re_arm_it() {
+        let t0 = Instant::now();
+        let ms = |m| t0 + Duration::from_millis(m);
+        let mut g = gap();
+        // The last word, then a DTX client's update packet every 400 ms.
+        g.on_frame(t0, false);
+        assert_eq!(g.fill(ms(400)), 10);
+        g.on_frame(ms(400), true);
+        assert_eq!(g.next_deadline(), None);
+        assert_eq!(g.fill(ms(800)), 0);
+        // Silent packets that come on time count towards max as well.
+        let mut g = gap();
+        g.on_frame(t0, false);
+        for i in 1..=5 {
+            g.on_frame(ms(20 * i), true);
+        }
+        assert_eq!(g.fill(ms(1000)), 5);
+        // Sound re-arms it.
+        g.on_frame(ms(1200), false);
+        assert_eq!(g.fill(ms(1260)), 3);
     }
 }

@@ -7,11 +7,13 @@
 
 pub mod gap;
 pub mod liveness;
+mod media;
 pub mod peer;
 pub mod signaling;
 
 pub use gap::GapFill;
-pub use peer::{InboundFrame, Peer, PeerError, PeerEvent, PeerStreams, RtcSettings, wait_gathered};
+pub use media::InboundFrame;
+pub use peer::{Peer, PeerError, PeerEvent, PeerStreams, RtcSettings, wait_gathered};
 pub use signaling::{
     ClientMessage, ErrorCode, IceCandidate, Negotiation, ServerMessage, SignalError,
     parse_client_message,

@@ -3,12 +3,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -17,17 +16,16 @@ use rtc::rtp_transceiver::rtp_sender::{
 use tokio::sync::{Mutex, mpsc};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
-    register_default_interceptors,
 };
 
+use super::media::{InboundFrame, RtpOut, receive_audio, set_usedtx, wants_dtx};
 use super::signaling::IceCandidate;
-use crate::audio::OpusDecoder;
 use crate::config::RtcConfig;
 
 /// Label of the JSON event channel; the client creates it before its offer.
@@ -50,6 +48,9 @@ pub struct RtcSettings {
     /// Rate inbound audio is decoded to: the server's pipelines run at
     /// 16 kHz, which libopus decodes to natively (no resampling).
     pub decode_rate: u32,
+    /// Ask the remote peer for DTX (`usedtx=1` in our SDP): it sends
+    /// (almost) nothing while it is silent.
+    pub dtx: bool,
 }
 
 impl From<&RtcConfig> for RtcSettings {
@@ -59,11 +60,12 @@ impl From<&RtcConfig> for RtcSettings {
             public_ips: c.public_ips.clone(),
             ice_check_interval: Duration::from_millis(c.ice_check_interval_ms.max(1)),
             decode_rate: crate::PIPELINE_RATE,
+            dtx: c.dtx,
         }
     }
 }
 
-/// The `[rtc]` defaults: loopback, 20 ms checks, 16 kHz decoding.
+/// The `[rtc]` defaults: loopback, 20 ms checks, 16 kHz decoding, DTX.
 impl Default for RtcSettings {
     fn default() -> Self {
         Self::from(&RtcConfig::default())
@@ -97,16 +99,6 @@ pub enum PeerEvent {
     Ended(String),
     DataOpen,
     DataMessage(String),
-}
-
-/// One decoded inbound audio frame (mono at [`RtcSettings::decode_rate`])
-/// with its RTP facts.
-#[derive(Debug, Clone)]
-pub struct InboundFrame {
-    pub pcm: Vec<f32>,
-    pub rtp_timestamp: u32,
-    pub sequence: u16,
-    pub arrival: Instant,
 }
 
 /// The receiving ends a peer's owner reads from.
@@ -219,58 +211,6 @@ fn mdns_name(candidate: &str) -> Option<&str> {
         .then_some(address)
 }
 
-/// Decode the remote Opus track into frames at `rate`, concealing lost packets.
-async fn receive_audio(track: Arc<dyn TrackRemote>, audio: mpsc::Sender<InboundFrame>, rate: u32) {
-    let mut decoder = match OpusDecoder::new(rate) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot create Opus decoder");
-            return;
-        }
-    };
-    let mut last_seq: Option<u16> = None;
-    while let Some(ev) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(packet) = ev else {
-            continue;
-        };
-        let seq = packet.header.sequence_number;
-        let arrival = Instant::now();
-        if let Some(prev) = last_seq {
-            let gap = seq.wrapping_sub(prev);
-            if gap == 0 || gap > 0x8000 {
-                continue; // duplicate or reordered-late packet
-            }
-            // Conceal up to 5 lost frames; a longer gap is a pause, not loss.
-            for _ in 1..gap.min(6) {
-                if let Ok(pcm) = decoder.conceal() {
-                    let _ = audio.try_send(InboundFrame {
-                        pcm,
-                        rtp_timestamp: packet.header.timestamp,
-                        sequence: seq,
-                        arrival,
-                    });
-                }
-            }
-        }
-        last_seq = Some(seq);
-        match decoder.decode(&packet.payload) {
-            Ok(pcm) if !pcm.is_empty() => {
-                let frame = InboundFrame {
-                    pcm,
-                    rtp_timestamp: packet.header.timestamp,
-                    sequence: seq,
-                    arrival,
-                };
-                if audio.try_send(frame).is_err() && audio.is_closed() {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "dropping undecodable Opus packet"),
-        }
-    }
-}
-
 /// Wait up to `timeout` for ICE gathering to finish, consuming `events`.
 /// Returns whether it finished, and the other events seen meanwhile (local
 /// candidates are dropped: they are in the local SDP once gathering is done).
@@ -297,21 +237,28 @@ pub async fn wait_gathered(
 /// A live peer connection.
 pub struct Peer {
     pc: Arc<dyn PeerConnection>,
-    track: Arc<TrackLocalStaticSample>,
-    ssrc: u32,
+    track: Arc<TrackLocalStaticRTP>,
+    rtp: std::sync::Mutex<RtpOut>,
     payload_type: std::sync::Mutex<u8>,
+    /// Whether the SDP we give asks the peer for DTX.
+    dtx: bool,
     data: Arc<Mutex<Option<Arc<dyn DataChannel>>>>,
     events: mpsc::Sender<PeerEvent>,
     closed: AtomicBool,
     rt: tokio::runtime::Handle,
 }
 
-fn opus_codec() -> RTCRtpCodec {
+fn opus_codec(dtx: bool) -> RTCRtpCodec {
+    let fmtp = if dtx {
+        "minptime=10;useinbandfec=1;usedtx=1"
+    } else {
+        "minptime=10;useinbandfec=1"
+    };
     RTCRtpCodec {
         mime_type: MIME_TYPE_OPUS.to_owned(),
         clock_rate: 48_000,
         channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        sdp_fmtp_line: fmtp.to_owned(),
         rtcp_feedback: vec![],
     }
 }
@@ -327,14 +274,19 @@ impl Peer {
         media
             .register_codec(
                 RTCRtpCodecParameters {
-                    rtp_codec: opus_codec(),
+                    rtp_codec: opus_codec(settings.dtx),
                     payload_type: OPUS_PT,
                 },
                 RtpCodecKind::Audio,
             )
             .map_err(engine)?;
-        let registry =
-            register_default_interceptors(Registry::new(), &mut media).map_err(engine)?;
+        // RTCP sender and receiver reports only. The engine's defaults add
+        // NACK (negotiated for video only, so never used on this audio-only
+        // connection, but it watched every packet) and transport-wide
+        // congestion control feedback (a browser's bandwidth estimate,
+        // which a fixed-rate Opus stream does not need): 2-3 % of an echo
+        // server's CPU (docs/BENCHMARKS.md, "Media cost per session").
+        let registry = configure_rtcp_reports(Registry::new());
         // No mDNS: resolving a browser's `<uuid>.local` candidates would send
         // multicast queries on the network, and every peer would bind port 5353.
         // Such candidates are skipped (see `add_remote_candidate`).
@@ -368,31 +320,26 @@ impl Peer {
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
         let ssrc = rand::random::<u32>();
-        let track = Arc::new(
-            TrackLocalStaticSample::new(
-                Instant::now(),
-                MediaStreamTrack::new(
-                    "voxloop".to_owned(),
-                    "voxloop-audio".to_owned(),
-                    "voxloop-audio".to_owned(),
-                    RtpCodecKind::Audio,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: opus_codec(),
-                        ..Default::default()
-                    }],
-                ),
-            )
-            .map_err(engine)?,
-        );
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "voxloop".to_owned(),
+            "voxloop-audio".to_owned(),
+            "voxloop-audio".to_owned(),
+            RtpCodecKind::Audio,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: opus_codec(settings.dtx),
+                ..Default::default()
+            }],
+        )));
         let peer = Self {
             pc,
             track,
-            ssrc,
+            rtp: std::sync::Mutex::new(RtpOut::new(ssrc)),
             payload_type: std::sync::Mutex::new(OPUS_PT),
+            dtx: settings.dtx,
             data,
             events: ev_tx,
             closed: AtomicBool::new(false),
@@ -452,6 +399,7 @@ impl Peer {
             .await
             .map_err(engine)?;
         self.resolve_payload_type().await;
+        let sdp = set_usedtx(&sdp, self.payload(), self.dtx);
         Ok(self.local_sdp().await.unwrap_or(sdp))
     }
 
@@ -505,9 +453,15 @@ impl Peer {
         }
     }
 
-    /// The current local description (with the candidates gathered so far).
+    /// The current local description (with the candidates gathered so
+    /// far), asking for DTX or not as configured.
     pub async fn local_sdp(&self) -> Option<String> {
-        self.pc.local_description().await.map(|d| d.sdp)
+        let sdp = self.pc.local_description().await?.sdp;
+        Some(set_usedtx(&sdp, self.payload(), self.dtx))
+    }
+
+    fn payload(&self) -> u8 {
+        self.payload_type.lock().map(|g| *g).unwrap_or(OPUS_PT)
     }
 
     /// Add a remote candidate from signaling; `None` marks the end of candidates.
@@ -539,19 +493,24 @@ impl Peer {
             .map_err(|e| PeerError::Candidate(e.to_string()))
     }
 
-    /// Send one encoded 20 ms Opus frame.
-    pub async fn send_opus(&self, packet: Vec<u8>) -> Result<(), PeerError> {
-        let pt = self.payload_type.lock().map(|g| *g).unwrap_or(OPUS_PT);
-        let now = Instant::now();
-        self.track
-            .sample_writer(self.ssrc, pt)
-            .write_sample(&Sample {
-                data: Bytes::from(packet),
-                duration: Duration::from_millis(u64::from(crate::FRAME_MS)),
-                ..Sample::new(now)
-            })
-            .await
-            .map_err(engine)
+    /// Send one encoded 20 ms Opus frame, after `paused` frames that DTX
+    /// held back (0 in a continuous stream).
+    pub async fn send_opus(&self, packet: Vec<u8>, paused: u32) -> Result<(), PeerError> {
+        let pt = self.payload();
+        let packet = self
+            .rtp
+            .lock()
+            .map_err(|_| PeerError::Engine("RTP state poisoned".into()))?
+            .packet(pt, packet, paused);
+        self.track.write_rtp(packet).await.map_err(engine)
+    }
+
+    /// The remote description asks for DTX on our Opus stream (`usedtx=1`).
+    pub async fn remote_wants_dtx(&self) -> bool {
+        match self.pc.remote_description().await {
+            Some(d) => wants_dtx(&d.sdp, self.payload()),
+            None => false,
+        }
     }
 
     /// Send a text message on the events data channel. Returns false when it is not open.

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{EventOut, INBOUND_FILL_MAX, INBOUND_GRACE, SessionContext};
-use crate::audio::{OpusEncoder, Pacer, resample_clip};
+use crate::audio::{DtxEncoder, OpusEncoder, Pacer, is_digital_silence, resample_clip};
 use crate::events::{Event, State};
 use crate::hub::SessionEvents;
 use crate::metrics::Metrics;
@@ -41,7 +41,7 @@ pub(super) async fn inbound_loop(
             _ = cancel.cancelled() => break,
             f = audio.recv() => match f {
                 Some(f) => {
-                    gap.on_frame(Instant::now());
+                    gap.on_frame(Instant::now(), is_digital_silence(&f.pcm));
                     Metrics::inc(&metrics.audio_frames_in);
                     (f.pcm, 1)
                 }
@@ -143,9 +143,12 @@ pub(super) async fn echo_loop(
     }
 }
 
+/// The paced sender. `ready` is told when audio is queued (see
+/// [`OutQueue::with_ready`]).
 pub(super) async fn outbound_loop(
     peer: Arc<Peer>,
     queue: Arc<Mutex<OutQueue>>,
+    ready: Arc<Notify>,
     events: mpsc::Sender<Event>,
     connected: Arc<Notify>,
     ctx: SessionContext,
@@ -161,7 +164,7 @@ pub(super) async fn outbound_loop(
         Ok(e)
     });
     let mut encoder = match encoder {
-        Ok(e) => e,
+        Ok(e) => DtxEncoder::new(e, ctx.config.rtc.dtx),
         Err(e) => {
             tracing::error!(error = %e, "cannot create Opus encoder; session has no output");
             return;
@@ -173,6 +176,25 @@ pub(super) async fn outbound_loop(
     let mut send_errors = 0u64;
     let mut playing = false;
     loop {
+        // Settled silence under DTX and nothing queued: sleep until the next
+        // update is due or audio comes, rather than waking every 20 ms to
+        // hold a frame back (most of a listening session's wake-ups).
+        if let Some(idle) = encoder.idle_frames().filter(|&n| n > 0)
+            && !playing
+            && queue.lock().is_ok_and(|q| q.is_empty())
+        {
+            let until = pacer.deadline_after(u64::from(idle));
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = ready.notified() => {}
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(until)) => {}
+            }
+            let passed = pacer.pass(Instant::now(), u64::from(idle));
+            encoder.held(passed as u32);
+            ctx.metrics
+                .audio_frames_held
+                .fetch_add(passed, Ordering::Relaxed);
+        }
         let deadline = tokio::time::Instant::from_std(pacer.next_deadline());
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -194,14 +216,18 @@ pub(super) async fn outbound_loop(
             let _ = events.try_send(Event::state(State::Listening));
         }
         let pcm = frame.as_deref().unwrap_or(&silence);
-        let packet = match encoder.encode(pcm) {
-            Ok(p) => p,
+        let out = match encoder.encode(pcm) {
+            Ok(Some(out)) => out,
+            Ok(None) => {
+                Metrics::inc(&ctx.metrics.audio_frames_held);
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "Opus encode failed");
                 continue;
             }
         };
-        match peer.send_opus(packet).await {
+        match peer.send_opus(out.packet, out.paused).await {
             Ok(()) => Metrics::inc(&ctx.metrics.audio_frames_out),
             Err(e) => {
                 send_errors += 1;

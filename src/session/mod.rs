@@ -147,7 +147,8 @@ impl Session {
         let span = tracing::info_span!("session", id = %id);
         let (control, control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
         let events = Arc::new(EventOut::new(peer.clone()));
-        let queue = Arc::new(Mutex::new(OutQueue::default()));
+        let ready = Arc::new(Notify::new());
+        let queue = Arc::new(Mutex::new(OutQueue::with_ready(ready.clone())));
         let connected = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let failed = CancellationToken::new();
@@ -169,6 +170,7 @@ impl Session {
                 outbound_loop(
                     peer.clone(),
                     queue.clone(),
+                    ready,
                     ev_tx.clone(),
                     connected.clone(),
                     ctx.clone(),
