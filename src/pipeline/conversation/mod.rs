@@ -21,7 +21,7 @@
 //! - barge-in: user speech over the assistant flushes its audio at once,
 //!   cancels the LLM and TTS, and rewrites the history to what was heard;
 //! - prompts: a [`PromptQueue`] spoken at [`prompts::moment`], requeued when
-//!   cut off before any of it was queued.
+//!   cut off before any of it was heard.
 
 mod io;
 mod reply;
@@ -270,7 +270,9 @@ impl Conversation {
         if let Some(r) = self.reply.take() {
             self.cancel_work(&r);
             if let ReplyKind::Prompt { ticket, .. } = r.kind {
-                let outcome = if r.queued > 0 {
+                // Heard only if some of it played: audio queued but not yet
+                // played is lost with the session, so the prompt goes back.
+                let outcome = if self.played_of(r.id) > 0 {
                     PromptOutcome::Spoken { turn: r.turn }
                 } else {
                     PromptOutcome::Dropped(DropReason::SessionEnded)

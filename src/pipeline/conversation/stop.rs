@@ -98,11 +98,13 @@ impl Conversation {
                 r.stage = Stage::Generating { llm: false };
             }
             self.cancel_work(&r);
-            let heard = heard_text(&r.pieces, self.played_of(r.id));
+            let played = self.played_of(r.id);
+            let heard = heard_text(&r.pieces, played);
             let sources = r.sources();
             match r.kind {
-                ReplyKind::Prompt { prompt, ticket } if r.queued == 0 => {
-                    // Cut off before any of it was queued: it goes back in line.
+                ReplyKind::Prompt { prompt, ticket } if played == 0 => {
+                    // Cut off before any of it was heard (perhaps queued,
+                    // but flushed unplayed): it goes back in line.
                     tracing::info!(prompt = %prompt.id, "prompt cut off before it was heard; queued again");
                     self.prompts.requeue(prompt, ticket);
                 }

@@ -546,6 +546,43 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
             ],
         ),
         (
+            "a session that ends before the first piece of a prompt still being synthesized plays hands it back",
+            vec![
+                Prompt("news", false),
+                Wait(1600),
+                Tts(30_000),
+                Close,
+                Outcome("news", Some(PromptOutcome::Dropped(DropReason::SessionEnded))),
+            ],
+        ),
+        (
+            "a session that ends while a prompt still being synthesized plays counts it as spoken",
+            vec![
+                Prompt("news", false),
+                Wait(1600),
+                Tts(30_000),
+                Played(10_000, false),
+                Close,
+                Outcome("news", Some(PromptOutcome::Spoken { turn: 1 })),
+            ],
+        ),
+        (
+            "a prompt cut off after its first piece was queued but before it played is requeued",
+            vec![
+                Prompt("news", false),
+                Wait(1600),
+                Tts(30_000),
+                Speak(9),
+                Expect("flush", is_flush),
+                Outcome("news", None),
+                Quiet(7),
+                Predict(true),
+                Asr(""),
+                Wait(1600),
+                Expect("spoken again", is_prompt_event),
+            ],
+        ),
+        (
             "a session that ends while a prompt plays counts it as spoken",
             vec![
                 Prompt("news", false),
