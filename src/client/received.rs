@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-
 use super::Shared;
 use crate::FRAME_MS;
 
@@ -28,10 +26,7 @@ const MAX_DTX_FILL: u32 = 250;
 /// timestamp jumped) filled with as many frames of silence as it lasted,
 /// as a receiver's playout does: the received audio keeps the sender's
 /// timeline. The fill frames carry the marked packet's numbers.
-pub(super) async fn record_audio(
-    mut audio: mpsc::Receiver<crate::rtc::InboundFrame>,
-    shared: Arc<Shared>,
-) {
+pub(super) async fn record_audio(mut audio: crate::rtc::RemoteAudio, shared: Arc<Shared>) {
     let mut last_ts: Option<u32> = None;
     while let Some(f) = audio.recv().await {
         let frame = |pcm| ReceivedFrame {

@@ -4,6 +4,7 @@
 //! track, because DTX needs the RTP timestamp to move on over the frames
 //! held back while the sequence number does not (a sequence gap is loss).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -113,23 +114,62 @@ pub(super) fn set_usedtx(sdp: &str, pt: u8, on: bool) -> String {
     out
 }
 
-/// Decode the remote Opus track into frames at `rate`, concealing lost packets.
-pub(super) async fn receive_audio(
-    track: Arc<dyn TrackRemote>,
-    audio: mpsc::Sender<InboundFrame>,
-    rate: u32,
-) {
-    let mut decoder = match OpusDecoder::new(rate) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot create Opus decoder");
-            return;
+/// The remote audio, decoded into frames at the peer's decode rate as the
+/// owner reads them.
+///
+/// Decoding happens in the reader's own task rather than in one of its own
+/// that forwards frames over a channel: one task wake-up fewer per packet,
+/// which is a visible share of an echo server (docs/BENCHMARKS.md, "Media
+/// cost per session"). The engine queues up to 256 packets per track ahead
+/// of the reader. Tracks are read one at a time (a browser sends one); a
+/// track that ends makes way for the next.
+pub struct RemoteAudio {
+    tracks: mpsc::Receiver<Arc<dyn TrackRemote>>,
+    track: Option<Arc<dyn TrackRemote>>,
+    decoder: Option<OpusDecoder>,
+    last_seq: Option<u16>,
+    /// Concealed frames for lost packets, then the packet's own frame.
+    ready: VecDeque<InboundFrame>,
+}
+
+impl RemoteAudio {
+    pub(super) fn new(tracks: mpsc::Receiver<Arc<dyn TrackRemote>>, rate: u32) -> Self {
+        let decoder = OpusDecoder::new(rate)
+            .map_err(|e| tracing::error!(error = %e, rate, "cannot create Opus decoder; no inbound audio"))
+            .ok();
+        Self {
+            tracks,
+            track: None,
+            decoder,
+            last_seq: None,
+            ready: VecDeque::new(),
         }
-    };
-    let mut last_seq: Option<u16> = None;
-    while let Some(ev) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(packet) = ev else {
-            continue;
+    }
+
+    /// The next frame; `None` once the peer is gone. Cancel-safe: a
+    /// `select!` that drops the future loses no packet (the state lives
+    /// here, and each await is a channel receive).
+    pub async fn recv(&mut self) -> Option<InboundFrame> {
+        loop {
+            if let Some(f) = self.ready.pop_front() {
+                return Some(f);
+            }
+            let Some(track) = self.track.clone() else {
+                self.track = Some(self.tracks.recv().await?);
+                self.last_seq = None;
+                continue;
+            };
+            match track.poll().await {
+                Some(TrackRemoteEvent::OnRtpPacket(packet)) => self.on_packet(&packet),
+                Some(_) => {}
+                None => self.track = None,
+            }
+        }
+    }
+
+    fn on_packet(&mut self, packet: &Packet) {
+        let Some(decoder) = self.decoder.as_mut() else {
+            return;
         };
         let seq = packet.header.sequence_number;
         let arrival = Instant::now();
@@ -140,25 +180,21 @@ pub(super) async fn receive_audio(
             marker: packet.header.marker,
             arrival,
         };
-        if let Some(prev) = last_seq {
+        if let Some(prev) = self.last_seq {
             let gap = seq.wrapping_sub(prev);
             if gap == 0 || gap > 0x8000 {
-                continue; // duplicate or reordered-late packet
+                return; // duplicate or reordered-late packet
             }
             // Conceal up to 5 lost frames; a longer gap is a pause, not loss.
             for _ in 1..gap.min(6) {
                 if let Ok(pcm) = decoder.conceal() {
-                    let _ = audio.try_send(frame(pcm));
+                    self.ready.push_back(frame(pcm));
                 }
             }
         }
-        last_seq = Some(seq);
+        self.last_seq = Some(seq);
         match decoder.decode(&packet.payload) {
-            Ok(pcm) if !pcm.is_empty() => {
-                if audio.try_send(frame(pcm)).is_err() && audio.is_closed() {
-                    break;
-                }
-            }
+            Ok(pcm) if !pcm.is_empty() => self.ready.push_back(frame(pcm)),
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "dropping undecodable Opus packet"),
         }

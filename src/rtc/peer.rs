@@ -24,7 +24,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
-use super::media::{InboundFrame, RtpOut, receive_audio, set_usedtx, wants_dtx};
+use super::media::{RemoteAudio, RtpOut, set_usedtx, wants_dtx};
 use super::signaling::IceCandidate;
 use crate::config::RtcConfig;
 
@@ -32,8 +32,9 @@ use crate::config::RtcConfig;
 pub const EVENTS_LABEL: &str = "events";
 /// Opus payload type we offer (the value browsers use).
 const OPUS_PT: u8 = 111;
-/// Inbound frames buffered before the pipeline must have read them (2 s).
-const AUDIO_QUEUE: usize = 100;
+/// Remote audio tracks waiting to be read (a browser sends one; the
+/// engine buffers each track's packets).
+const TRACK_QUEUE: usize = 4;
 const EVENT_QUEUE: usize = 256;
 
 /// Media-engine settings from the `[rtc]` config section.
@@ -104,13 +105,12 @@ pub enum PeerEvent {
 /// The receiving ends a peer's owner reads from.
 pub struct PeerStreams {
     pub events: mpsc::Receiver<PeerEvent>,
-    pub audio: mpsc::Receiver<InboundFrame>,
+    pub audio: RemoteAudio,
 }
 
 struct Handler {
     events: mpsc::Sender<PeerEvent>,
-    audio: mpsc::Sender<InboundFrame>,
-    decode_rate: u32,
+    tracks: mpsc::Sender<Arc<dyn TrackRemote>>,
     data: Arc<Mutex<Option<Arc<dyn DataChannel>>>>,
     rt: tokio::runtime::Handle,
 }
@@ -169,8 +169,9 @@ impl PeerConnectionEventHandler for Handler {
         if track.kind().await != RtpCodecKind::Audio {
             return;
         }
-        let audio = self.audio.clone();
-        self.rt.spawn(receive_audio(track, audio, self.decode_rate));
+        if self.tracks.try_send(track).is_err() {
+            tracing::debug!("ignoring an extra audio track");
+        }
     }
 }
 
@@ -267,7 +268,7 @@ impl Peer {
     async fn build(settings: &RtcSettings) -> Result<(Self, PeerStreams), PeerError> {
         let rt = tokio::runtime::Handle::current();
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
-        let (au_tx, au_rx) = mpsc::channel(AUDIO_QUEUE);
+        let (tracks_tx, tracks_rx) = mpsc::channel(TRACK_QUEUE);
         let data = Arc::new(Mutex::new(None));
 
         let mut media = MediaEngine::default();
@@ -298,8 +299,7 @@ impl Peer {
         }
         let handler = Arc::new(Handler {
             events: ev_tx.clone(),
-            audio: au_tx,
-            decode_rate: settings.decode_rate,
+            tracks: tracks_tx,
             data: data.clone(),
             rt: rt.clone(),
         });
@@ -357,7 +357,7 @@ impl Peer {
             peer,
             PeerStreams {
                 events: ev_rx,
-                audio: au_rx,
+                audio: RemoteAudio::new(tracks_rx, settings.decode_rate),
             },
         ))
     }

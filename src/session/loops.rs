@@ -17,13 +17,13 @@ use crate::metrics::Metrics;
 use crate::pipeline::playout::OutQueue;
 use crate::pipeline::{EchoEvent, EchoGate, next_input};
 use crate::prompt::{Control, DropReason, PromptOutcome};
-use crate::rtc::{GapFill, InboundFrame, Peer};
+use crate::rtc::{GapFill, Peer, RemoteAudio};
 use crate::{PIPELINE_FRAME, PIPELINE_RATE, WIRE_FRAME, WIRE_RATE};
 
 /// Decoded 16 kHz frames (the peer decodes at the pipeline's rate) to the
 /// pipeline, with the gaps of a stalled stream filled with silence.
 pub(super) async fn inbound_loop(
-    mut audio: mpsc::Receiver<InboundFrame>,
+    mut audio: RemoteAudio,
     pcm_tx: mpsc::Sender<Vec<f32>>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,

@@ -1,8 +1,10 @@
 //! One live conversation: the tasks between a [`Peer`] and a pipeline.
 //!
-//! - **inbound**: decoded 48 kHz frames → 16 kHz → the pipeline's input queue
-//!   (bounded; a pipeline that falls behind loses frames, counted, rather
-//!   than stalling the decoder);
+//! - **inbound**: reads the peer's [`RemoteAudio`] (Opus decoded straight to
+//!   16 kHz in this task), fills a stalled stream's gaps with silence and
+//!   passes each frame to the pipeline's input queue (bounded; a pipeline
+//!   that falls behind loses frames, counted, rather than stalling the
+//!   decoder);
 //! - **pipeline**: `speech` (the assistant) or `echo` (diagnostics), filling
 //!   the [`OutQueue`] and emitting [`Event`]s;
 //! - **events**: forwards those events to the data channel, holding early
@@ -33,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::playout::OutQueue;
 use crate::pipeline::speech::{self, SpeechDeps};
 use crate::prompt::Control;
-use crate::rtc::{InboundFrame, Peer, PeerEvent};
+use crate::rtc::{Peer, PeerEvent, RemoteAudio};
 
 mod loops;
 use loops::{echo_loop, forward_events, inbound_loop, outbound_loop};
@@ -140,7 +142,7 @@ impl Session {
     pub fn start(
         id: String,
         peer: Arc<Peer>,
-        audio: mpsc::Receiver<InboundFrame>,
+        audio: RemoteAudio,
         ctx: SessionContext,
         bus_events: Arc<SessionEvents>,
     ) -> Self {
