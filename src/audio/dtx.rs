@@ -39,11 +39,6 @@ impl DtxEncoder {
         }
     }
 
-    /// Turn DTX on or off (a peer may ask for it in its SDP).
-    pub fn set_dtx(&mut self, dtx: bool) {
-        self.dtx = dtx;
-    }
-
     /// While the sound is settled silence: how many more silent frames
     /// would be held back before the next update goes out. A sender can
     /// sleep through them and [`DtxEncoder::held`] them.
@@ -138,7 +133,7 @@ mod tests {
                 .all(|s| *s == Some(0))
         );
         assert_eq!(enc.idle_frames(), None);
-        enc.set_dtx(true);
+        let mut enc = DtxEncoder::new(OpusEncoder::new(48_000).unwrap(), true);
         assert!(
             run(&mut enc, &vec![zero.clone(); 40])
                 .iter()

@@ -346,15 +346,7 @@ impl Client {
             }
             tokio::time::sleep_until(tokio::time::Instant::from_std(pacer.next_deadline())).await;
             pacer.on_wake(Instant::now());
-            let mut frame = chunk.to_vec();
-            frame.resize(WIRE_FRAME, 0.0);
-            let out = encoder
-                .encode(&frame)
-                .map_err(|e| ClientError::Audio(e.to_string()))?;
-            times.push(Instant::now());
-            if let Some(out) = out {
-                self.peer.send_opus(out.packet, out.paused).await?;
-            }
+            send_frame(&mut encoder, &self.peer, chunk, Some(&mut times)).await?;
         }
         Ok(SendReport { frame_times: times })
     }
@@ -536,17 +528,30 @@ impl AudioSender {
         if let Some(why) = self.shared.ended.lock().ok().and_then(|e| e.clone()) {
             return Err(ClientError::Ended(why));
         }
-        let mut pcm = frame[..frame.len().min(WIRE_FRAME)].to_vec();
-        pcm.resize(WIRE_FRAME, 0.0);
-        let out = self
-            .encoder
-            .encode(&pcm)
-            .map_err(|e| ClientError::Audio(e.to_string()))?;
-        if let Some(out) = out {
-            self.peer.send_opus(out.packet, out.paused).await?;
-        }
-        Ok(())
+        send_frame(&mut self.encoder, &self.peer, frame, None).await
     }
+}
+
+/// Encode one frame (padded with silence to [`WIRE_FRAME`], or cut) and
+/// send it unless DTX holds it back; `encoded` records when it was encoded.
+async fn send_frame(
+    encoder: &mut DtxEncoder,
+    peer: &Peer,
+    frame: &[f32],
+    encoded: Option<&mut Vec<Instant>>,
+) -> Result<(), ClientError> {
+    let mut pcm = frame[..frame.len().min(WIRE_FRAME)].to_vec();
+    pcm.resize(WIRE_FRAME, 0.0);
+    let out = encoder
+        .encode(&pcm)
+        .map_err(|e| ClientError::Audio(e.to_string()))?;
+    if let Some(times) = encoded {
+        times.push(Instant::now());
+    }
+    if let Some(out) = out {
+        peer.send_opus(out.packet, out.paused).await?;
+    }
+    Ok(())
 }
 
 fn forward_event(ev: &PeerEvent, tx: &mpsc::Sender<Event>, shared: &Shared) {
