@@ -346,7 +346,7 @@ impl Client {
             }
             tokio::time::sleep_until(tokio::time::Instant::from_std(pacer.next_deadline())).await;
             pacer.on_wake(Instant::now());
-            send_frame(&mut encoder, &self.peer, chunk, Some(&mut times)).await?;
+            times.push(send_frame(&mut encoder, &self.peer, chunk).await?);
         }
         Ok(SendReport { frame_times: times })
     }
@@ -528,30 +528,28 @@ impl AudioSender {
         if let Some(why) = self.shared.ended.lock().ok().and_then(|e| e.clone()) {
             return Err(ClientError::Ended(why));
         }
-        send_frame(&mut self.encoder, &self.peer, frame, None).await
+        send_frame(&mut self.encoder, &self.peer, frame).await?;
+        Ok(())
     }
 }
 
 /// Encode one frame (padded with silence to [`WIRE_FRAME`], or cut) and
-/// send it unless DTX holds it back; `encoded` records when it was encoded.
+/// send it unless DTX holds it back. Returns when it was encoded.
 async fn send_frame(
     encoder: &mut DtxEncoder,
     peer: &Peer,
     frame: &[f32],
-    encoded: Option<&mut Vec<Instant>>,
-) -> Result<(), ClientError> {
+) -> Result<Instant, ClientError> {
     let mut pcm = frame[..frame.len().min(WIRE_FRAME)].to_vec();
     pcm.resize(WIRE_FRAME, 0.0);
     let out = encoder
         .encode(&pcm)
         .map_err(|e| ClientError::Audio(e.to_string()))?;
-    if let Some(times) = encoded {
-        times.push(Instant::now());
-    }
+    let encoded = Instant::now();
     if let Some(out) = out {
         peer.send_opus(out.packet, out.paused).await?;
     }
-    Ok(())
+    Ok(encoded)
 }
 
 fn forward_event(ev: &PeerEvent, tx: &mpsc::Sender<Event>, shared: &Shared) {
