@@ -1,6 +1,6 @@
 //! The speech loop over a real WebRTC connection with real models: a spoken
 //! question gets a spoken answer; the conversation remembers; the user can
-//! interrupt; bad audio is survived.
+//! interrupt, and a cough does not cut the reply; bad audio is survived.
 
 mod common;
 
@@ -202,6 +202,121 @@ async fn the_conversation_remembers() {
     client.bye().await;
 }
 
+/// Keep sending silence until reply audio arrives; when it did.
+async fn reply_audio_begins(client: &Client) -> Instant {
+    for _ in 0..300 {
+        client
+            .send_silence(Duration::from_millis(100))
+            .await
+            .unwrap();
+        if let Some(f) = client.received().iter().rev().find(|f| voiced_frame(f)) {
+            return f.arrival;
+        }
+    }
+    panic!("no reply audio within 30 s");
+}
+
+/// A synthetic cough: 250 ms of low-passed noise, sharp onset, decaying.
+fn cough() -> Vec<f32> {
+    let n = WIRE_RATE as usize / 4;
+    let mut seed = 11u32;
+    let mut low = 0.0f32;
+    (0..n)
+        .map(|i| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let white = (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+            low += 0.2 * (white - low);
+            let t = i as f32 / n as f32;
+            let envelope = (t * 40.0).min(1.0) * (1.0 - t).powi(2);
+            2.0 * low * envelope
+        })
+        .collect()
+}
+
+/// 250 ms of real speech, faded in and out: a word cut short, "uh", a
+/// "mm-hm". Silero hears it as speech, so this is the hard case.
+fn speech_burst() -> Vec<f32> {
+    let clip = clip48("q09_interrupt.wav");
+    let start = voxloop::audio::first_voiced(&clip).expect("voiced clip");
+    let n = WIRE_RATE as usize / 4;
+    let fade = WIRE_RATE as usize / 200;
+    clip[start..start + n]
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x * (i.min(n - 1 - i) as f32 / fade as f32).min(1.0))
+        .collect()
+}
+
+/// The longest run of silent received frames from `from` for `within`.
+fn longest_gap(frames: &[ReceivedFrame], from: Instant, within: Duration) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut last_voiced = from;
+    for f in frames
+        .iter()
+        .filter(|f| f.arrival >= from && f.arrival <= from + within && voiced_frame(f))
+    {
+        longest = longest.max(f.arrival.duration_since(last_voiced));
+        last_voiced = f.arrival;
+    }
+    longest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cough_during_a_reply_does_not_cut_it() {
+    let server = server();
+    let mut client = Client::connect(&server.url, ClientOptions::default())
+        .await
+        .expect("connect");
+    // A long reply, whatever the model: a story runs to the spoken-length cap.
+    assert!(client.wait_open(Duration::from_secs(10)).await);
+    assert!(
+        client
+            .send_text("Tell me a story about a dragon who learns to fly.")
+            .await
+    );
+    reply_audio_begins(&client).await;
+    client
+        .send_silence(Duration::from_millis(300))
+        .await
+        .unwrap();
+    // A cough, then 250 ms of speech, each followed by silence.
+    say(&client, &cough(), Duration::from_millis(700)).await;
+    let burst = say(&client, &speech_burst(), Duration::from_millis(700)).await;
+    let burst_at = burst.time_of_sample(0).unwrap();
+    let mut barge_ins = 0;
+    let (text, interrupted) = client
+        .wait_for(Duration::from_secs(60), |e| match e {
+            Event::BargeIn { .. } => {
+                barge_ins += 1;
+                None
+            }
+            Event::Reply {
+                text, interrupted, ..
+            } => Some((text, interrupted)),
+            _ => None,
+        })
+        .await
+        .expect("the reply ends");
+    let frames = client.received();
+    let resumed = frames
+        .iter()
+        .any(|f| f.arrival > burst_at + Duration::from_millis(700) && voiced_frame(f));
+    let held = longest_gap(&frames, burst_at, Duration::from_millis(1500));
+    let holds = server.metric("voxloop_holds_resumed_total").await;
+    println!(
+        "reply {text:?}: interrupted {interrupted}, {barge_ins} barge-ins, {holds} holds resumed; \
+         the speech burst paused the reply audio for {} ms",
+        held.as_millis()
+    );
+    assert!(!interrupted && barge_ins == 0, "a burst cut the reply");
+    // The speech burst was heard as speech (the test would prove nothing
+    // otherwise), held the reply, and the reply went on after it.
+    assert!(holds >= 1.0, "the speech burst held nothing");
+    assert!(resumed, "no reply audio after the burst");
+    assert_eq!(server.metric("voxloop_barge_ins_total").await, 0.0);
+    client.bye().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn barge_in_stops_the_reply() {
     let server = server();
@@ -210,19 +325,7 @@ async fn barge_in_stops_the_reply() {
         .expect("connect");
     // A question with a long answer.
     say(&client, &clip48("q02_joke.wav"), Duration::from_millis(300)).await;
-    // Keep sending silence until reply audio arrives.
-    let mut reply_started = None;
-    for _ in 0..300 {
-        client
-            .send_silence(Duration::from_millis(100))
-            .await
-            .unwrap();
-        if let Some(f) = client.received().iter().rev().find(|f| voiced_frame(f)) {
-            reply_started = Some(f.arrival);
-            break;
-        }
-    }
-    let reply_started = reply_started.expect("reply audio began");
+    let reply_started = reply_audio_begins(&client).await;
     client
         .send_silence(Duration::from_millis(500))
         .await
@@ -287,8 +390,15 @@ async fn barge_in_stops_the_reply() {
         speech_start.duration_since(reply_started),
         latency.as_millis()
     );
+    // The reply pauses once `turn.min_speech_ms` (96) of speech is heard:
+    // 107-145 ms here (issue 11's bound at a client: 300 ms).
+    println!(
+        "stop latency {} ms, bound 250 ms, margin {} ms",
+        latency.as_millis(),
+        250i128 - latency.as_millis() as i128
+    );
     assert!(
-        latency <= Duration::from_millis(400),
+        latency <= Duration::from_millis(250),
         "stop latency {latency:?}"
     );
     assert!(server.metric("voxloop_barge_ins_total").await >= 1.0);

@@ -129,6 +129,9 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_MAX_SILENCE_MS", |c, v| {
         set(&mut c.turn.max_silence_ms, v)
     }),
+    ("VOXLOOP_BARGE_IN_MS", |c, v| {
+        set(&mut c.turn.barge_in_ms, v)
+    }),
     ("VOXLOOP_LLM_BACKEND", |c, v| {
         c.llm.backend = match v {
             "embedded" => LlmBackendKind::Embedded,

@@ -181,7 +181,11 @@ pub struct TurnConfig {
     pub vad_floor_dbfs: f32,
     /// Speech needed to start a turn, ms.
     pub min_speech_ms: u32,
-    /// Speech needed to interrupt the assistant, ms.
+    /// Speech over the assistant needed to interrupt it, ms
+    /// (`VOXLOOP_BARGE_IN_MS`). The assistant's audio pauses as soon as the
+    /// user starts (`min_speech_ms`); shorter speech (a cough, a "mm") lets
+    /// it go on. A 250 ms burst of speech scores 288 ms with Silero's
+    /// hangover (tests/conversation.rs), so 400 keeps four windows' margin.
     pub barge_in_ms: u32,
     /// Silence after which Smart Turn is asked whether the turn is over, ms.
     pub short_pause_ms: u32,
@@ -202,7 +206,7 @@ impl Default for TurnConfig {
             vad_threshold: 0.5,
             vad_floor_dbfs: -80.0,
             min_speech_ms: 96,
-            barge_in_ms: 250,
+            barge_in_ms: 400,
             short_pause_ms: 200,
             max_silence_ms: 1000,
             // Under Whisper's 30 s window, pre-roll included.

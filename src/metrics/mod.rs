@@ -27,6 +27,9 @@ pub struct Metrics {
     pub inbound_frames_dropped: AtomicU64,
     pub utterances: AtomicU64,
     pub barge_ins: AtomicU64,
+    /// Replies held for speech over them that was too short to interrupt
+    /// (a cough), then resumed.
+    pub holds_resumed: AtomicU64,
     pub busy_replies: AtomicU64,
     /// Grounded replies ended because they stated a number or name their
     /// notes did not have.
@@ -131,6 +134,11 @@ impl Metrics {
             "voxloop_barge_ins_total",
             "Replies cut off because the user spoke over them.",
             get(&self.barge_ins),
+        );
+        counter(
+            "voxloop_holds_resumed_total",
+            "Replies paused for speech over them that stayed shorter than turn.barge_in_ms (a cough, a word of assent), then resumed.",
+            get(&self.holds_resumed),
         );
         counter(
             "voxloop_busy_replies_total",

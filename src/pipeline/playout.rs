@@ -25,6 +25,9 @@ pub struct OutQueue {
     /// Told when audio is queued: a sender idle through silence (DTX)
     /// waits on it rather than looking every 20 ms.
     ready: Option<Arc<Notify>>,
+    /// Nothing plays while the user may be interrupting; what is queued
+    /// waits (see [`OutQueue::set_held`]).
+    held: bool,
 }
 
 impl OutQueue {
@@ -51,10 +54,24 @@ impl OutQueue {
         self.push_reply(0, pcm.to_vec());
     }
 
-    /// Take one 20 ms frame; `None` when nothing is queued (send silence).
-    /// A final partial frame is padded with silence.
+    /// Hold the playout (the user started speaking over the assistant) or
+    /// let it go on from where it stopped. Held, [`OutQueue::pop_frame`]
+    /// gives nothing while the queued audio stays, so a cough resumes the
+    /// reply where it paused and a barge-in flushes it.
+    pub fn set_held(&mut self, held: bool) {
+        self.held = held;
+        if !held
+            && !self.chunks.is_empty()
+            && let Some(ready) = &self.ready
+        {
+            ready.notify_one();
+        }
+    }
+
+    /// Take one 20 ms frame; `None` when nothing is queued or the playout
+    /// is held (send silence). A final partial frame is padded with silence.
     pub fn pop_frame(&mut self) -> Option<Vec<f32>> {
-        if self.chunks.is_empty() {
+        if self.chunks.is_empty() || self.held {
             return None;
         }
         let mut frame = Vec::with_capacity(WIRE_FRAME);
@@ -132,5 +149,22 @@ mod tests {
         assert_eq!(q.clear(), 100);
         assert!(q.is_empty());
         assert_eq!(q.played(7), WIRE_FRAME + 15);
+    }
+
+    #[test]
+    fn a_held_queue_plays_nothing_and_then_goes_on_where_it_stopped() {
+        let mut q = OutQueue::default();
+        q.push_reply(3, (0..3 * WIRE_FRAME).map(|i| i as f32).collect());
+        assert_eq!(q.pop_frame().unwrap()[0], 0.0);
+        q.set_held(true);
+        assert!(q.pop_frame().is_none());
+        assert!(q.pop_frame().is_none());
+        // Still queued, not played: the conversation sees it as playing.
+        assert!(!q.is_empty());
+        assert_eq!(q.queued(), 2 * WIRE_FRAME);
+        assert_eq!(q.played(3), WIRE_FRAME);
+        q.set_held(false);
+        assert_eq!(q.pop_frame().unwrap()[0], WIRE_FRAME as f32);
+        assert_eq!(q.played(3), 2 * WIRE_FRAME);
     }
 }

@@ -370,8 +370,20 @@ impl Shell {
                 }
             }
             Action::Flush => {
-                let dropped = self.out.lock().map(|mut q| q.clear()).unwrap_or(0);
+                let dropped = self
+                    .out
+                    .lock()
+                    .map(|mut q| {
+                        q.set_held(false);
+                        q.clear()
+                    })
+                    .unwrap_or(0);
                 tracing::debug!(dropped_ms = dropped / 48, "playout flushed");
+            }
+            Action::Hold(held) => {
+                if let Ok(mut q) = self.out.lock() {
+                    q.set_held(held);
+                }
             }
             Action::AnswerPrompt { ticket, outcome } => {
                 if let Some(done) = self.tickets.remove(&ticket) {
@@ -383,6 +395,7 @@ impl Shell {
                 Metrics::inc(match c {
                     Count::Utterance => &m.utterances,
                     Count::BargeIn => &m.barge_ins,
+                    Count::HoldResumed => &m.holds_resumed,
                     Count::BusyLine => &m.busy_replies,
                     Count::Unsupported => &m.unsupported_replies,
                 });

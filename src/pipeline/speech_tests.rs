@@ -286,7 +286,8 @@ async fn barge_in_flushes_playout_and_cancels_the_llm() {
     s.say(600, true).await;
     s.say(1200, false).await;
     s.until(10, |e| *e == Event::state(State::Speaking)).await;
-    s.say(400, true).await;
+    // Past `turn.barge_in_ms` (400).
+    s.say(600, true).await;
     let seen = s.until(10, |e| matches!(e, Event::BargeIn { .. })).await;
     assert!(!seen.iter().any(|e| matches!(
         e,

@@ -85,6 +85,16 @@ impl TurnTaking {
         matches!(self.state, State::InTurn { .. })
     }
 
+    /// From the start of the turn to the end of its last speech, ms.
+    pub fn spoken_ms(&self) -> u32 {
+        match self.state {
+            State::InTurn { silence_run, .. } => {
+                self.turn_windows.saturating_sub(silence_run) * WINDOW_MS
+            }
+            State::Idle { .. } => 0,
+        }
+    }
+
     /// Id of the pause the last [`TurnEvent::Paused`] was about.
     pub fn pause_id(&self) -> u64 {
         self.pause_id
@@ -181,6 +191,12 @@ impl TurnTaking {
         }
     }
 
+    /// Forget the stretch of speech in progress without ending a turn: it
+    /// was no turn (a cough over the assistant, see `conversation::turn`).
+    pub fn abandon(&mut self) {
+        self.end(0, EndReason::Silence);
+    }
+
     fn end(&mut self, silence_ms: u32, reason: EndReason) -> TurnEvent {
         self.state = State::Idle { speech_run: 0 };
         self.turn_windows = 0;
@@ -199,6 +215,21 @@ mod tests {
 
     fn feed(t: &mut TurnTaking, prob: f32, n: usize) -> Vec<TurnEvent> {
         (0..n).flat_map(|_| t.on_window(prob)).collect()
+    }
+
+    #[test]
+    fn a_short_burst_pauses_unsustained_and_can_be_abandoned() {
+        let mut t = TurnTaking::new(cfg());
+        let ev = feed(&mut t, 0.9, 5);
+        assert_eq!(ev, vec![TurnEvent::SpeechStarted]);
+        assert_eq!(feed(&mut t, 0.1, 7), vec![TurnEvent::Paused]);
+        assert_eq!(t.spoken_ms(), 5 * WINDOW_MS);
+        t.abandon();
+        assert!(!t.in_turn());
+        assert_eq!(t.spoken_ms(), 0);
+        // A stale answer about the abandoned pause ends nothing.
+        assert_eq!(t.on_prediction(t.pause_id(), true), None);
+        assert_eq!(feed(&mut t, 0.9, 3), vec![TurnEvent::SpeechStarted]);
     }
 
     #[test]

@@ -209,10 +209,14 @@ pub(super) async fn outbound_loop(
                 .skipped_frames_out
                 .fetch_add(tick.skipped, Ordering::Relaxed);
         }
-        let frame = queue.lock().ok().and_then(|mut q| q.pop_frame());
+        let (frame, drained) = queue
+            .lock()
+            .map(|mut q| (q.pop_frame(), q.is_empty()))
+            .unwrap_or((None, true));
         let active = frame.is_some();
-        if std::mem::replace(&mut playing, active) && !active {
-            // The last queued audio has gone out: the assistant is listening again.
+        if std::mem::replace(&mut playing, active) && !active && drained {
+            // The last queued audio has gone out (not merely held while the
+            // user speaks): the assistant is listening again.
             let _ = events.try_send(Event::state(State::Listening));
         }
         let pcm = frame.as_deref().unwrap_or(&silence);

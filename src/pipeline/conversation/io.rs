@@ -148,6 +148,9 @@ pub enum Input {
 pub enum Count {
     Utterance,
     BargeIn,
+    /// Speech over the assistant too short to interrupt it: the held reply
+    /// went on.
+    HoldResumed,
     BusyLine,
     /// A grounded reply stated a number or name its notes lack.
     Unsupported,
@@ -201,8 +204,11 @@ pub enum Action {
     PlayBusyLine {
         reply: u64,
     },
-    /// Drop all audio waiting to play, at once.
+    /// Drop all audio waiting to play, at once (and end a hold).
     Flush,
+    /// Pause the playout where it is (`true`: the user started speaking
+    /// over the assistant) or let it go on (`false`: it was a cough).
+    Hold(bool),
     /// Report a prompt's fate to whoever delivered it.
     AnswerPrompt {
         ticket: u64,

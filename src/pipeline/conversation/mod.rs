@@ -18,8 +18,10 @@
 //!   into clauses and synthesized in order, audio is queued as it comes;
 //!   a reply that has not started `start_deadline` after the end of its
 //!   turn becomes the busy line;
-//! - barge-in: user speech over the assistant flushes its audio at once,
-//!   cancels the LLM and TTS, and rewrites the history to what was heard;
+//! - barge-in: user speech over the assistant holds its audio at once; if
+//!   the speech lasts `barge_in_ms` the audio is flushed, the LLM and TTS
+//!   are cancelled and the history keeps what was heard, and if it stops
+//!   sooner (a cough) the reply goes on where it paused;
 //! - prompts: a [`PromptQueue`] spoken at [`prompts::moment`], requeued when
 //!   cut off before any of it was heard.
 
@@ -110,6 +112,8 @@ pub struct Conversation {
     reply: Option<Reply>,
     playing: Option<Playing>,
     playout: Playout,
+    /// The playout is held: the user started speaking over the assistant.
+    held: bool,
     /// Other sessions' work is queued in the engines.
     others_waiting: bool,
     /// Decodes of turns whose reply was cut: (job, turn), reported when done.
@@ -149,6 +153,7 @@ impl Conversation {
                 idle: true,
                 ..Playout::default()
             },
+            held: false,
             others_waiting: false,
             orphans: Vec::new(),
             ended_early: None,
@@ -432,6 +437,8 @@ impl Conversation {
 
     /// A new reply numbered as the next turn.
     fn new_reply(&mut self, kind: ReplyKind, silence_ms: u32) -> Reply {
+        // Whatever held the last reply, this one must be heard.
+        self.hold(false);
         match self.continued_turn.take() {
             Some(t) if matches!(kind, ReplyKind::Speech) => self.turn = t,
             _ => self.turn += 1,

@@ -90,6 +90,8 @@ impl Conversation {
             return false;
         }
         self.out.push(Action::Flush);
+        // A flush ends a hold too: the next reply must play.
+        self.held = false;
         let (turn, heard, sources) = if let Some(mut r) = self.reply.take() {
             // Still working: stop the LLM and TTS. A transcription in progress
             // goes on: what the user said is still reported.

@@ -32,13 +32,20 @@ impl Conversation {
                 self.utterance = self.preroll.iter().copied().collect();
                 self.drop_speculation();
                 self.continue_turn();
+                if self.replying() {
+                    // Stop talking at once, as a person does, but keep the
+                    // rest: it is a barge-in only if the speech lasts.
+                    self.hold(true);
+                }
                 self.emit(Event::state(State::UserSpeaking));
             }
             TurnEvent::SustainedSpeech => {
                 if self.cut_reply(Cause::User) {
                     self.out.push(Action::Count(Count::BargeIn));
                 }
+                self.hold(false);
             }
+            TurnEvent::Paused if self.held => self.resume_after_burst(),
             TurnEvent::Paused => {
                 if self.cfg.turn.smart_turn {
                     self.predicting = true;
@@ -66,6 +73,34 @@ impl Conversation {
             }
             TurnEvent::EndOfTurn { silence_ms, reason } => self.end_turn(silence_ms, reason),
         }
+    }
+
+    /// Pause the playout (`true`) or let it go on; see [`Action::Hold`].
+    pub(super) fn hold(&mut self, on: bool) {
+        if self.held != on {
+            self.held = on;
+            self.out.push(Action::Hold(on));
+        }
+    }
+
+    /// The speech that held the reply paused before it lasted
+    /// `turn.barge_in_ms`: a cough, a noise, a "mm". It is no turn; the
+    /// reply goes on from where it stopped.
+    fn resume_after_burst(&mut self) {
+        tracing::info!(
+            speech_ms = self.turns.spoken_ms(),
+            "speech over the reply was too short to interrupt it: the reply goes on"
+        );
+        self.turns.abandon();
+        self.utterance.clear();
+        self.hold(false);
+        self.out.push(Action::Count(Count::HoldResumed));
+        let state = if self.playout.idle {
+            State::Thinking
+        } else {
+            State::Speaking
+        };
+        self.emit(Event::state(state));
     }
 
     /// The user speaks again soon after Smart Turn ended the turn ("Thank

@@ -296,6 +296,15 @@ pub(super) fn state(s: State) -> impl Fn(&Action) -> bool {
 pub(super) fn is_flush(a: &Action) -> bool {
     matches!(a, Action::Flush)
 }
+pub(super) fn is_hold(a: &Action) -> bool {
+    matches!(a, Action::Hold(true))
+}
+pub(super) fn is_release(a: &Action) -> bool {
+    matches!(a, Action::Hold(false))
+}
+pub(super) fn counts_hold_resumed(a: &Action) -> bool {
+    matches!(a, Action::Count(Count::HoldResumed))
+}
 pub(super) fn is_barge_in(a: &Action) -> bool {
     matches!(a, Action::Emit(Event::BargeIn { .. }))
 }

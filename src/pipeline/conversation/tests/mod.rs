@@ -5,6 +5,9 @@
 
 mod harness;
 
+/// Windows of speech that reach `turn.barge_in_ms` (400 ms).
+const BARGE_IN: usize = 13;
+
 use super::*;
 use harness::*;
 
@@ -125,7 +128,7 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
             "barge-in mid-piece cuts the history where playback stopped",
             [ask(), answer_first_piece(), vec![
                 Played(24_000, false),
-                Speak(9),
+                Speak(BARGE_IN),
                 Expect("flush", is_flush),
                 Expect("barge_in event", is_barge_in),
                 Expect("LLM cancelled", is_cancel_llm),
@@ -141,6 +144,73 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
             ]].concat(),
         ),
         (
+            "speech over the reply holds it at once; once it lasts, it is a barge-in",
+            [ask(), answer_first_piece(), vec![
+                Played(24_000, false),
+                Speak(3),
+                Expect("playout held", is_hold),
+                Never("not flushed yet", is_flush),
+                Never("no barge-in yet", is_barge_in),
+                Speak(BARGE_IN - 3),
+                Expect("flush", is_flush),
+                Expect("barge_in event", is_barge_in),
+                Expect("counted", counts_barge_in),
+                History(&[
+                    "user: what is the capital of france?",
+                    "assistant: paris is the…",
+                ]),
+                // The user's own turn is answered and heard.
+                Quiet(7),
+                Predict(true),
+                Asr("Stop."),
+                Token("Okay, I will stop talking now then. "),
+                Tts(24_000),
+                Expect("its audio queued", is_play),
+                Never("and not held", is_hold),
+            ]].concat(),
+        ),
+        (
+            "a cough over the reply holds it, then it goes on where it paused",
+            [ask(), answer_first_piece(), vec![
+                Played(24_000, false),
+                Speak(5),
+                Expect("playout held", is_hold),
+                Quiet(7),
+                Expect("released", is_release),
+                Expect("counted", counts_hold_resumed),
+                Expect("speaking again", is_speaking),
+                Never("no flush", is_flush),
+                Never("no barge-in", is_barge_in),
+                Never("no Smart Turn: it was no turn", is_predict),
+                Never("no ASR", is_start_asr),
+                Quiet(40),
+                Never("no end of turn", is_thinking),
+                LlmDone,
+                Tts(24_000),
+                Expect("the whole reply, not interrupted", is_reply),
+                Played(72_000, true),
+                History(&[
+                    "user: what is the capital of france?",
+                    "assistant: paris is the capital of france, a city on the seine.",
+                ]),
+            ]].concat(),
+        ),
+        (
+            "a cough while the assistant thinks holds nothing for long: its reply plays",
+            [ask(), vec![
+                // Past the silence fallback's time: not the turn going on.
+                Wait(1000),
+                Speak(4),
+                Expect("held", is_hold),
+                Quiet(7),
+                Expect("released", is_release),
+                Expect("thinking still", is_thinking),
+                Never("the LLM goes on", is_cancel_llm),
+            ], answer_first_piece(), vec![
+                Never("not held", is_hold),
+            ]].concat(),
+        ),
+        (
             "barge-in during synthesis drops the pending piece",
             [ask(), vec![
                 Token("Paris is the capital of France. "),
@@ -148,7 +218,7 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
                 // Past the silence fallback's time: a new turn, not the old
                 // one going on.
                 Wait(1000),
-                Speak(9),
+                Speak(BARGE_IN),
                 Expect("synthesis cancelled", is_cancel_tts),
                 Expect("LLM cancelled", is_cancel_llm),
                 Expect("barge_in event", is_barge_in),
@@ -162,7 +232,7 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
                 Tts(24_000),
                 Expect("reply", is_reply),
                 Played(48_000, false),
-                Speak(9),
+                Speak(BARGE_IN),
                 Expect("flush", is_flush),
                 Never("nothing left to cancel", is_cancel_llm),
                 History(&[
@@ -177,7 +247,7 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
                 LlmDone,
                 Tts(24_000),
                 Played(72_000, true),
-                Speak(9),
+                Speak(BARGE_IN),
                 Never("flush", is_flush),
                 Never("barge_in", is_barge_in),
             ]].concat(),
@@ -255,7 +325,7 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
                 Predict(true),
                 Expect("thinking", is_thinking),
                 Wait(1000),
-                Speak(9),
+                Speak(BARGE_IN),
                 Expect("cut", is_cut),
                 Never("the decode goes on", is_cancel_asr),
                 Asr("A very long monologue."),
@@ -370,7 +440,7 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
                 Predict(true),
                 Asr("Thank you."),
                 Wait(1200),
-                Speak(9),
+                Speak(BARGE_IN),
                 Expect("a barge-in, as over any reply", is_barge_in),
             ],
         ),
@@ -528,7 +598,7 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
                 Tts(30_000),
                 Played(20_000, false),
                 Outcome("news", None),
-                Speak(9),
+                Speak(BARGE_IN),
                 Expect("flush", is_flush),
                 Outcome("news", Some(PromptOutcome::Spoken { turn: 1 })),
                 History(&["assistant: would you like to…"]),
@@ -572,7 +642,7 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
                 Prompt("news", false),
                 Wait(1600),
                 Tts(30_000),
-                Speak(9),
+                Speak(BARGE_IN),
                 Expect("flush", is_flush),
                 Outcome("news", None),
                 Quiet(7),
@@ -616,7 +686,7 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
                 Prompt("news", false),
                 Wait(1600),
                 Expect("prompt event", is_prompt_event),
-                Speak(9),
+                Speak(BARGE_IN),
                 Expect("synthesis cancelled", is_cancel_tts),
                 Outcome("news", None),
                 Quiet(7),
@@ -758,11 +828,12 @@ fn the_cases_cover_every_action_kind() {
             Action::Play { .. } => "play",
             Action::PlayBusyLine { .. } => "play_busy_line",
             Action::Flush => "flush",
+            Action::Hold(_) => "hold",
             Action::AnswerPrompt { .. } => "answer_prompt",
             Action::Count(_) => "count",
         }
     }
-    const ALL: usize = 14;
+    const ALL: usize = 15;
     let mut seen = std::collections::BTreeSet::new();
     for (name, script) in cases() {
         let mut h = Harness::new();
