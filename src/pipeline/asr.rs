@@ -132,9 +132,8 @@ fn run_whisper(
         .then(|| audio_ctx_for(pcm.len(), max_ctx));
     let mut text = decode(state, pcm, opts, fit)?;
     // A shrunken encoder window occasionally sends the decoder into a loop
-    // ("What is…? What is…? …"). Nobody speaks more than ~5 words a second:
-    // if the text says otherwise, decode again with the full window.
-    if fit.is_some() && implausibly_long(&text, audio) {
+    // ("What is…? What is…? …"): decode again with the full window.
+    if fit.is_some() && looped(&text, audio) {
         tracing::debug!(
             words = text.split_whitespace().count(),
             "ASR loop; retrying with the full window"
@@ -195,9 +194,14 @@ fn decode(
     Ok(text)
 }
 
-/// More words than anyone says in this much audio (5 words/s + 4).
-fn implausibly_long(text: &str, audio: Duration) -> bool {
+/// Whether the decoder looped: more words than anyone says in this much
+/// audio (5 words/s + 4), or a clause of three words or more said twice.
+/// A loop that went round once ("Thank you, that is all for today. Thank
+/// you, that is all for today." from 3 s of audio) stays under the word
+/// rate; a speaker who does repeat a clause costs one decode more.
+fn looped(text: &str, audio: Duration) -> bool {
     text.split_whitespace().count() as f64 > audio.as_secs_f64() * 5.0 + 4.0
+        || crate::text::repeat_at([], text).is_some()
 }
 
 /// Segments Whisper rates above this no-speech probability are dropped
@@ -244,8 +248,13 @@ mod tests {
     #[test]
     fn loop_detector() {
         let one = Duration::from_secs(1);
-        assert!(!implausibly_long("What is the capital of France?", 2 * one));
-        assert!(implausibly_long(
+        assert!(!looped("What is the capital of France?", 2 * one));
+        assert!(!looped("Hello, hello. Can you hear me?", 2 * one));
+        assert!(looped(
+            "Thank you, that is all for today. Thank you, that is all for today.",
+            3 * one
+        ));
+        assert!(looped(
             &"What is the capital of France? ".repeat(5),
             2 * one
         ));
