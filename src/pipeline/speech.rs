@@ -280,6 +280,9 @@ impl Shell {
         let engines = &self.deps.engines;
         match action {
             Action::Emit(ev) => {
+                if !matches!(ev, Event::ReplyDelta { .. }) {
+                    tracing::debug!(?ev, "event");
+                }
                 // Events are best-effort: a slow reader must not stall the audio loop.
                 let _ = self.events.try_send(ev);
             }
