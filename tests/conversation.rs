@@ -28,6 +28,12 @@ fn server_with(profile: &str) -> Server {
     )
 }
 
+async fn connect(server: &Server) -> Client {
+    Client::connect(&server.url, ClientOptions::default())
+        .await
+        .expect("connect")
+}
+
 fn config() -> Config {
     let mut c = Config::default();
     c.models.dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
@@ -90,9 +96,7 @@ fn reply_audio(frames: &[ReceivedFrame], from: Instant) -> Vec<f32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoken_question_gets_a_spoken_answer() {
     let server = server();
-    let mut client = Client::connect(&server.url, ClientOptions::default())
-        .await
-        .expect("connect");
+    let mut client = connect(&server).await;
     // The checker decodes with Whisper's full 30 s window: the most accurate setting.
     let mut checker = config();
     checker.inference.asr_fit_audio_ctx = false;
@@ -174,9 +178,7 @@ async fn the_conversation_remembers() {
     // The 135M "fast" model does not keep track of who is who; the default
     // 0.5B model does.
     let server = server_with("default");
-    let mut client = Client::connect(&server.url, ClientOptions::default())
-        .await
-        .expect("connect");
+    let mut client = connect(&server).await;
     say(
         &client,
         &clip48("q08_name.wav"),
@@ -264,9 +266,7 @@ fn longest_gap(frames: &[ReceivedFrame], from: Instant, within: Duration) -> Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cough_during_a_reply_does_not_cut_it() {
     let server = server();
-    let mut client = Client::connect(&server.url, ClientOptions::default())
-        .await
-        .expect("connect");
+    let mut client = connect(&server).await;
     // A long reply, whatever the model: a story runs to the spoken-length cap.
     assert!(client.wait_open(Duration::from_secs(10)).await);
     assert!(
@@ -320,9 +320,7 @@ async fn a_cough_during_a_reply_does_not_cut_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn barge_in_stops_the_reply() {
     let server = server();
-    let mut client = Client::connect(&server.url, ClientOptions::default())
-        .await
-        .expect("connect");
+    let mut client = connect(&server).await;
     // A question with a long answer.
     say(&client, &clip48("q02_joke.wav"), Duration::from_millis(300)).await;
     let reply_started = reply_audio_begins(&client).await;
@@ -408,9 +406,7 @@ async fn barge_in_stops_the_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_audio_long_monologues_and_silence_are_survived() {
     let server = server();
-    let mut client = Client::connect(&server.url, ClientOptions::default())
-        .await
-        .expect("connect");
+    let mut client = connect(&server).await;
     // Clipped square waves and noise.
     let mut seed = 7u32;
     let mut junk: Vec<f32> = (0..WIRE_RATE as usize * 2)
