@@ -109,10 +109,12 @@ impl OutQueue {
         self.played
     }
 
-    /// Drop everything queued (barge-in); returns the samples dropped.
+    /// Drop everything queued (barge-in) and end a hold, so the next reply
+    /// plays; returns the samples dropped.
     pub fn clear(&mut self) -> usize {
         let dropped = self.queued();
         self.chunks.clear();
+        self.held = false;
         dropped
     }
 
@@ -166,5 +168,10 @@ mod tests {
         q.set_held(false);
         assert_eq!(q.pop_frame().unwrap()[0], WIRE_FRAME as f32);
         assert_eq!(q.played(3), 2 * WIRE_FRAME);
+        // A flush ends a hold: what is queued next plays.
+        q.set_held(true);
+        q.clear();
+        q.push_reply(4, vec![0.5; WIRE_FRAME]);
+        assert!(q.pop_frame().is_some());
     }
 }

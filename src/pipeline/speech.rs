@@ -373,14 +373,7 @@ impl Shell {
                 }
             }
             Action::Flush => {
-                let dropped = self
-                    .out
-                    .lock()
-                    .map(|mut q| {
-                        q.set_held(false);
-                        q.clear()
-                    })
-                    .unwrap_or(0);
+                let dropped = self.out.lock().map(|mut q| q.clear()).unwrap_or(0);
                 tracing::debug!(dropped_ms = dropped / 48, "playout flushed");
             }
             Action::Hold(held) => {
