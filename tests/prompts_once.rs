@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream;
 use common::Nats;
 use common::bus::*;
 use serde_json::json;
@@ -152,4 +153,75 @@ async fn a_prompt_that_cannot_be_synthesized_is_retried_then_given_up() {
     assert_eq!(n, 1, "dropped {n} times");
     client.bye().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// More prompts for absent sessions than the prompt consumer's ack-pending
+/// window (1024) must not hold up a prompt for a live session: they wait in
+/// the parked stream, and the one whose session comes back is spoken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_for_absent_sessions_hold_up_nobody() {
+    const ABSENT: usize = 1100;
+    let nats = Nats::start().await;
+    let events = Events::subscribe(&nats.url).await;
+    let js = js(&nats.url).await;
+    let server = serve(&nats, &[("VOXLOOP_PROMPT_RECONNECT_MS", "60000")]);
+    wait_stream(&js).await;
+    let t0 = Instant::now();
+    for i in 0..ABSENT {
+        publish_prompt(
+            &js,
+            &format!("absent-{i:05}"),
+            json!({"id": format!("for-absent-{i}"), "text": "Are you still there?"}),
+        )
+        .await;
+    }
+    println!(
+        "{ABSENT} prompts for absent sessions published in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let mut live = connect(&server).await;
+    let t1 = Instant::now();
+    publish_prompt(
+        &js,
+        &live.session_id,
+        json!({"id": "for-the-live-one", "text": "Shall I read you the summary?"}),
+    )
+    .await;
+    // Before parking, this waited the whole reconnect wait (60 s).
+    prompt_ev(&mut live, 30, |id| id == "for-the-live-one").await;
+    println!(
+        "the live session's prompt was spoken {:.1} s after it was published",
+        t1.elapsed().as_secs_f64()
+    );
+    let mut consumer: jetstream::consumer::PullConsumer = js
+        .get_stream("VOXLOOP_PROMPTS")
+        .await
+        .expect("prompt stream")
+        .get_consumer("voxloop-server")
+        .await
+        .expect("prompt consumer");
+    let pending = consumer
+        .info()
+        .await
+        .expect("consumer info")
+        .num_ack_pending;
+    println!("ack pending on the prompt consumer: {pending} (window 1024)");
+    assert!(
+        pending < 100,
+        "{pending} prompts hold the consumer's window"
+    );
+
+    // An absent session that comes back hears its prompt.
+    let mut back = resume(&server, "absent-00007").await;
+    prompt_ev(&mut back, 30, |id| id == "for-absent-7").await;
+    events
+        .wait("voxloop.event.prompt.spoken", 20, |v| {
+            v["prompt_id"] == "for-absent-7"
+        })
+        .await;
+    let parked = server.metric("voxloop_prompts_parked_total").await as usize;
+    println!("prompts parked: {parked}");
+    assert!(parked >= ABSENT, "only {parked} of {ABSENT} were parked");
+    live.bye().await;
+    back.bye().await;
 }

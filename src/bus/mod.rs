@@ -20,6 +20,7 @@
 pub mod creds;
 pub mod heard;
 pub mod kb_store;
+pub mod parked;
 pub mod payload;
 pub mod prompts;
 pub mod relay;
@@ -43,6 +44,9 @@ const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest prompt message the stream stores (text is capped far lower; this
 /// lets an oversized text arrive and be dropped with a reason).
 const MAX_PROMPT_MESSAGE: i32 = 4 * 1024 * 1024;
+/// Most prompts waiting for absent sessions at once, over all servers; past
+/// it a park fails and the prompt is retried later, then dropped.
+const MAX_PARKED: i64 = 10_000;
 
 /// A NATS set-up step failed.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +102,11 @@ impl Subjects {
         format!("{}.event.{kind}", self.prefix)
     }
 
+    /// Where a prompt waits while session `id` is absent ([`parked`]).
+    pub fn parked(&self, id: &str) -> String {
+        format!("{}.parked.{id}", self.prefix)
+    }
+
     pub fn event_all(&self) -> String {
         format!("{}.event.>", self.prefix)
     }
@@ -120,6 +129,10 @@ impl Subjects {
 
     pub fn prompt_stream(&self) -> String {
         format!("{}_PROMPTS", self.stream_base())
+    }
+
+    pub fn parked_stream(&self) -> String {
+        format!("{}_PARKED", self.stream_base())
     }
 
     pub fn event_stream(&self) -> String {
@@ -365,6 +378,21 @@ pub async fn ensure_streams(
     js.get_or_create_stream(events)
         .await
         .map_err(|e| BusError::JetStream(format!("event stream: {e}")))?;
+    // A copy outlives its deadline only when the server timing it out died;
+    // whoever admits the session next drops it then (`hub::parked`).
+    let parked = stream::Config {
+        name: subjects.parked_stream(),
+        subjects: vec![format!("{}.parked.*", subjects.prefix())],
+        max_age: Duration::from_secs(3600),
+        max_messages: MAX_PARKED,
+        discard: stream::DiscardPolicy::New,
+        max_message_size: MAX_PROMPT_MESSAGE,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    js.get_or_create_stream(parked)
+        .await
+        .map_err(|e| BusError::JetStream(format!("parked stream: {e}")))?;
     Ok(())
 }
 

@@ -26,6 +26,9 @@ pub struct PromptIn {
     pub prompt: Result<Prompt, Rejected>,
     /// How many times JetStream has delivered this message (1 the first time).
     pub delivered: u64,
+    /// The message's sequence in the prompt stream: the same on every
+    /// redelivery, different for a republished copy.
+    pub stream_seq: u64,
 }
 
 /// Decides a prompt's fate; the returned future ends when the prompt may be acked.
@@ -123,12 +126,16 @@ async fn consume(
             None => return Err(BusError::Nats("prompt message stream ended".into())),
         };
         let subject = msg.subject.to_string();
-        let delivered = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+        let (delivered, stream_seq) = msg
+            .info()
+            .map(|i| (i.delivered.max(1) as u64, i.stream_sequence))
+            .unwrap_or((1, 0));
         let input = PromptIn {
             target: inner.subjects.target(&subject),
             prompt: parse_prompt(&msg.payload, max_chars),
             subject,
             delivered,
+            stream_seq,
         };
         let fut = handler(input);
         tokio::spawn(async move {

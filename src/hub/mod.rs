@@ -10,9 +10,11 @@
 //! `?session=` on WHIP) to resume a conversation's identity after a
 //! reconnect: a prompt for an id that is not live waits up to
 //! `prompts.reconnect_wait_ms` (bounded by its expiry) for that id to come
-//! back before it is dropped as `no_session`.
+//! back before it is dropped as `no_session`. From NATS it waits in the
+//! parked stream ([`parked`]), so it holds no slot of the prompt consumer.
 
 mod events;
+mod parked;
 mod relay;
 mod routing;
 
@@ -87,6 +89,7 @@ impl Slot {
         self.hub.serve_relay(&self.id);
         if !self.attached {
             self.attached = true;
+            self.hub.spawn_unpark(&self.id);
             Metrics::inc(&self.hub.metrics.sessions_total);
             self.hub
                 .metrics

@@ -194,7 +194,7 @@ impl Hub {
         }
     }
 
-    fn reconnect_deadline(&self, prompt: &Prompt) -> Instant {
+    pub(super) fn reconnect_deadline(&self, prompt: &Prompt) -> Instant {
         let mut wait = Duration::from_millis(self.config.prompts.reconnect_wait_ms);
         if let Some(exp) = prompt.expires_at {
             let left = exp - OffsetDateTime::now_utc();
@@ -221,7 +221,7 @@ impl Hub {
     }
 
     /// Count an outcome and publish `prompt.spoken` / `prompt.dropped`.
-    fn record(
+    pub(super) fn record(
         &self,
         session_id: Option<&str>,
         prompt_id: &str,
@@ -345,15 +345,37 @@ impl Hub {
             (true, true) => Retry::Allowed,
             (true, false) => Retry::Last,
         };
+        if let Target::Session(id) = &target
+            && self.control_of(id).is_none()
+            && !prompt.expired(OffsetDateTime::now_utc())
+        {
+            // Held by another server: that one speaks it.
+            if let Some(outcome) = self.relay(id, &prompt, retry).await {
+                return self.settle(Some(outcome), true, retry);
+            }
+            // Absent: wait in the parked stream, not in this consumer's
+            // ack-pending window (`hub::parked`).
+            if self.park(id, &prompt, input.stream_seq).await {
+                return Settle::Ack;
+            }
+            if retry == Retry::Allowed {
+                return Settle::Retry(Duration::from_millis(self.config.prompts.retry_delay_ms));
+            }
+            // Out of deliveries: wait here as a last resort.
+        }
         let out = self.deliver_with(target, prompt, retry).await;
         let relayed = out.first().is_some_and(|d| d.relayed);
         let outcome = out.first().map(|d| d.outcome.clone());
+        self.settle(outcome, single && relayed, retry)
+    }
+
+    /// What the consumer does with a message whose (first) outcome is `outcome`.
+    fn settle(&self, outcome: Option<PromptOutcome>, relayed: bool, retry: Retry) -> Settle {
+        let single = retry != Retry::No;
         match outcome {
             Some(o) if single && self.handed_back(&o) => Settle::Nak,
             // The holder ended (draining, or gone) before speaking it.
-            Some(PromptOutcome::Dropped(DropReason::SessionEnded)) if single && relayed => {
-                Settle::Nak
-            }
+            Some(PromptOutcome::Dropped(DropReason::SessionEnded)) if relayed => Settle::Nak,
             Some(PromptOutcome::Dropped(DropReason::TtsFailed)) if retry == Retry::Allowed => {
                 Settle::Retry(Duration::from_millis(self.config.prompts.retry_delay_ms))
             }

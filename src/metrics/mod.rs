@@ -43,6 +43,7 @@ pub struct Metrics {
     /// Prompts this server received for a session another server holds,
     /// and handed to it.
     pub prompts_relayed: AtomicU64,
+    pub prompts_parked: AtomicU64,
     /// How far voice activity detection runs behind the audio received.
     pub vad_lag: LagHistogram,
     /// VAD windows under the level floor, taken as silence without Silero.
@@ -184,6 +185,11 @@ impl Metrics {
             "voxloop_prompts_relayed_total",
             "Prompts for a session another server holds, handed to that server.",
             get(&self.prompts_relayed),
+        );
+        counter(
+            "voxloop_prompts_parked_total",
+            "Prompts from NATS for a session no server held, parked until it comes back.",
+            get(&self.prompts_parked),
         );
         let _ = writeln!(
             out,
