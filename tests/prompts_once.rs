@@ -225,3 +225,97 @@ async fn prompts_for_absent_sessions_hold_up_nobody() {
     live.bye().await;
     back.bye().await;
 }
+
+/// nats-server stopped for a minute mid-conversation: the voice goes on
+/// (a user comes back and is answered), and the prompts waiting when NATS
+/// stopped are spoken after it, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minute_without_nats_loses_no_prompt_and_repeats_none() {
+    const AWAY: &str = "away-for-a-minute";
+    let mut nats = Nats::start().await;
+    let js = js(&nats.url).await;
+    // Longer than the outage: the parked prompt must outlive it.
+    let server = serve(&nats, &[("VOXLOOP_PROMPT_RECONNECT_MS", "180000")]);
+    wait_stream(&js).await;
+    let mut live = connect(&server).await;
+    wait_nats_state(&server, "connected", 10).await;
+    assert!(
+        live.wait_open(Duration::from_secs(10)).await,
+        "events channel open"
+    );
+
+    // A prompt for a user who is away: parked until they come back.
+    publish_prompt(
+        &js,
+        AWAY,
+        json!({"id": "for-the-away-one", "text": "Welcome back. Shall we go on?"}),
+    )
+    .await;
+    // One for the live user, queued behind a reply in progress.
+    assert!(live.send_text("Tell me about the history of Rome.").await);
+    wait_ev(&mut live, 30, |e| match e {
+        Event::State {
+            state: voxloop::events::State::Speaking,
+            ..
+        } => Some(()),
+        _ => None,
+    })
+    .await;
+    publish_prompt(
+        &js,
+        &live.session_id,
+        json!({"id": "behind-the-reply", "text": "Would you like the museum hours too?"}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("voxloop_prompts_parked_total").await < 1.0
+        || server.metric("voxloop_prompts_received_total").await < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the prompts never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    nats.stop();
+    let outage = Instant::now();
+    wait_nats_state(&server, "disconnected", 10).await;
+    // The voice goes on: the live user's queued prompt is spoken after the
+    // reply, and the away user comes back and is answered.
+    prompt_ev(&mut live, 60, |id| id == "behind-the-reply").await;
+    let mut back = resume(&server, AWAY).await;
+    assert!(
+        back.wait_open(Duration::from_secs(10)).await,
+        "events channel open"
+    );
+    assert!(back.send_text("What is the capital of Italy?").await);
+    let answer = reply_ev(&mut back, 60, None).await;
+    println!(
+        "answered {:.1} s into the outage: {answer:?}",
+        outage.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(outage.elapsed())).await;
+
+    nats.restart().await;
+    wait_nats_state(&server, "connected", 30).await;
+    let back_at = Instant::now();
+    prompt_ev(&mut back, 60, |id| id == "for-the-away-one").await;
+    println!(
+        "the parked prompt was spoken {:.1} s after NATS came back",
+        back_at.elapsed().as_secs_f64()
+    );
+    // Long enough for a redelivery after the 30 s ack deadline.
+    let (later_back, later_live) =
+        tokio::join!(prompts_seen(&mut back, 40), prompts_seen(&mut live, 40));
+    assert!(
+        !later_back.iter().any(|id| id == "for-the-away-one"),
+        "spoken twice: {later_back:?}"
+    );
+    assert!(
+        !later_live.iter().any(|id| id == "behind-the-reply"),
+        "spoken twice: {later_live:?}"
+    );
+    live.bye().await;
+    back.bye().await;
+}

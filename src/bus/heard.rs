@@ -21,6 +21,8 @@ use tokio::sync::Mutex;
 pub const HEARD_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest wait for the bucket; past it the prompt is treated as unheard.
 const KV_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a heard prompt keeps being written while NATS is away.
+pub const MARK_RETRY_FOR: Duration = Duration::from_secs(600);
 
 pub struct HeardLog {
     js: jetstream::Context,
@@ -105,22 +107,47 @@ impl HeardLog {
     }
 
     /// Remember that `session` heard `prompt_id` (before its message is acked).
+    /// Remember the prompt. While NATS does not answer (an outage) this
+    /// tries again for up to [`MARK_RETRY_FOR`]: the caller acks only after
+    /// it, and the ack could not get through before NATS is back anyway.
     pub async fn mark(&self, session: &str, prompt_id: &str) {
         let Some(key) = key(session, prompt_id) else {
             return;
         };
-        let put = async {
-            let store = self.store().await?;
-            let at = crate::bus::now_rfc3339();
-            tokio::time::timeout(KV_TIMEOUT, store.put(key, at.into_bytes().into()))
-                .await
-                .map_err(|_| KvError::Timeout)?
-                .map_err(|e| KvError::Nats(e.to_string()))
-        }
-        .await;
-        if let Err(e) = put {
-            tracing::warn!(session, prompt = prompt_id, error = %e, bucket = %self.bucket, "cannot record a heard prompt; a redelivery would be spoken again");
+        let give_up = std::time::Instant::now() + MARK_RETRY_FOR;
+        let mut pause = Duration::from_millis(500);
+        let mut warned = false;
+        loop {
+            let put = async {
+                let store = self.store().await?;
+                let at = crate::bus::now_rfc3339();
+                tokio::time::timeout(KV_TIMEOUT, store.put(&key, at.into_bytes().into()))
+                    .await
+                    .map_err(|_| KvError::Timeout)?
+                    .map_err(|e| KvError::Nats(e.to_string()))
+            }
+            .await;
+            let Err(e) = put else {
+                if warned {
+                    tracing::info!(
+                        session,
+                        prompt = prompt_id,
+                        "heard prompt recorded after all"
+                    );
+                }
+                return;
+            };
             self.forget_store().await;
+            if std::time::Instant::now() >= give_up {
+                tracing::warn!(session, prompt = prompt_id, error = %e, bucket = %self.bucket, "cannot record a heard prompt; a redelivery would be spoken again");
+                return;
+            }
+            if !warned {
+                warned = true;
+                tracing::warn!(session, prompt = prompt_id, error = %e, bucket = %self.bucket, "cannot record a heard prompt yet; trying again until NATS answers");
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use async_nats::jetstream::stream::DeleteMessageErrorKind;
 use async_nats::jetstream::{self, context};
 
 use super::{Bus, BusError, Inner};
@@ -119,13 +120,17 @@ impl Bus {
         }
     }
 
-    /// Delete parked copy `seq`; true only for the caller that deleted it,
-    /// so the server timing it out and the one republishing it never both act.
-    pub async fn unpark(&self, seq: u64) -> bool {
-        let Ok(stream) = self.parked_stream().await else {
-            return false;
-        };
-        matches!(stream.delete_message(seq).await, Ok(true))
+    /// Delete parked copy `seq`: `Ok(true)` only for the caller that deleted
+    /// it, so the server timing it out and the one republishing it never both
+    /// act; `Ok(false)` when it is gone; an error when NATS did not answer.
+    pub async fn unpark(&self, seq: u64) -> Result<bool, BusError> {
+        let stream = self.parked_stream().await?;
+        match stream.delete_message(seq).await {
+            Ok(deleted) => Ok(deleted),
+            // JetStream answered: no such message.
+            Err(e) if matches!(e.kind(), DeleteMessageErrorKind::JetStream(_)) => Ok(false),
+            Err(e) => Err(BusError::Nats(format!("delete parked prompt {seq}: {e}"))),
+        }
     }
 
     /// Put parked copy `seq` of `prompt` back on session `id`'s prompt

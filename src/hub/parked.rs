@@ -8,7 +8,10 @@
 //! prompt first, so a crash between the two delivers it twice at worst, and
 //! the heard log speaks it once). A session admitted on another server in the
 //! millisecond between this server's relay miss and its park gets the prompt
-//! at its next admission, or the `no_session` event at the deadline.
+//! at its next admission, or the `no_session` event at the deadline. The
+//! copies of a server that exits before their deadline stay: the next server
+//! admitting the session moves them back or drops them, and the stream's
+//! max age (1 h) removes the rest without an event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +22,10 @@ use super::Hub;
 use crate::bus::parked::ParkedCopy;
 use crate::metrics::Metrics;
 use crate::prompt::{DropReason, Prompt, PromptOutcome};
+
+/// Pauses between tries while NATS does not answer.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Hub {
     /// Park `prompt` for absent session `id` until its reconnect deadline;
@@ -51,10 +58,28 @@ impl Hub {
         true
     }
 
+    /// Delete parked copy `seq`; true if this call did. While NATS does not
+    /// answer (an outage) it tries again, up to the stream's max age.
+    async fn claim(&self, seq: u64) -> bool {
+        let give_up = std::time::Instant::now() + Duration::from_secs(3600);
+        let mut pause = RETRY_FIRST;
+        loop {
+            match self.bus.unpark(seq).await {
+                Ok(deleted) => return deleted,
+                Err(e) if std::time::Instant::now() < give_up => {
+                    tracing::debug!(seq, error = %e, "parked prompt not settled yet; trying again");
+                }
+                Err(_) => return false,
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+
     /// Drop parked copy `seq` with `no_session` (or `expired`) unless
     /// someone moved it back already.
     async fn drop_parked(&self, id: &str, prompt_id: &str, seq: u64, expired: bool) {
-        if !self.bus.unpark(seq).await {
+        if !self.claim(seq).await {
             return;
         }
         Metrics::inc(&self.metrics.prompts_received);
@@ -75,35 +100,51 @@ impl Hub {
         }
         let hub = self.clone();
         let id = id.to_string();
+        // NATS may be down as the session comes back: try again while it lives.
         tokio::spawn(async move {
-            let copies = match hub.bus.parked(&id).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(session = %id, error = %e, "cannot read the prompts parked for this session; they are dropped at their deadline");
+            let mut pause = RETRY_FIRST;
+            loop {
+                let done = match hub.bus.parked(&id).await {
+                    Ok(copies) => {
+                        let mut all = true;
+                        for copy in copies {
+                            all &= hub.unpark_one(&id, copy).await;
+                        }
+                        all
+                    }
+                    Err(e) => {
+                        tracing::debug!(session = %id, error = %e, "cannot read the prompts parked for this session yet");
+                        false
+                    }
+                };
+                if done || hub.control_of(&id).is_none() {
                     return;
                 }
-            };
-            for copy in copies {
-                hub.unpark_one(&id, copy).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
             }
         });
     }
 
-    async fn unpark_one(&self, id: &str, copy: ParkedCopy) {
+    /// Move one copy back (or drop it, past its deadline); false if NATS
+    /// did not take the republish.
+    async fn unpark_one(&self, id: &str, copy: ParkedCopy) -> bool {
         let ParkedCopy { seq, parked } = copy;
         if parked.until <= OffsetDateTime::now_utc() {
             // The server that parked it did not time it out (it died).
             let expired = parked.prompt.expired(parked.until);
             self.drop_parked(id, &parked.prompt.id, seq, expired).await;
-            return;
+            return true;
         }
         match self.bus.republish(id, &parked.prompt, seq).await {
             Ok(()) => {
-                self.bus.unpark(seq).await;
+                self.claim(seq).await;
                 tracing::info!(session = %id, prompt = %parked.prompt.id, "parked prompt moved back to its session");
+                true
             }
             Err(e) => {
-                tracing::warn!(session = %id, prompt = %parked.prompt.id, error = %e, "cannot move a parked prompt back; it is dropped at its deadline");
+                tracing::warn!(session = %id, prompt = %parked.prompt.id, error = %e, "cannot move a parked prompt back yet");
+                false
             }
         }
     }
