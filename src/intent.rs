@@ -242,17 +242,21 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Intent
         .await
         .map_err(|e| IntentError::Join(e.to_string()))??;
     let llm = Arc::new(llm);
-    let client = crate::bus::creds::apply(async_nats::ConnectOptions::new(), &config.bus)
-        .await?
-        .name("voxloop-intent-worker")
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connect(&config.nats_url)
-        .await
-        .map_err(|e| BusError::Url {
-            url: config.nats_url.clone(),
-            message: e.to_string(),
-        })?;
+    let client = crate::bus::creds::apply(
+        async_nats::ConnectOptions::new(),
+        &config.bus,
+        &config.nats_url,
+    )
+    .await?
+    .name("voxloop-intent-worker")
+    .retry_on_initial_connect()
+    .max_reconnects(None)
+    .connect(&config.nats_url)
+    .await
+    .map_err(|e| BusError::Url {
+        url: config.nats_url.clone(),
+        message: e.to_string(),
+    })?;
     let js = jetstream::new(client.clone());
     let subjects = Subjects::new(&config.bus.prefix);
     let mut tracker = Tracker::new(config.intent.clone());

@@ -200,7 +200,7 @@ impl Bus {
         let w = warned.clone();
         let shown = redact(url);
         let shown_cb = shown.clone();
-        let options = creds::apply(async_nats::ConnectOptions::new(), config).await?;
+        let options = creds::apply(async_nats::ConnectOptions::new(), config, url).await?;
         let client = options
             .name("voxloop")
             .retry_on_initial_connect()

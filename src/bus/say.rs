@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use futures::StreamExt;
 use time::OffsetDateTime;
 
@@ -73,7 +74,7 @@ pub async fn say(
     opts: &SayOptions,
     mut on_outcome: impl FnMut(&Outcome),
 ) -> Result<Vec<Outcome>, BusError> {
-    let client = super::creds::apply(async_nats::ConnectOptions::new(), &opts.bus)
+    let client = super::creds::apply(async_nats::ConnectOptions::new(), &opts.bus, &opts.url)
         .await?
         .name("voxloop-say")
         .connection_timeout(Duration::from_secs(3))
@@ -96,23 +97,22 @@ pub async fn say(
     }
     let mut events = futures::stream::select_all(outcomes);
     let js = jetstream::new(client.clone());
-    ensure_streams(&js, &subjects, &opts.bus).await?;
     let subject = match &opts.target {
         Target::Session(id) => subjects.prompt_session(id),
         Target::Broadcast => subjects.prompt_broadcast(),
     };
     let payload = serde_json::to_vec(&opts.prompt).map_err(|e| BusError::Nats(e.to_string()))?;
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", opts.prompt.id.as_str());
     let published = Instant::now();
-    let ack = js
-        .publish_with_headers(subject.clone(), headers, payload.into())
-        .await
-        .map_err(|e| BusError::JetStream(format!("publish to {subject}: {e}")))?;
-    tokio::time::timeout(Duration::from_secs(5), ack)
-        .await
-        .map_err(|_| BusError::JetStream(format!("no ack from the prompt stream for {subject}")))?
-        .map_err(|e| BusError::JetStream(format!("publish to {subject}: {e}")))?;
+    // A publisher needs no right to create streams (docs/nats-permissions.conf):
+    // only when no server made them yet does `say` create them itself.
+    match publish(&js, &subject, &opts.prompt.id, &payload).await {
+        Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+            ensure_streams(&js, &subjects, &opts.bus).await?;
+            publish(&js, &subject, &opts.prompt.id, &payload).await
+        }
+        other => other,
+    }
+    .map_err(|e| BusError::JetStream(format!("publish to {subject}: {e}")))?;
     println!("published: prompt={} subject={subject}", opts.prompt.id);
     let Some(wait) = opts.wait else {
         return Ok(Vec::new());
@@ -163,6 +163,24 @@ pub async fn say(
         }
     }
     Ok(out)
+}
+
+/// Publish one prompt (`Nats-Msg-Id` = its id) and wait for the stream's ack.
+async fn publish(
+    js: &jetstream::Context,
+    subject: &str,
+    id: &str,
+    payload: &[u8],
+) -> Result<(), PublishError> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    let ack = js
+        .publish_with_headers(subject.to_string(), headers, payload.to_vec().into())
+        .await?;
+    match tokio::time::timeout(Duration::from_secs(5), ack).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(PublishError::new(PublishErrorKind::TimedOut)),
+    }
 }
 
 #[cfg(test)]
