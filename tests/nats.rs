@@ -757,37 +757,6 @@ async fn the_server_starts_without_nats_and_picks_it_up_later() {
     client.bye().await;
 }
 
-/// Run `voxloop say ARGS --nats-url URL`: (exit code, stdout, stderr).
-fn say_cli(url: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxloop"))
-        .arg("say")
-        .args(args)
-        .args(["--nats-url", url])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("VOXLOOP_CONFIG")
-        .env("VOXLOOP_LOG", "warn")
-        .output()
-        .expect("run voxloop say");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    println!(
-        "voxloop say {args:?} -> {:?}\n{stdout}{stderr}",
-        out.status.code()
-    );
-    (out.status.code().unwrap_or(-1), stdout, stderr)
-}
-
-async fn say_async(url: &str, args: &[&str]) -> (i32, String, String) {
-    let url = url.to_string();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        say_cli(&url, &a)
-    })
-    .await
-    .expect("join")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voxloop_say_prints_the_outcome() {
     let mut nats = Nats::start().await;

@@ -184,3 +184,34 @@ pub async fn reply_ev(client: &mut Client, secs: u64, turn: Option<u64>) -> Stri
 pub async fn listening(client: &mut Client, secs: u64) {
     wait_ev(client, secs, |e| e.is_state(State::Listening).then_some(())).await
 }
+
+/// Run `voxloop say ARGS --nats-url URL`: (exit code, stdout, stderr).
+pub fn say_cli(url: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxloop"))
+        .arg("say")
+        .args(args)
+        .args(["--nats-url", url])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("VOXLOOP_CONFIG")
+        .env("VOXLOOP_LOG", "warn")
+        .output()
+        .expect("run voxloop say");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    println!(
+        "voxloop say {args:?} -> {:?}\n{stdout}{stderr}",
+        out.status.code()
+    );
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+pub async fn say_async(url: &str, args: &[&str]) -> (i32, String, String) {
+    let url = url.to_string();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        say_cli(&url, &a)
+    })
+    .await
+    .expect("join")
+}

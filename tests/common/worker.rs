@@ -14,8 +14,14 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(nats: &Nats, roles: &str) -> Worker {
+        Self::start_with(nats, roles, &[])
+    }
+
+    /// `start` with `env` set (e.g. NATS credentials).
+    pub fn start_with(nats: &Nats, roles: &str, env: &[(&str, &str)]) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_voxloop"))
             .args(["worker", "--roles", roles, "--nats-url", &nats.url])
+            .envs(env.iter().copied())
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env_remove("VOXLOOP_CONFIG")
             .env("VOXLOOP_MODELS_PROFILE", "fast")
