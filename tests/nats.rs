@@ -890,14 +890,7 @@ async fn a_draining_server_hands_its_unspoken_prompts_to_the_next() {
         "events channel open"
     );
     assert!(client.send_text("Tell me about the history of Rome.").await);
-    wait_ev(&mut client, 30, |e| match e {
-        Event::State {
-            state: voxloop::events::State::Speaking,
-            ..
-        } => Some(()),
-        _ => None,
-    })
-    .await;
+    speaking(&mut client, 30).await;
     publish_prompt(
         &js,
         "drain-me-0001",

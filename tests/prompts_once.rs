@@ -253,14 +253,7 @@ async fn a_minute_without_nats_loses_no_prompt_and_repeats_none() {
     .await;
     // One for the live user, queued behind a reply in progress.
     assert!(live.send_text("Tell me about the history of Rome.").await);
-    wait_ev(&mut live, 30, |e| match e {
-        Event::State {
-            state: voxloop::events::State::Speaking,
-            ..
-        } => Some(()),
-        _ => None,
-    })
-    .await;
+    speaking(&mut live, 30).await;
     publish_prompt(
         &js,
         &live.session_id,

@@ -185,6 +185,11 @@ pub async fn listening(client: &mut Client, secs: u64) {
     wait_ev(client, secs, |e| e.is_state(State::Listening).then_some(())).await
 }
 
+/// Wait until the assistant speaks (a reply has started playing).
+pub async fn speaking(client: &mut Client, secs: u64) {
+    wait_ev(client, secs, |e| e.is_state(State::Speaking).then_some(())).await
+}
+
 /// Run `voxloop say ARGS --nats-url URL`: (exit code, stdout, stderr).
 pub fn say_cli(url: &str, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxloop"))
