@@ -112,7 +112,7 @@ impl Bus {
                     seq: msg.sequence,
                     parked,
                 }),
-                // Only this server writes there; a foreign message is skipped.
+                // Only voxloop servers write there; anything else is skipped.
                 Err(e) => {
                     tracing::warn!(error = %e, seq = msg.sequence, "unreadable parked prompt skipped")
                 }

@@ -131,7 +131,8 @@ impl Hub {
     async fn unpark_one(&self, id: &str, copy: ParkedCopy) -> bool {
         let ParkedCopy { seq, parked } = copy;
         if parked.until <= OffsetDateTime::now_utc() {
-            // The server that parked it did not time it out (it died).
+            // Its deadline passed and the parking server has not settled it
+            // (it died, or NATS was down): whoever deletes it drops it.
             let expired = parked.prompt.expired(parked.until);
             self.drop_parked(id, &parked.prompt.id, seq, expired).await;
             return true;
