@@ -106,16 +106,16 @@ impl HeardLog {
         }
     }
 
-    /// Remember that `session` heard `prompt_id` (before its message is acked).
-    /// Remember the prompt. While NATS does not answer (an outage) this
-    /// tries again for up to [`MARK_RETRY_FOR`]: the caller acks only after
-    /// it, and the ack could not get through before NATS is back anyway.
+    /// Remember that `session` heard `prompt_id` (before its message is
+    /// acked). While NATS does not answer (an outage) this tries again for up
+    /// to [`MARK_RETRY_FOR`]: the ack could not get through before NATS is
+    /// back anyway.
     pub async fn mark(&self, session: &str, prompt_id: &str) {
         let Some(key) = key(session, prompt_id) else {
             return;
         };
         let give_up = std::time::Instant::now() + MARK_RETRY_FOR;
-        let mut pause = Duration::from_millis(500);
+        let mut backoff = super::backoff::Backoff::default();
         let mut warned = false;
         loop {
             let put = async {
@@ -146,8 +146,7 @@ impl HeardLog {
                 warned = true;
                 tracing::warn!(session, prompt = prompt_id, error = %e, bucket = %self.bucket, "cannot record a heard prompt yet; trying again until NATS answers");
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
+            backoff.wait().await;
         }
     }
 }

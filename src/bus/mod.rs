@@ -17,6 +17,7 @@
 //! unreachable server; the client reconnects in the background and
 //! `/healthz` shows the state.
 
+pub mod backoff;
 pub mod creds;
 pub mod heard;
 pub mod kb_store;

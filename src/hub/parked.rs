@@ -19,13 +19,10 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::Hub;
+use crate::bus::backoff::Backoff;
 use crate::bus::parked::ParkedCopy;
 use crate::metrics::Metrics;
 use crate::prompt::{DropReason, Prompt, PromptOutcome};
-
-/// Pauses between tries while NATS does not answer.
-const RETRY_FIRST: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Hub {
     /// Park `prompt` for absent session `id` until its reconnect deadline;
@@ -62,7 +59,7 @@ impl Hub {
     /// answer (an outage) it tries again, up to the stream's max age.
     async fn claim(&self, seq: u64) -> bool {
         let give_up = std::time::Instant::now() + Duration::from_secs(3600);
-        let mut pause = RETRY_FIRST;
+        let mut backoff = Backoff::default();
         loop {
             match self.bus.unpark(seq).await {
                 Ok(deleted) => return deleted,
@@ -71,8 +68,7 @@ impl Hub {
                 }
                 Err(_) => return false,
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(RETRY_MAX);
+            backoff.wait().await;
         }
     }
 
@@ -102,7 +98,7 @@ impl Hub {
         let id = id.to_string();
         // NATS may be down as the session comes back: try again while it lives.
         tokio::spawn(async move {
-            let mut pause = RETRY_FIRST;
+            let mut backoff = Backoff::default();
             loop {
                 let done = match hub.bus.parked(&id).await {
                     Ok(copies) => {
@@ -120,8 +116,7 @@ impl Hub {
                 if done || hub.control_of(&id).is_none() {
                     return;
                 }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(RETRY_MAX);
+                backoff.wait().await;
             }
         });
     }
