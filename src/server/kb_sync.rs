@@ -122,8 +122,12 @@ impl Follower<'_> {
             while feed.changes.try_recv().is_ok() {}
             self.push_folder(&feed.dir).await?;
         }
+        // The index is read before the bucket is listed: a document put over
+        // HTTP meanwhile is stored in the bucket before it is indexed, so it
+        // is listed whenever it is in this snapshot, never removed as gone.
+        let local = self.local_docs().await;
         let objects = self.store.list().await?;
-        let (indexed, removed) = self.follow(&objects).await?;
+        let (indexed, removed) = self.follow(local, &objects).await?;
         tracing::info!(
             bucket = self.store.bucket(),
             objects = objects.len(),
@@ -223,14 +227,22 @@ impl Follower<'_> {
         Ok(())
     }
 
-    /// Step 3: the local index onto the bucket's documents. Returns how many
-    /// were indexed and removed.
-    async fn follow(&self, objects: &[Stored]) -> Result<(usize, usize), KbStoreError> {
-        let local: HashMap<String, String> = self
-            .on_index(|kb| Ok(kb.docs()))
+    /// The indexed documents' names and hashes.
+    async fn local_docs(&self) -> HashMap<String, String> {
+        self.on_index(|kb| Ok(kb.docs()))
             .await
             .map(|docs| docs.into_iter().map(|d| (d.name, d.hash)).collect())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Step 3: the local index (`local`, read before the bucket was
+    /// listed) onto the bucket's documents. Returns how many
+    /// were indexed and removed.
+    async fn follow(
+        &self,
+        local: HashMap<String, String>,
+        objects: &[Stored],
+    ) -> Result<(usize, usize), KbStoreError> {
         let mut indexed = 0;
         for s in objects {
             if local.get(&s.name) != Some(&s.hash) && self.index(s).await? {
