@@ -12,8 +12,8 @@ use voxloop::remote::{self, Role, worker::RoleEngines};
 
 #[derive(Args)]
 pub struct WorkerArgs {
-    /// Engines to load and serve: any of asr,llm,tts.
-    #[arg(long, default_value = "asr,llm,tts")]
+    /// Engines to load and serve: any of asr,llm,tts,embed.
+    #[arg(long, default_value = "asr,llm,tts,embed")]
     roles: String,
     /// NATS server URL (VOXLOOP_NATS_URL).
     #[arg(long)]
@@ -99,7 +99,7 @@ pub async fn workers(mut config: Config, args: WorkersArgs) -> anyhow::Result<i3
         for e in &w.endpoints {
             let n = |k: &str| e.load.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
             println!(
-                "  {:<10} requests={} refused={} in_flight={}/{} completed={} failed={} avg_accept_ms={:.2}",
+                "  {:<10} requests={} refused={} in_flight={}/{} completed={} failed={} pace_ms={} wait_ms={} avg_accept_ms={:.2}",
                 e.name,
                 e.requests,
                 e.refused,
@@ -107,6 +107,8 @@ pub async fn workers(mut config: Config, args: WorkersArgs) -> anyhow::Result<i3
                 n("limit"),
                 n("completed"),
                 n("failed"),
+                n("pace_ms"),
+                n("expected_wait_ms"),
                 e.average_ms
             );
         }

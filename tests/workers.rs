@@ -9,11 +9,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::bus::{connect, listening, reply_ev, wait_ev};
-use common::worker::Worker;
+use common::worker::{Worker, load, of, stats};
 use common::{Nats, Server, clip48};
 use voxloop::client::Client;
 use voxloop::events::Event;
-use voxloop::remote::directory::{self, WorkerInfo};
 
 fn serve(nats: &Nats) -> Server {
     common::bus::serve(nats, &[("VOXLOOP_INFERENCE", "nats")])
@@ -21,22 +20,6 @@ fn serve(nats: &Nats) -> Server {
 
 async fn nats_client(nats: &Nats) -> async_nats::Client {
     async_nats::connect(&nats.url).await.expect("nats")
-}
-
-async fn stats(nats: &async_nats::Client) -> Vec<WorkerInfo> {
-    directory::collect(nats).await.expect("worker stats")
-}
-
-/// A worker's count `key` (`completed`, `in_flight`, ...) over its endpoints.
-fn load(w: &WorkerInfo, key: &str) -> u64 {
-    w.endpoints
-        .iter()
-        .map(|e| e.load.get(key).and_then(|v| v.as_u64()).unwrap_or(0))
-        .sum()
-}
-
-fn of<'a>(all: &'a [WorkerInfo], id: &str) -> Option<&'a WorkerInfo> {
-    all.iter().find(|w| w.id == id)
 }
 
 /// Wait until `/healthz` says every role has `n` live workers or more.

@@ -15,8 +15,8 @@ pub mod index;
 pub mod support;
 
 use std::path::Path;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -61,8 +61,19 @@ pub struct Stats {
     pub chunks: usize,
 }
 
+/// Embeds a document's chunks somewhere else: on an inference worker
+/// (`serve --inference nats`), so a large upload does not take the media
+/// server's CPU. Called on the indexing threads, never the runtime.
+pub trait BulkEmbed: Send + Sync {
+    /// One unit-length vector of [`embed::DIM`] per text, in order.
+    fn embed_all(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String>;
+}
+
 pub struct KnowledgeBase {
     embedder: Embedder,
+    /// Where documents are embedded when set; questions are always embedded
+    /// here (a few milliseconds, on the reply's critical path).
+    bulk: OnceLock<Arc<dyn BulkEmbed>>,
     index: RwLock<index::Index>,
     max_doc_bytes: usize,
     /// Chunks indexed, readable without the lock (the async side asks it
@@ -83,6 +94,7 @@ impl KnowledgeBase {
         let chunks = AtomicUsize::new(index.chunk_count());
         Ok(KnowledgeBase {
             embedder,
+            bulk: OnceLock::new(),
             index: RwLock::new(index),
             max_doc_bytes,
             chunks,
@@ -113,12 +125,13 @@ impl KnowledgeBase {
         if chunks.is_empty() {
             return Err(DocError::Empty(name.to_string()).into());
         }
-        let mut new = Vec::with_capacity(chunks.len());
-        for c in &chunks {
-            let text = c.text();
-            let vector = self.embedder.embed(&text)?;
-            new.push(index::NewChunk { text, vector });
-        }
+        let texts: Vec<String> = chunks.iter().map(|c| c.text()).collect();
+        let vectors = self.embed_chunks(name, &texts)?;
+        let new: Vec<index::NewChunk> = texts
+            .into_iter()
+            .zip(vectors)
+            .map(|(text, vector)| index::NewChunk { text, vector })
+            .collect();
         let info = DocInfo {
             name: name.to_string(),
             size: bytes.len() as u64,
@@ -139,6 +152,31 @@ impl KnowledgeBase {
                 Change::Added
             },
         ))
+    }
+
+    /// Embed documents with `bulk` from now on (once; later calls are ignored).
+    pub fn embed_documents_with(&self, bulk: Arc<dyn BulkEmbed>) {
+        let _ = self.bulk.set(bulk);
+    }
+
+    /// The chunks' vectors: from the bulk embedder if there is one and it
+    /// answers with usable vectors, else from this process's own model, so
+    /// a document is never refused for want of a worker.
+    fn embed_chunks(&self, name: &str, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if let Some(bulk) = self.bulk.get() {
+            match bulk.embed_all(texts) {
+                Ok(v) if fits(&v, texts.len()) => return Ok(v),
+                Ok(v) => tracing::warn!(
+                    doc = name,
+                    got = v.len(),
+                    want = texts.len(),
+                    "kb: the embed worker's vectors do not fit; embedding here"
+                ),
+                Err(e) => tracing::warn!(doc = name, error = %e,
+                    "kb: no embed worker did it; embedding here"),
+            }
+        }
+        texts.iter().map(|t| self.embedder.embed(t)).collect()
     }
 
     /// Removes a document and all its chunks.
@@ -194,6 +232,14 @@ impl KnowledgeBase {
     pub fn embedder(&self) -> &Embedder {
         &self.embedder
     }
+}
+
+/// `n` finite vectors of the model's width.
+fn fits(vectors: &[Vec<f32>], n: usize) -> bool {
+    vectors.len() == n
+        && vectors
+            .iter()
+            .all(|v| v.len() == embed::DIM && v.iter().all(|x| x.is_finite()))
 }
 
 /// A document's content hash as the index keeps it: SHA-256, lower-case hex.

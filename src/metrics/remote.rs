@@ -1,6 +1,6 @@
 //! Remote inference (`serve --inference nats`) per role: how long a
 //! worker took (ASR: the transcript; LLM: the first token; TTS: a piece's
-//! audio) and why jobs failed.
+//! audio; embed: a batch of a document's chunks) and why jobs failed.
 
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -9,11 +9,11 @@ use std::time::Duration;
 use super::lag::LagHistogram;
 
 /// The roles, in the order of their index (`remote::Role::index`).
-pub const ROLES: [&str; 3] = ["asr", "llm", "tts"];
+pub const ROLES: [&str; 4] = ["asr", "llm", "tts", "embed"];
 
 #[derive(Debug, Default)]
 pub struct RemoteMetrics {
-    latency: [LagHistogram; 3],
+    latency: [LagHistogram; 4],
     /// (role, kind) → count; kinds are few and fixed (`no_workers`,
     /// `busy`, `lost`, `expired`, `failed`, `retried`).
     failures: Mutex<Vec<(usize, &'static str, u64)>>,

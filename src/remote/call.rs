@@ -33,6 +33,19 @@ pub enum CallError {
     Nats(String),
 }
 
+impl CallError {
+    /// The `kind` label of `voxloop_remote_failures_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::NoWorkers(_) => "no_workers",
+            CallError::Busy => "busy",
+            CallError::Lost => "lost",
+            CallError::Expired => "expired",
+            CallError::Failed(_) | CallError::Nats(_) => "failed",
+        }
+    }
+}
+
 /// A job a worker accepted: its results, in order.
 pub struct Stream {
     sub: async_nats::Subscriber,
@@ -85,6 +98,18 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Ask the worker to stop this job; its stream then ends with a
+    /// `cancelled` failure (read on to see when).
+    pub async fn cancel(&self) -> Result<(), CallError> {
+        let body = wire::encode(&Control::Cancel { job: self.job }, &[]);
+        self.client
+            .publish(self.control.clone(), body)
+            .await
+            .map_err(|e| CallError::Nats(e.to_string()))
+    }
+}
+
 impl Drop for Stream {
     /// A reader that stops before the end (barge-in, hang-up, a lost
     /// worker) cancels the job, so the worker does no more of it.
@@ -103,17 +128,41 @@ impl Drop for Stream {
     }
 }
 
-/// Start `job` on a worker: on `prefer`'s own subject first (the worker
-/// holding the conversation), then on the role's queue group, asking
-/// again while workers say busy. Work not taken by `deadline` is `Expired`.
+/// Where and by when a job should run.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// Not taken by then: `Expired`; the worker stops it there too.
+    pub deadline: Instant,
+    /// Workers that do not expect to start it this soon say busy.
+    pub start_within: Option<Duration>,
+    /// The worker to ask first (the one holding the conversation).
+    pub prefer: Option<&'a str>,
+}
+
+impl Ask<'_> {
+    pub fn by(deadline: Instant) -> Self {
+        Ask {
+            deadline,
+            start_within: None,
+            prefer: None,
+        }
+    }
+}
+
+/// Start `job` on a worker: on `ask.prefer`'s own subject first, then on
+/// the role's queue group, asking again while workers say busy.
 pub async fn start(
     client: &async_nats::Client,
     subjects: &InferSubjects,
     job: Job,
     pcm: &[f32],
-    deadline: Instant,
-    prefer: Option<&str>,
+    ask: Ask<'_>,
 ) -> Result<Stream, CallError> {
+    let Ask {
+        deadline,
+        start_within,
+        prefer,
+    } = ask;
     let role = job.role();
     let max = client.server_info().max_payload;
     let mut subjects_to_try: Vec<String> = prefer
@@ -135,6 +184,7 @@ pub async fn start(
         let request = Request {
             job: job.clone(),
             budget_ms: left.as_millis().max(1) as u64,
+            start_within_ms: start_within.map(|d| d.as_millis() as u64),
             stream_to: inbox,
         };
         let body = wire::encode(&request, pcm);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::InferSubjects;
-use super::call::{self, CallError, Stream};
+use super::call::{self, Ask, CallError, Stream};
 use super::wire::{Control, Job, Part, Role};
 use crate::kb::Hit;
 use crate::metrics::Metrics;
@@ -54,6 +54,9 @@ pub struct RemoteInference {
     pending: Arc<AtomicUsize>,
     /// Which worker holds each conversation's KV cells.
     affinity: Mutex<HashMap<u64, String>>,
+    /// A turn's start deadline: workers that expect to start its
+    /// transcription or reply later say busy at once.
+    start_deadline: Option<Duration>,
 }
 
 /// Counts a job as pending while it lives.
@@ -78,6 +81,7 @@ impl RemoteInference {
         prefix: &str,
         local: LocalEngines,
         metrics: Arc<Metrics>,
+        start_deadline: Option<Duration>,
     ) -> Self {
         Self {
             client,
@@ -86,12 +90,21 @@ impl RemoteInference {
             metrics,
             pending: Arc::default(),
             affinity: Mutex::default(),
+            start_deadline,
         }
+    }
+
+    /// What a worker is asked to start within: speech is paced by its
+    /// own due times, so only transcriptions and replies are bounded.
+    fn start_within(&self, role: Role) -> Option<Duration> {
+        matches!(role, Role::Asr | Role::Llm)
+            .then_some(self.start_deadline)
+            .flatten()
     }
 
     fn failed(&self, role: Role, e: &CallError) -> Failure {
         tracing::warn!(role = role.as_str(), error = %e, "remote inference failed");
-        self.metrics.remote.failure(role.index(), kind(e));
+        self.metrics.remote.failure(role.index(), e.kind());
         match e {
             CallError::Failed(m) => Failure::Failed(m.clone()),
             _ => Failure::Busy,
@@ -115,15 +128,11 @@ impl RemoteInference {
         let mut tries = 0;
         loop {
             tries += 1;
-            let s = call::start(
-                &self.client,
-                &self.subjects,
-                job.clone(),
-                pcm,
-                deadline,
-                None,
-            )
-            .await?;
+            let ask = Ask {
+                start_within: self.start_within(role),
+                ..Ask::by(deadline)
+            };
+            let s = call::start(&self.client, &self.subjects, job.clone(), pcm, ask).await?;
             match read(s).await {
                 Err(CallError::Lost) if tries < 2 && Instant::now() < deadline => {
                     tracing::warn!(role = role.as_str(), "worker lost mid-job; asking another");
@@ -132,16 +141,6 @@ impl RemoteInference {
                 r => return r,
             }
         }
-    }
-}
-
-fn kind(e: &CallError) -> &'static str {
-    match e {
-        CallError::NoWorkers(_) => "no_workers",
-        CallError::Busy => "busy",
-        CallError::Lost => "lost",
-        CallError::Expired => "expired",
-        CallError::Failed(_) | CallError::Nats(_) => "failed",
     }
 }
 
@@ -216,22 +215,21 @@ impl Inference for RemoteInference {
             messages,
             max_tokens: None,
         };
-        let s = call::start(
-            &self.client,
-            &self.subjects,
-            job.clone(),
-            &[],
-            deadline,
-            prefer.as_deref(),
-        )
-        .await
-        .map_err(|e| self.failed(Role::Llm, &e))?;
+        let ask = Ask {
+            start_within: self.start_within(Role::Llm),
+            prefer: prefer.as_deref(),
+            ..Ask::by(deadline)
+        };
+        let s = call::start(&self.client, &self.subjects, job.clone(), &[], ask)
+            .await
+            .map_err(|e| self.failed(Role::Llm, &e))?;
         self.remember(key, &s.worker);
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let reply = Reply {
             client: self.client.clone(),
             subjects: self.subjects.clone(),
+            start_within: self.start_within(Role::Llm),
             metrics: self.metrics.clone(),
             job,
             deadline,
@@ -299,6 +297,7 @@ impl RemoteInference {
 struct Reply {
     client: async_nats::Client,
     subjects: InferSubjects,
+    start_within: Option<Duration>,
     metrics: Arc<Metrics>,
     job: Job,
     deadline: Instant,
@@ -348,26 +347,23 @@ impl Reply {
                     retried = true;
                     tracing::warn!("LLM worker lost before the first token; asking another");
                     self.metrics.remote.failure(Role::Llm.index(), "retried");
-                    match call::start(
-                        &self.client,
-                        &self.subjects,
-                        self.job.clone(),
-                        &[],
-                        self.deadline,
-                        None,
-                    )
-                    .await
+                    let ask = Ask {
+                        start_within: self.start_within,
+                        ..Ask::by(self.deadline)
+                    };
+                    match call::start(&self.client, &self.subjects, self.job.clone(), &[], ask)
+                        .await
                     {
                         Ok(again) => s = again,
                         Err(e) => {
-                            self.metrics.remote.failure(Role::Llm.index(), kind(&e));
+                            self.metrics.remote.failure(Role::Llm.index(), e.kind());
                             break Finish::Error(e.to_string());
                         }
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, tokens, "remote reply ended early");
-                    self.metrics.remote.failure(Role::Llm.index(), kind(&e));
+                    self.metrics.remote.failure(Role::Llm.index(), e.kind());
                     break Finish::Error(e.to_string());
                 }
             }

@@ -107,8 +107,8 @@ impl Directory {
         dir
     }
 
-    /// Workers per role (`asr`, `llm`, `tts`); `None` before the first look.
-    pub fn per_role(&self) -> Option<[(Role, usize); 3]> {
+    /// Workers per role; `None` before the first look.
+    pub fn per_role(&self) -> Option<[(Role, usize); 4]> {
         let seen = self.seen.read().ok()?;
         let seen = seen.as_ref()?;
         Some(Role::ALL.map(|r| (r, seen.iter().filter(|w| w.roles.contains(&r)).count())))

@@ -1,5 +1,5 @@
-//! Inference over NATS: `voxloop worker` serves ASR, LLM and TTS
-//! ([`worker`]), `serve --inference nats` uses them ([`client`]), and
+//! Inference over NATS: `voxloop worker` serves ASR, LLM, TTS and the
+//! knowledge base's document embedder ([`worker`]), `serve --inference nats` uses them ([`client`]), and
 //! `voxloop workers` lists them ([`directory`]).
 //!
 //! Why the NATS service API rather than a JetStream work queue: a turn's
@@ -11,7 +11,7 @@
 //! (tokens, audio) go to a subject the server subscribed to before asking.
 //!
 //! Subjects, under the bus prefix (`voxloop`):
-//! - `<prefix>.infer.asr|llm|tts`: requests, queue group `q`;
+//! - `<prefix>.infer.asr|llm|tts|embed`: requests, queue group `q`;
 //! - `<prefix>.infer.w.<worker>.llm`: requests for one worker (the one
 //!   holding a conversation's KV cells);
 //! - `<prefix>.infer.w.<worker>.control`: cancel a job, forget a conversation.
@@ -19,6 +19,9 @@
 pub mod call;
 pub mod client;
 pub mod directory;
+pub mod embed;
+mod jobs;
+pub mod load;
 pub mod setup;
 pub mod wire;
 pub mod worker;
@@ -71,7 +74,7 @@ impl InferSubjects {
     }
 }
 
-/// Parse `asr,llm,tts` (any subset, in any order).
+/// Parse `asr,llm,tts,embed` (any subset, in any order).
 pub fn parse_roles(s: &str) -> Result<Vec<Role>, String> {
     let mut roles: Vec<Role> = s
         .split(',')
@@ -81,7 +84,7 @@ pub fn parse_roles(s: &str) -> Result<Vec<Role>, String> {
     roles.sort();
     roles.dedup();
     if roles.is_empty() {
-        return Err("no roles: expected some of asr,llm,tts".into());
+        return Err("no roles: expected some of asr,llm,tts,embed".into());
     }
     Ok(roles)
 }
@@ -92,7 +95,10 @@ mod tests {
 
     #[test]
     fn roles_parse_and_bad_ones_are_named() {
-        assert_eq!(parse_roles("asr,llm,tts").unwrap(), Role::ALL.to_vec());
+        assert_eq!(
+            parse_roles("embed,asr,llm,tts").unwrap(),
+            Role::ALL.to_vec()
+        );
         assert_eq!(
             parse_roles("tts, asr,tts").unwrap(),
             vec![Role::Asr, Role::Tts]

@@ -1,11 +1,13 @@
 //! Making a server's speech pipeline use workers: load what stays local,
-//! and get the busy line from the first worker that answers.
+//! send document embedding to the `embed` workers, and get the busy line
+//! from the first worker that answers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::{LocalEngines, RemoteInference};
 use super::directory::Directory;
+use super::embed::RemoteEmbedder;
 use crate::config::Config;
 use crate::engines::{self, EngineError, LoadError};
 use crate::metrics::Metrics;
@@ -37,11 +39,22 @@ pub async fn speech_deps(
         .await
         .map_err(|e| LoadError::Join(e.to_string()))??;
     let kb = local.kb.clone();
+    if let Some(r) = &kb {
+        r.kb().embed_documents_with(Arc::new(RemoteEmbedder::new(
+            client.clone(),
+            &config.bus.prefix,
+            metrics.clone(),
+            tokio::runtime::Handle::current(),
+        )));
+    }
     let remote = Arc::new(RemoteInference::new(
         client.clone(),
         &config.bus.prefix,
         local,
         metrics.clone(),
+        Some(config.inference.start_deadline_ms)
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
     ));
     let busy_line = Arc::new(BusyLine::default());
     tokio::spawn(fetch_busy_line(

@@ -37,6 +37,8 @@ pub enum Job {
     },
     /// Speak `text`; audio comes back at 48 kHz.
     Tts { text: String },
+    /// Sentence vectors of `texts` (a document's chunks), in order.
+    Embed { texts: Vec<String> },
 }
 
 impl Job {
@@ -45,6 +47,7 @@ impl Job {
             Job::Asr => Role::Asr,
             Job::Llm { .. } => Role::Llm,
             Job::Tts { .. } => Role::Tts,
+            Job::Embed { .. } => Role::Embed,
         }
     }
 }
@@ -56,16 +59,26 @@ pub enum Role {
     Asr,
     Llm,
     Tts,
+    /// The knowledge base's document embedder.
+    Embed,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Asr, Role::Llm, Role::Tts];
+    pub const ALL: [Role; 4] = [Role::Asr, Role::Llm, Role::Tts, Role::Embed];
+
+    /// A turn needs a worker of this role; without one it gets the busy
+    /// line. The embedder is not needed: a server embeds documents
+    /// itself when no worker does.
+    pub fn needed_for_turns(self) -> bool {
+        self != Role::Embed
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Asr => "asr",
             Role::Llm => "llm",
             Role::Tts => "tts",
+            Role::Embed => "embed",
         }
     }
 
@@ -81,7 +94,10 @@ impl std::str::FromStr for Role {
             "asr" => Ok(Role::Asr),
             "llm" => Ok(Role::Llm),
             "tts" => Ok(Role::Tts),
-            other => Err(format!("unknown role {other:?}: expected asr, llm or tts")),
+            "embed" => Ok(Role::Embed),
+            other => Err(format!(
+                "unknown role {other:?}: expected asr, llm, tts or embed"
+            )),
         }
     }
 }
@@ -96,6 +112,11 @@ pub struct Request {
     /// cannot start it sooner refuses it, and never starts it late. A
     /// budget, not a time, so the machines' clocks need not agree.
     pub budget_ms: u64,
+    /// Refuse (busy) unless the work is expected to start this soon: a
+    /// turn's start deadline. The worker judges by its queue and how long
+    /// its recent jobs took. Absent, the budget is the bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_within_ms: Option<u64>,
     /// The subject the worker publishes [`Chunk`]s on.
     pub stream_to: String,
 }
@@ -155,6 +176,8 @@ pub enum Part {
     Token { text: String },
     /// Some of the speech (48 kHz PCM attached), in order.
     Audio,
+    /// The sentence vectors of an embed job, one per text; ends the stream.
+    Vectors { vectors: Vec<Vec<f32>> },
     /// The job is complete; ends the stream (LLM: its summary).
     Done { summary: Option<Summary> },
     /// The job failed; ends the stream.
@@ -169,7 +192,11 @@ impl Part {
     pub fn is_last(&self) -> bool {
         matches!(
             self,
-            Part::Transcript { .. } | Part::Done { .. } | Part::Failed { .. } | Part::Expired
+            Part::Transcript { .. }
+                | Part::Vectors { .. }
+                | Part::Done { .. }
+                | Part::Failed { .. }
+                | Part::Expired
         )
     }
 }
@@ -269,6 +296,7 @@ mod tests {
                 max_tokens: Some(9),
             },
             budget_ms: 3000,
+            start_within_ms: Some(2000),
             stream_to: "_INBOX.x".into(),
         };
         let bytes = encode(&req, &[]);

@@ -7,10 +7,11 @@
 //! conversation can come back to the worker holding its KV cells.
 //!
 //! A request is answered at once: `Accepted` with a job number, or a
-//! service error (`Refusal`): busy when the role's queue is full, expired
-//! when its budget is spent. The results then stream to the request's
+//! service error (`Refusal`): busy when the role's queue is full or the
+//! job would start later than asked ([`super::load`]), expired when its
+//! budget is spent. The results then stream to the request's
 //! `stream_to` subject as numbered `Chunk`s, with a heartbeat every
-//! [`HEARTBEAT`] while the engine works. `Control` messages on
+//! [`super::HEARTBEAT`] while the engine works. `Control` messages on
 //! `<prefix>.infer.w.<id>.control` cancel a job or forget a conversation.
 //!
 //! SIGTERM (the `shutdown` future) unsubscribes the endpoints, lets the
@@ -18,7 +19,7 @@
 //! still work), and returns.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,16 +27,17 @@ use async_nats::service::ServiceExt;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, Accepted, Chunk, Control, Job, Part, Refusal, Request, Role, Summary};
-use super::{HEARTBEAT, InferSubjects, RemoteError, SERVICE};
+use super::embed::{EmbedEngine, MAX_TEXTS};
+use super::jobs::{self, Out};
+use super::load::{Admit, RoleLoad};
+use super::wire::{self, Accepted, Control, Job, Refusal, Request, Role};
+use super::{InferSubjects, RemoteError, SERVICE};
 use crate::config::Config;
 use crate::engines::{self, EngineError};
 use crate::pipeline::asr::Asr;
-use crate::pipeline::llm::{LlmBackend, LlmEvent};
+use crate::pipeline::llm::LlmBackend;
 use crate::pipeline::tts::Tts;
 
-/// Audio sent back per chunk: one second at 48 kHz (96 KB).
-const AUDIO_CHUNK: usize = crate::WIRE_RATE as usize;
 /// Longest ASR input taken (the server caps a turn well below it).
 const MAX_ASR_SECONDS: usize = 60;
 
@@ -45,6 +47,7 @@ pub struct RoleEngines {
     pub asr: Option<Arc<Asr>>,
     pub llm: Option<Arc<LlmBackend>>,
     pub tts: Option<Arc<Tts>>,
+    pub embed: Option<Arc<EmbedEngine>>,
 }
 
 impl RoleEngines {
@@ -56,6 +59,7 @@ impl RoleEngines {
                 Role::Asr => e.asr = Some(Arc::new(engines::load_asr(cfg)?)),
                 Role::Llm => e.llm = Some(Arc::new(engines::load_llm_backend(cfg)?)),
                 Role::Tts => e.tts = Some(Arc::new(engines::load_tts(cfg)?)),
+                Role::Embed => e.embed = Some(Arc::new(EmbedEngine::load(cfg)?)),
             }
         }
         Ok(e)
@@ -68,18 +72,10 @@ impl RoleEngines {
                 Role::Asr => self.asr.is_some(),
                 Role::Llm => self.llm.is_some(),
                 Role::Tts => self.tts.is_some(),
+                Role::Embed => self.embed.is_some(),
             })
             .collect()
     }
-}
-
-/// Per-role counts, shown in the service's `STATS` (`voxloop workers`).
-#[derive(Default)]
-struct RoleCounts {
-    in_flight: AtomicUsize,
-    completed: AtomicU64,
-    failed: AtomicU64,
-    refused_busy: AtomicU64,
 }
 
 struct Shared {
@@ -87,9 +83,8 @@ struct Shared {
     engines: RoleEngines,
     jobs: Mutex<HashMap<u64, CancellationToken>>,
     next_job: AtomicU64,
-    /// Jobs a role may hold (running + queued); more is `Busy`.
-    limits: [usize; 3],
-    counts: [RoleCounts; 3],
+    /// Each role's jobs, by `Role::index`.
+    loads: [RoleLoad; 4],
     draining: AtomicBool,
     id: String,
 }
@@ -102,15 +97,9 @@ impl Shared {
         let Some(r) = role else {
             return serde_json::Value::Null;
         };
-        let c = &self.counts[r.index()];
-        serde_json::json!({
-            "in_flight": c.in_flight.load(Ordering::Relaxed),
-            "limit": self.limits[r.index()],
-            "completed": c.completed.load(Ordering::Relaxed),
-            "failed": c.failed.load(Ordering::Relaxed),
-            "busy_refusals": c.refused_busy.load(Ordering::Relaxed),
-            "draining": self.draining.load(Ordering::Relaxed),
-        })
+        let mut stats = self.loads[r.index()].stats();
+        stats["draining"] = self.draining.load(Ordering::Relaxed).into();
+        stats
     }
 }
 
@@ -127,10 +116,12 @@ pub async fn run(
         return Err(RemoteError::Setup("no roles to serve".into()));
     }
     let inf = &config.inference;
-    let limits = [
-        inf.asr_workers + inf.asr_queue,
-        inf.llm_slots as usize + inf.llm_queue,
-        inf.tts_workers + inf.tts_queue,
+    let llm_slots = inf.llm_slots as usize;
+    let loads = [
+        RoleLoad::new(inf.asr_workers, inf.asr_workers + inf.asr_queue),
+        RoleLoad::new(llm_slots, llm_slots + inf.llm_queue),
+        RoleLoad::new(inf.tts_workers, inf.tts_workers + inf.tts_queue),
+        RoleLoad::new(1, EmbedEngine::LIMIT),
     ];
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     let shared_slot: Arc<Mutex<Option<Arc<Shared>>>> = Arc::default();
@@ -152,8 +143,7 @@ pub async fn run(
         engines,
         jobs: Mutex::default(),
         next_job: AtomicU64::new(1),
-        limits,
-        counts: Default::default(),
+        loads,
         draining: AtomicBool::new(false),
         id: id.clone(),
     });
@@ -268,25 +258,45 @@ async fn take(shared: &Arc<Shared>, role: Role, req: async_nats::service::Reques
         let msg = format!("audio over {MAX_ASR_SECONDS} s");
         return refuse(&req, Refusal::Invalid, msg).await;
     }
+    if let Job::Embed { texts } = &request.job
+        && texts.len() > MAX_TEXTS
+    {
+        let msg = format!(
+            "{} texts in one embed job (at most {MAX_TEXTS})",
+            texts.len()
+        );
+        return refuse(&req, Refusal::Invalid, msg).await;
+    }
     if request.budget_ms == 0 {
         return refuse(&req, Refusal::Expired, "no budget left".into()).await;
     }
     if shared.draining.load(Ordering::SeqCst) {
         return refuse(&req, Refusal::Unavailable, "draining".into()).await;
     }
-    let counts = &shared.counts[role.index()];
-    let limit = shared.limits[role.index()];
-    if counts.in_flight.fetch_add(1, Ordering::SeqCst) >= limit {
-        counts.in_flight.fetch_sub(1, Ordering::SeqCst);
-        counts.refused_busy.fetch_add(1, Ordering::Relaxed);
-        return refuse(&req, Refusal::Busy, format!("{} queue full", role.as_str())).await;
-    }
+    let start_by = request
+        .start_within_ms
+        .map_or(request.budget_ms, |s| s.min(request.budget_ms));
+    let at_once = match shared.loads[role.index()].admit(start_by) {
+        Admit::Take { at_once } => at_once,
+        Admit::Full => {
+            let msg = format!("{} queue full", role.as_str());
+            return refuse(&req, Refusal::Busy, msg).await;
+        }
+        Admit::TooLate { wait_ms } => {
+            let msg = format!(
+                "{} would start in about {wait_ms} ms, later than the {start_by} ms asked",
+                role.as_str()
+            );
+            return refuse(&req, Refusal::Busy, msg).await;
+        }
+    };
+    let taken = Instant::now();
     let job = shared.next_job.fetch_add(1, Ordering::Relaxed);
     let cancel = CancellationToken::new();
     if let Ok(mut j) = shared.jobs.lock() {
         j.insert(job, cancel.clone());
     }
-    let deadline = Instant::now() + Duration::from_millis(request.budget_ms);
+    let deadline = taken + Duration::from_millis(request.budget_ms);
     let accepted = Accepted {
         worker: shared.id.clone(),
         job,
@@ -295,203 +305,20 @@ async fn take(shared: &Arc<Shared>, role: Role, req: async_nats::service::Reques
     let shared = shared.clone();
     tokio::spawn(async move {
         let out = Out::new(shared.client.clone(), request.stream_to);
+        let e = &shared.engines;
         let ok = match request.job {
-            Job::Asr => asr_job(&shared, pcm, deadline, &cancel, out).await,
+            Job::Asr => jobs::asr_job(e, pcm, deadline, &cancel, out).await,
             Job::Llm {
                 key,
                 messages,
                 max_tokens,
-            } => llm_job(&shared, key, messages, max_tokens, deadline, &cancel, out).await,
-            Job::Tts { text } => tts_job(&shared, text, deadline, &cancel, out).await,
+            } => jobs::llm_job(e, key, messages, max_tokens, deadline, &cancel, out).await,
+            Job::Tts { text } => jobs::tts_job(e, text, deadline, &cancel, out).await,
+            Job::Embed { texts } => jobs::embed_job(e, texts, deadline, &cancel, out).await,
         };
-        let c = &shared.counts[role.index()];
-        let counter = if ok { &c.completed } else { &c.failed };
-        counter.fetch_add(1, Ordering::Relaxed);
-        c.in_flight.fetch_sub(1, Ordering::SeqCst);
+        shared.loads[role.index()].finish(ok, at_once, taken.elapsed());
         if let Ok(mut j) = shared.jobs.lock() {
             j.remove(&job);
         }
     });
-}
-
-/// A job's result stream: numbered chunks to the server's subject.
-struct Out {
-    client: async_nats::Client,
-    subject: String,
-    seq: u32,
-}
-
-impl Out {
-    fn new(client: async_nats::Client, subject: String) -> Self {
-        Self {
-            client,
-            subject,
-            seq: 0,
-        }
-    }
-
-    async fn send(&mut self, part: Part, pcm: &[f32]) {
-        let chunk = Chunk {
-            seq: self.seq,
-            part,
-        };
-        self.seq += 1;
-        let _ = self
-            .client
-            .publish(self.subject.clone(), wire::encode(&chunk, pcm))
-            .await;
-    }
-
-    /// Ends the stream with a failure; the job did not complete.
-    async fn fail(mut self, message: String) -> bool {
-        self.send(Part::Failed { message }, &[]).await;
-        false
-    }
-
-    /// Ends the stream of a job that was stopped before its result.
-    async fn stop(mut self, why: Stop) -> bool {
-        match why {
-            Stop::Expired => self.send(Part::Expired, &[]).await,
-            Stop::Cancelled => {
-                let message = "cancelled".into();
-                self.send(Part::Failed { message }, &[]).await
-            }
-        }
-        false
-    }
-}
-
-/// Why a job stopped before its result.
-#[derive(Debug, Clone, Copy)]
-enum Stop {
-    Cancelled,
-    Expired,
-}
-
-/// Wait for `work`, heartbeating; `None` when cancelled or past `deadline`
-/// (the work future is dropped: queued work is skipped).
-async fn beating<T>(
-    out: &mut Out,
-    work: impl std::future::Future<Output = T>,
-    deadline: Instant,
-    cancel: &CancellationToken,
-) -> Result<T, Stop> {
-    tokio::pin!(work);
-    let mut beat = tokio::time::interval(HEARTBEAT);
-    beat.tick().await;
-    loop {
-        tokio::select! {
-            r = &mut work => return Ok(r),
-            _ = cancel.cancelled() => return Err(Stop::Cancelled),
-            _ = tokio::time::sleep_until(deadline.into()) => return Err(Stop::Expired),
-            _ = beat.tick() => out.send(Part::Heartbeat, &[]).await,
-        }
-    }
-}
-
-async fn asr_job(
-    shared: &Shared,
-    pcm: Vec<f32>,
-    deadline: Instant,
-    cancel: &CancellationToken,
-    mut out: Out,
-) -> bool {
-    let Some(asr) = &shared.engines.asr else {
-        return out.fail("no asr engine".into()).await;
-    };
-    match beating(&mut out, asr.transcribe(pcm), deadline, cancel).await {
-        Ok(Ok(t)) => {
-            let part = Part::Transcript {
-                text: t.text,
-                decode_ms: t.elapsed.as_millis() as u64,
-            };
-            out.send(part, &[]).await;
-            true
-        }
-        Ok(Err(e)) => out.fail(e.to_string()).await,
-        Err(why) => out.stop(why).await,
-    }
-}
-
-async fn tts_job(
-    shared: &Shared,
-    text: String,
-    deadline: Instant,
-    cancel: &CancellationToken,
-    mut out: Out,
-) -> bool {
-    let Some(tts) = &shared.engines.tts else {
-        return out.fail("no tts engine".into()).await;
-    };
-    let speech = match beating(
-        &mut out,
-        tts.synthesize_by(text, deadline),
-        deadline,
-        cancel,
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return out.fail(e.to_string()).await,
-        Err(why) => return out.stop(why).await,
-    };
-    let pcm = match crate::audio::resample_clip(&speech.pcm, speech.sample_rate, crate::WIRE_RATE) {
-        Ok(p) => p,
-        Err(e) => return out.fail(e.to_string()).await,
-    };
-    for piece in pcm.chunks(AUDIO_CHUNK) {
-        if cancel.is_cancelled() {
-            return out.stop(Stop::Cancelled).await;
-        }
-        out.send(Part::Audio, piece).await;
-    }
-    out.send(Part::Done { summary: None }, &[]).await;
-    true
-}
-
-async fn llm_job(
-    shared: &Shared,
-    key: u64,
-    messages: Vec<crate::pipeline::llm::ChatMessage>,
-    max_tokens: Option<usize>,
-    deadline: Instant,
-    cancel: &CancellationToken,
-    mut out: Out,
-) -> bool {
-    let Some(llm) = &shared.engines.llm else {
-        return out.fail("no llm engine".into()).await;
-    };
-    let mut g = match llm.generate(key, messages, max_tokens) {
-        Ok(g) => g,
-        Err(e) => return out.fail(e.to_string()).await,
-    };
-    let mut beat = tokio::time::interval(HEARTBEAT);
-    beat.tick().await;
-    let mut started = false;
-    loop {
-        tokio::select! {
-            ev = g.events.recv() => match ev {
-                Some(LlmEvent::Token(text)) => {
-                    started = true;
-                    out.send(Part::Token { text }, &[]).await;
-                }
-                Some(LlmEvent::Done(c)) => {
-                    let summary = Some(Summary::of(&c));
-                    out.send(Part::Done { summary }, &[]).await;
-                    return true;
-                }
-                None => return out.fail("the engine dropped the generation".into()).await,
-            },
-            _ = cancel.cancelled() => {
-                // Stops before the next token is decoded.
-                g.cancel();
-                return out.stop(Stop::Cancelled).await;
-            }
-            _ = tokio::time::sleep_until(deadline.into()), if !started => {
-                g.cancel();
-                return out.stop(Stop::Expired).await;
-            }
-            _ = beat.tick() => out.send(Part::Heartbeat, &[]).await,
-        }
-    }
 }

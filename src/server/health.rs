@@ -13,7 +13,8 @@ use crate::config::InferenceMode;
 
 /// What this server is and whether it can answer. With workers
 /// (`--inference nats`): how many serve each role, and `"status":
-/// "degraded"` while a role has none (turns get the busy line).
+/// "degraded"` while a role that turns need has none (they get the busy
+/// line; without an embed worker the server embeds documents itself).
 pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let mut body = json!({
         "status": "ok",
@@ -34,7 +35,8 @@ pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResp
             .flatten()
             .map(|(r, n)| (r.as_str().to_string(), json!(n)))
             .collect();
-        let missing = per_role.is_none_or(|p| p.iter().any(|(_, n)| *n == 0));
+        let missing =
+            per_role.is_none_or(|p| p.iter().any(|(r, n)| r.needed_for_turns() && *n == 0));
         body["workers"] = serde_json::Value::Object(workers);
         if missing {
             body["status"] = json!("degraded");

@@ -4,7 +4,26 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use voxloop::remote::directory::{self, WorkerInfo};
+
 use super::Nats;
+
+/// Every live worker's `STATS`.
+pub async fn stats(nats: &async_nats::Client) -> Vec<WorkerInfo> {
+    directory::collect(nats).await.expect("worker stats")
+}
+
+/// A worker's count `key` (`completed`, `in_flight`, ...) over its endpoints.
+pub fn load(w: &WorkerInfo, key: &str) -> u64 {
+    w.endpoints
+        .iter()
+        .map(|e| e.load.get(key).and_then(|v| v.as_u64()).unwrap_or(0))
+        .sum()
+}
+
+pub fn of<'a>(all: &'a [WorkerInfo], id: &str) -> Option<&'a WorkerInfo> {
+    all.iter().find(|w| w.id == id)
+}
 
 /// A `voxloop worker` process, killed on drop.
 pub struct Worker {
