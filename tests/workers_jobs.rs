@@ -173,8 +173,9 @@ async fn a_worker_refuses_at_once_what_it_cannot_start_in_time() {
     let pace = llm["pace_ms"].as_u64().expect("pace_ms");
     println!("worker pace: {pace} ms per reply; stats {llm}");
     assert!(pace > 0);
-    // Six at once, each to start within 2.5 replies' time: about three fit.
-    let within = Duration::from_millis(pace * 5 / 2);
+    // Six at once, each to start within two replies' time: the worker
+    // expects waits of 0, ½, 1½, 2½ … paces, so three fit.
+    let within = Duration::from_millis(pace * 2);
     let asks = (0..6u64).map(|i| {
         let (nc, subjects) = (nc.clone(), subjects.clone());
         async move {

@@ -99,16 +99,17 @@ impl RoleLoad {
 }
 
 /// When a job that finds `ahead` jobs before it starts: at once while an
-/// engine is free; else once the jobs queued before it and one running
-/// one have finished, `parallel` at a time, at `pace_ms` each. Unknown
-/// (0) while no job has finished: the queue limit alone decides then.
+/// engine is free; else once one of the running jobs has finished (half a
+/// pace on average: they are part done) and then the jobs queued before
+/// it, `parallel` at a time, a pace each. Unknown (0) while no job has
+/// finished: the queue limit alone decides then.
 pub fn expected_wait_ms(ahead: usize, parallel: usize, pace_ms: u64) -> u64 {
     let parallel = parallel.max(1);
     if ahead < parallel {
         return 0;
     }
-    let rounds = (ahead - parallel) / parallel + 1;
-    rounds as u64 * pace_ms
+    let queued_rounds = ((ahead - parallel) / parallel) as u64;
+    pace_ms / 2 + queued_rounds * pace_ms
 }
 
 #[cfg(test)]
@@ -120,14 +121,14 @@ mod tests {
         // (ahead, parallel, pace) → wait
         let cases = [
             (0, 1, 900, 0),
-            (1, 1, 900, 900),
-            (3, 1, 900, 2700),
+            (1, 1, 900, 450),
+            (3, 1, 900, 2250),
             (3, 4, 900, 0),
-            (4, 4, 900, 900),
-            (7, 4, 900, 900),
-            (8, 4, 900, 1800),
+            (4, 4, 900, 450),
+            (7, 4, 900, 450),
+            (8, 4, 900, 1350),
             (5, 1, 0, 0),
-            (2, 0, 500, 1000),
+            (2, 0, 500, 750),
         ];
         for (ahead, parallel, pace, want) in cases {
             assert_eq!(
@@ -144,10 +145,10 @@ mod tests {
         // Nothing learned yet: only the limit refuses.
         assert_eq!(load.admit(100), Admit::Take { at_once: true });
         load.finish(true, true, Duration::from_millis(1000));
-        assert_eq!(load.admit(2500), Admit::Take { at_once: true });
-        assert_eq!(load.admit(2500), Admit::Take { at_once: false });
-        assert_eq!(load.admit(2500), Admit::Take { at_once: false });
-        assert_eq!(load.admit(2500), Admit::TooLate { wait_ms: 3000 });
+        assert_eq!(load.admit(2000), Admit::Take { at_once: true });
+        assert_eq!(load.admit(2000), Admit::Take { at_once: false });
+        assert_eq!(load.admit(2000), Admit::Take { at_once: false });
+        assert_eq!(load.admit(2000), Admit::TooLate { wait_ms: 2500 });
         // A longer bound still fits it: the queue has room.
         assert_eq!(load.admit(10_000), Admit::Take { at_once: false });
         let s = load.stats();
