@@ -40,7 +40,7 @@ up() {
         || { echo "nats-server did not start (see $dir/nats.log)" >&2; exit 1; }
     read -r -a roles <<<"${WORKER_ROLES:-}"
     for i in $(seq 0 $((workers - 1))); do
-        VOXLOOP_NATS_URL="$nats_url" "$bin" worker --roles "${roles[$i]:-asr,llm,tts}" \
+        VOXLOOP_NATS_URL="$nats_url" "$bin" worker --roles "${roles[$i]:-asr,llm,tts,embed}" \
             >"$dir/worker-$i.out" 2>"$dir/worker-$i.log" &
         echo "worker $!" >>"$dir/pids"
     done
