@@ -85,13 +85,7 @@ async fn seen(
 
 /// `PUT /kb/docs/{name}` on `server`: the status and body.
 async fn put(server: &Server, name: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
-    let r = reqwest::Client::new()
-        .put(format!("{}/kb/docs/{name}", server.url))
-        .body(body)
-        .send()
-        .await
-        .expect("PUT");
-    (r.status().as_u16(), r.text().await.unwrap_or_default())
+    server.put(&format!("/kb/docs/{name}"), body).await
 }
 
 fn has_doc(doc: &'static str) -> impl Fn(&[(String, String)]) -> bool {

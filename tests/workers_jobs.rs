@@ -21,14 +21,7 @@ async fn nats_client(nats: &Nats) -> async_nats::Client {
 
 /// `PUT /kb/docs/{name}`: the status and the JSON answer.
 async fn put(server: &Server, name: &str, body: String) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .put(format!("{}/kb/docs/{name}", server.url))
-        .body(body)
-        .send()
-        .await
-        .expect("PUT");
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap_or_default();
+    let (status, text) = server.put(&format!("/kb/docs/{name}"), body).await;
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 

@@ -88,28 +88,41 @@ async fn beating<T>(
     }
 }
 
-pub(super) async fn asr_job(
-    engines: &RoleEngines,
-    pcm: Vec<f32>,
+/// A job with one result: `work`, heartbeating, then its `part`.
+async fn single<T, E: ToString>(
+    mut out: Out,
+    work: impl std::future::Future<Output = Result<T, E>>,
     deadline: Instant,
     cancel: &CancellationToken,
-    mut out: Out,
+    part: impl FnOnce(T) -> Part,
 ) -> bool {
-    let Some(asr) = &engines.asr else {
-        return out.fail("no asr engine".into()).await;
-    };
-    match beating(&mut out, asr.transcribe(pcm), deadline, cancel).await {
+    match beating(&mut out, work, deadline, cancel).await {
         Ok(Ok(t)) => {
-            let part = Part::Transcript {
-                text: t.text,
-                decode_ms: t.elapsed.as_millis() as u64,
-            };
-            out.send(part, &[]).await;
+            out.send(part(t), &[]).await;
             true
         }
         Ok(Err(e)) => out.fail(e.to_string()).await,
         Err(why) => out.stop(why).await,
     }
+}
+
+pub(super) async fn asr_job(
+    engines: &RoleEngines,
+    pcm: Vec<f32>,
+    deadline: Instant,
+    cancel: &CancellationToken,
+    out: Out,
+) -> bool {
+    let Some(asr) = &engines.asr else {
+        return out.fail("no asr engine".into()).await;
+    };
+    single(out, asr.transcribe(pcm), deadline, cancel, |t| {
+        Part::Transcript {
+            text: t.text,
+            decode_ms: t.elapsed.as_millis() as u64,
+        }
+    })
+    .await
 }
 
 pub(super) async fn tts_job(
@@ -200,17 +213,13 @@ pub(super) async fn embed_job(
     texts: Vec<String>,
     deadline: Instant,
     cancel: &CancellationToken,
-    mut out: Out,
+    out: Out,
 ) -> bool {
     let Some(embed) = &engines.embed else {
         return out.fail("no embed engine".into()).await;
     };
-    match beating(&mut out, embed.embed(texts), deadline, cancel).await {
-        Ok(Ok(vectors)) => {
-            out.send(Part::Vectors { vectors }, &[]).await;
-            true
-        }
-        Ok(Err(e)) => out.fail(e).await,
-        Err(why) => out.stop(why).await,
-    }
+    single(out, embed.embed(texts), deadline, cancel, |vectors| {
+        Part::Vectors { vectors }
+    })
+    .await
 }

@@ -81,6 +81,17 @@ impl Server {
         (status, resp.text().await.expect("body"))
     }
 
+    /// `PUT` `body` at `path`: the status and the body of the answer.
+    pub async fn put(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .put(format!("{}{path}", self.url))
+            .body(body)
+            .send()
+            .await
+            .expect("http put");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, text) = self.get("/metrics").await;
         voxloop::metrics::parse_sample(&text, name).unwrap_or(0.0)
