@@ -28,6 +28,8 @@ pub const MAX_TEXTS: usize = 64;
 /// bulk work behind live turns: generous, since the server would only do
 /// the same work itself afterwards.
 const BUDGET: Duration = Duration::from_secs(60);
+/// Jobs that may wait behind the running one on a worker.
+const QUEUE: usize = 4;
 
 /// A worker's embedder: the model, loaded once, on its own thread.
 pub struct EmbedEngine {
@@ -69,9 +71,6 @@ impl EmbedEngine {
         }
     }
 }
-
-/// Jobs that may wait behind the running one on a worker.
-const QUEUE: usize = 4;
 
 /// The server's side: a [`BulkEmbed`] that sends a document's chunks to
 /// the `embed` workers in jobs of [`MAX_TEXTS`].
