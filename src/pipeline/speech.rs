@@ -237,37 +237,37 @@ impl Shell {
             .map(<[f32]>::to_vec)
             .collect();
         let floor = self.deps.config.turn.vad_floor_dbfs;
-        if windows.iter().all(|w| vad::under_floor(w, floor)) {
+        let scored = !windows.iter().all(|w| vad::under_floor(w, floor));
+        let probs = if scored {
+            let state = std::mem::take(&mut self.vad);
+            match self.deps.engines.vad(state.clone(), windows.clone()).await {
+                Ok((probs, st)) => {
+                    self.vad = st;
+                    probs
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "VAD failed; treating audio as silence");
+                    self.vad = state;
+                    vec![0.0; n]
+                }
+            }
+        } else {
             // Silence by level alone: Silero would say ~0 and costs a
-            // listening session most of its CPU.
-            for w in &windows {
-                self.vad.skip(w);
+            // listening session most of its CPU. Its context is the last
+            // window's tail, so only that window is kept.
+            if let Some(last) = windows.last() {
+                self.vad.skip(last);
             }
             self.deps
                 .metrics
                 .vad_windows_skipped
                 .fetch_add(n as u64, Ordering::Relaxed);
-            for pcm in windows {
-                self.feed(conv, Input::Window { pcm, prob: 0.0 });
-            }
-            return false;
-        }
-        let state = std::mem::take(&mut self.vad);
-        let probs = match self.deps.engines.vad(state.clone(), windows.clone()).await {
-            Ok((probs, st)) => {
-                self.vad = st;
-                probs
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "VAD failed; treating audio as silence");
-                self.vad = state;
-                vec![0.0; n]
-            }
+            vec![0.0; n]
         };
         for (pcm, prob) in windows.into_iter().zip(probs) {
             self.feed(conv, Input::Window { pcm, prob });
         }
-        true
+        scored
     }
 
     fn execute(&mut self, actions: Vec<Action>) {
