@@ -78,9 +78,11 @@ fn ort_env(set: &ModelSet) -> Result<&'static ort::environment::Environment, Eng
 }
 
 /// Bulk inference threads (ASR, LLM, TTS) started from now on run this much
-/// nicer than the real-time path (`pipeline::priority`).
+/// nicer than the real-time path (`pipeline::priority`), and ggml's thread
+/// counts follow other programs' CPU use if so configured.
 fn bulk_priority(cfg: &Config) {
     crate::pipeline::priority::set_bulk_nice(cfg.inference.bulk_nice);
+    crate::pipeline::cpu_share::follow_load(cfg.inference.threads_follow_load);
 }
 
 pub fn load_asr(cfg: &Config) -> Result<Asr, EngineError> {

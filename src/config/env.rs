@@ -152,6 +152,9 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_BULK_NICE", |c, v| {
         set(&mut c.inference.bulk_nice, v)
     }),
+    ("VOXLOOP_THREADS_FOLLOW_LOAD", |c, v| {
+        flag(&mut c.inference.threads_follow_load, v)
+    }),
     ("VOXLOOP_START_DEADLINE_MS", |c, v| {
         set(&mut c.inference.start_deadline_ms, v)
     }),

@@ -279,6 +279,12 @@ pub struct InferenceConfig {
     /// spinning barriers stall badly beside busy threads of the same
     /// process group (docs/BENCHMARKS.md).
     pub bulk_nice: i32,
+    /// Give a transcription or the LLM fewer threads than `asr_threads` /
+    /// `llm_threads` while other programs use the cores
+    /// (`VOXLOOP_THREADS_FOLLOW_LOAD`): ggml's threads wait for each other
+    /// by spinning, and beside a busy program two threads on two cores run
+    /// many times slower than one (`pipeline::cpu_share`).
+    pub threads_follow_load: bool,
     pub tts_workers: usize,
     pub tts_queue: usize,
     /// Speaking rate of the voice: > 1 slower, < 1 faster (default: the voice's own).
@@ -308,6 +314,7 @@ impl Default for InferenceConfig {
             llm_repeat_penalty: 1.15,
             llm_repeat_last_n: 64,
             bulk_nice: 0,
+            threads_follow_load: true,
             tts_workers: 1,
             tts_queue: 16,
             tts_length_scale: None,

@@ -155,7 +155,6 @@ fn decode(
 ) -> Result<String, AsrError> {
     let mut fp = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
     fp.set_language(Some("en"));
-    fp.set_n_threads(opts.threads);
     fp.set_translate(false);
     fp.set_no_context(true);
     // One 30 s window: a single segment without timestamps is fastest. Longer
@@ -176,6 +175,8 @@ fn decode(
     }
     {
         let _turn = super::gate::ggml().enter();
+        // Chosen now, after the wait: the load may have changed meanwhile.
+        fp.set_n_threads(super::cpu_share::threads(opts.threads));
         state
             .full(fp, pcm)
             .map_err(|e| AsrError::Whisper(e.to_string()))?;

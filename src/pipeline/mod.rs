@@ -20,6 +20,7 @@
 
 pub mod asr;
 pub mod conversation;
+pub mod cpu_share;
 pub mod deps;
 pub mod echo;
 pub mod gate;

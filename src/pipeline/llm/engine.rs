@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -18,24 +18,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::chat::{ChatMessage, Completion, Finish, LlmEvent, Role};
 use super::llama::{Cmd, LlmOptions, Request};
-
-/// Assembles UTF-8 from token pieces that may split a code point.
-#[derive(Default)]
-struct Utf8Stream(Vec<u8>);
-
-impl Utf8Stream {
-    fn push(&mut self, piece: &[u8]) -> String {
-        self.0.extend_from_slice(piece);
-        let n = match std::str::from_utf8(&self.0) {
-            Ok(_) => self.0.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => self.0.len(),
-        };
-        let s = String::from_utf8_lossy(&self.0[..n]).into_owned();
-        self.0.drain(..n);
-        s
-    }
-}
+use super::utf8::Utf8Stream;
 
 struct Active {
     req: Request,
@@ -60,9 +43,17 @@ struct Slot {
     last_used: u64,
 }
 
+/// The context is rebuilt for a new thread count at most this often, so a
+/// load that comes and goes does not cost a system-prompt prefill each time.
+const REBUILD_EVERY: Duration = Duration::from_secs(5);
+
 pub(super) struct Engine {
+    backend: &'static LlamaBackend,
     model: &'static LlamaModel,
     ctx: LlamaContext<'static>,
+    /// Threads `ctx` was made with (see [`crate::pipeline::cpu_share`]).
+    threads: i32,
+    rebuilt: Instant,
     template: LlamaChatTemplate,
     slots: Vec<Slot>,
     waiting: VecDeque<Request>,
@@ -79,35 +70,59 @@ impl Engine {
         opts: &LlmOptions,
     ) -> Result<Self, String> {
         let slots = opts.slots.max(1);
-        let per_seq = (opts.max_prompt_tokens + opts.max_tokens + 64) as u32;
-        let n_ctx = per_seq * slots;
-        let n_batch = 512u32;
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx))
-            .with_n_batch(n_batch)
-            .with_n_ubatch(n_batch)
-            .with_n_seq_max(slots)
-            .with_kv_unified(true)
-            .with_n_threads(opts.threads)
-            .with_n_threads_batch(opts.threads);
-        let ctx = model
-            .new_context(backend, params)
-            .map_err(|e| format!("cannot create context: {e}"))?;
+        let threads = crate::pipeline::cpu_share::threads(opts.threads);
+        let ctx = context(backend, model, opts, threads)?;
         let template = model
             .chat_template(None)
             .or_else(|_| LlamaChatTemplate::new("chatml"))
             .map_err(|e| format!("no chat template: {e}"))?;
         Ok(Self {
+            backend,
             model,
             ctx,
+            threads,
+            rebuilt: Instant::now(),
             template,
             slots: (0..slots).map(|_| Slot::default()).collect(),
             waiting: VecDeque::new(),
-            batch: LlamaBatch::new(n_batch as usize, 1),
-            n_batch: n_batch as usize,
+            batch: LlamaBatch::new(N_BATCH as usize, 1),
+            n_batch: N_BATCH as usize,
             opts: opts.clone(),
             clock: 0,
         })
+    }
+
+    /// llama.cpp fixes a context's thread count when it is made, so when
+    /// other programs take or give back cores the context is made again,
+    /// between replies only (nothing is decoding), and not more often than
+    /// `REBUILD_EVERY`. The cached prompts go with it: the next reply
+    /// prefills its system prompt again.
+    fn follow_load(&mut self) {
+        let busy = self.slots.iter().any(|s| s.active.is_some());
+        if busy || self.waiting.is_empty() || self.rebuilt.elapsed() < REBUILD_EVERY {
+            return;
+        }
+        let want = crate::pipeline::cpu_share::threads(self.opts.threads);
+        if want == self.threads {
+            return;
+        }
+        match context(self.backend, self.model, &self.opts, want) {
+            Ok(ctx) => {
+                tracing::info!(
+                    from = self.threads,
+                    to = want,
+                    others = format!("{:.2}", crate::pipeline::cpu_share::others()),
+                    "LLM threads follow the cores other programs leave free"
+                );
+                self.ctx = ctx;
+                self.threads = want;
+                for s in &mut self.slots {
+                    s.cached.clear();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot remake the LLM context; keeping it"),
+        }
+        self.rebuilt = Instant::now();
     }
 
     pub(super) fn run(&mut self, rx: Receiver<Cmd>, pending: &AtomicUsize) {
@@ -136,6 +151,7 @@ impl Engine {
                     Cmd::Forget(key) => self.forget(key),
                 }
             }
+            self.follow_load();
             self.admit(pending);
             self.step(pending);
         }
@@ -465,16 +481,26 @@ fn finish_request(
     }));
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+const N_BATCH: u32 = 512;
 
-    #[test]
-    fn utf8_stream_joins_split_code_points() {
-        let mut s = Utf8Stream::default();
-        let bytes = "é".as_bytes();
-        assert_eq!(s.push(&bytes[..1]), "");
-        assert_eq!(s.push(&bytes[1..]), "é");
-        assert_eq!(s.push(b"ok"), "ok");
-    }
+/// A context holding every slot's sequence, computing on `threads` threads.
+fn context(
+    backend: &'static LlamaBackend,
+    model: &'static LlamaModel,
+    opts: &LlmOptions,
+    threads: i32,
+) -> Result<LlamaContext<'static>, String> {
+    let slots = opts.slots.max(1);
+    let per_seq = (opts.max_prompt_tokens + opts.max_tokens + 64) as u32;
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(per_seq * slots))
+        .with_n_batch(N_BATCH)
+        .with_n_ubatch(N_BATCH)
+        .with_n_seq_max(slots)
+        .with_kv_unified(true)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    model
+        .new_context(backend, params)
+        .map_err(|e| format!("cannot create context: {e}"))
 }

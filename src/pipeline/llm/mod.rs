@@ -12,12 +12,14 @@
 //!
 //! Files: [`chat`] (the types every backend speaks), [`llama`] (the handle
 //! to the embedded engine), [`engine`] (its thread: batching, KV reuse,
-//! sampling) and [`http`] (an OpenAI-compatible server instead).
+//! sampling; it remakes its context when the thread count should change),
+//! [`utf8`] (token pieces into text) and [`http`] (an OpenAI-compatible server instead).
 
 mod chat;
 mod engine;
 pub mod http;
 mod llama;
+mod utf8;
 
 pub use chat::{ChatMessage, Completion, Finish, Generation, LlmEvent, Role};
 pub use http::{HttpLlm, HttpLlmOptions};
