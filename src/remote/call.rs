@@ -96,9 +96,7 @@ impl Stream {
             }
         }
     }
-}
 
-impl Stream {
     /// Ask the worker to stop this job; its stream then ends with a
     /// `cancelled` failure (read on to see when).
     pub async fn cancel(&self) -> Result<(), CallError> {
