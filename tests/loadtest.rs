@@ -37,6 +37,18 @@ fn corpus(dir: &Path, clips: &[&str]) -> PathBuf {
     audio
 }
 
+/// A speech server on the fast models, with `args` after `--pipeline speech`;
+/// `deadline_ms` sets `VOXLOOP_START_DEADLINE_MS` (`None`: the default).
+fn speech_server(args: &[&str], deadline_ms: Option<&str>) -> Server {
+    let mut all = vec!["--pipeline", "speech"];
+    all.extend_from_slice(args);
+    let mut env = vec![("VOXLOOP_MODELS_PROFILE", "fast")];
+    if let Some(ms) = deadline_ms {
+        env.push(("VOXLOOP_START_DEADLINE_MS", ms));
+    }
+    Server::start(&all, &env)
+}
+
 /// Run `voxloop loadtest` against `server`; returns (stdout, the run's JSON).
 async fn loadtest(server: &Server, out: &Path, args: &[&str]) -> (String, Value) {
     let started = Instant::now();
@@ -141,13 +153,7 @@ fn md_has_vad_lag(out: &Path) -> bool {
 async fn small_conversational_load() {
     // Replies, not busy lines, even when the machine is shared: the start
     // deadline has its own test below.
-    let server = Server::start(
-        &["--pipeline", "speech"],
-        &[
-            ("VOXLOOP_MODELS_PROFILE", "fast"),
-            ("VOXLOOP_START_DEADLINE_MS", "30000"),
-        ],
-    );
+    let server = speech_server(&[], Some("30000"));
     let dir = scratch("conversation");
     let audio = corpus(
         &dir,
@@ -310,16 +316,10 @@ async fn overload_plays_the_busy_line_and_no_session_fails() {
         "[inference]\nasr_queue = 1\nllm_slots = 1\nllm_queue = 1\n",
     )
     .unwrap();
-    let server = Server::start(
-        &["--pipeline", "speech", "--config", config.to_str().unwrap()],
-        // The queue path alone: no start deadline (it has its own test), so
-        // the turns that got into the queues are answered however slow the
-        // machine is.
-        &[
-            ("VOXLOOP_MODELS_PROFILE", "fast"),
-            ("VOXLOOP_START_DEADLINE_MS", "0"),
-        ],
-    );
+    // The queue path alone: no start deadline (it has its own test), so
+    // the turns that got into the queues are answered however slow the
+    // machine is.
+    let server = speech_server(&["--config", config.to_str().unwrap()], Some("0"));
     // Everyone says the same short thing at the same moment.
     let audio = corpus(&dir, &["q06_hello.wav"]);
     let out = dir.join("out");
@@ -384,10 +384,7 @@ async fn start_deadline_plays_the_busy_line() {
         "[inference]\nllm_slots = 1\nllm_queue = 8\nasr_queue = 8\nstart_deadline_ms = 300\n",
     )
     .unwrap();
-    let server = Server::start(
-        &["--pipeline", "speech", "--config", config.to_str().unwrap()],
-        &[("VOXLOOP_MODELS_PROFILE", "fast")],
-    );
+    let server = speech_server(&["--config", config.to_str().unwrap()], None);
     let audio = corpus(&dir, &["q01_capital_france.wav"]);
     let out = dir.join("out");
     let (_, run) = loadtest(
@@ -478,13 +475,7 @@ async fn the_load_tester_joins_with_a_token() {
 /// the server takes their silence as such without running Silero on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listening_users_pause_first_and_their_silence_skips_the_vad() {
-    let server = Server::start(
-        &["--pipeline", "speech"],
-        &[
-            ("VOXLOOP_MODELS_PROFILE", "fast"),
-            ("VOXLOOP_START_DEADLINE_MS", "30000"),
-        ],
-    );
+    let server = speech_server(&[], Some("30000"));
     let dir = scratch("listen");
     let audio = corpus(&dir, &["q06_hello.wav"]);
     let (stdout, run) = loadtest(
