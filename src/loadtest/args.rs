@@ -58,6 +58,10 @@ pub struct LoadtestArgs {
     /// Seed for utterance and think-time choices (default: random, printed).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Ask the utterances in the order of the corpus (user k starts at the
+    /// k-th) instead of at random, e.g. to ask what another client asked.
+    #[arg(long)]
+    pub in_order: bool,
     /// Step sessions up (doubling, then bisecting) until p95 voice-to-voice
     /// passes --p95-bound or failures pass --max-failure-pct; report the
     /// largest count that held.

@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rand::RngExt;
+use rand::rngs::SmallRng;
+
 use super::LoadtestError;
 
 /// One recording and what it says.
@@ -81,9 +84,26 @@ pub fn load(path: &Path) -> Result<Vec<Utterance>, LoadtestError> {
     Ok(out)
 }
 
+/// Which of `n` utterances user `user` says in its turn `turn` (from 1):
+/// the next in corpus order, starting at the user's own index, or any.
+pub fn utterance_index(
+    in_order: bool,
+    user: usize,
+    turn: u32,
+    n: usize,
+    rng: &mut SmallRng,
+) -> usize {
+    if in_order {
+        (user + turn.max(1) as usize - 1) % n
+    } else {
+        rng.random_range(0..n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     #[test]
     fn tsv_with_and_without_voice_column() {
@@ -115,5 +135,29 @@ mod tests {
     fn missing_directory_is_an_error_naming_the_file() {
         let err = load(Path::new("/nonexistent-voxloop-dir")).unwrap_err();
         assert!(err.to_string().contains("transcripts.tsv"), "{err}");
+    }
+
+    #[test]
+    fn utterances_in_order_start_at_the_users_own() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        // (user, turn) -> index, of 10 utterances
+        for (user, turn, want) in [
+            (0, 1, 0),
+            (0, 2, 1),
+            (0, 10, 9),
+            (0, 11, 0),
+            (1, 1, 1),
+            (9, 2, 0),
+        ] {
+            assert_eq!(
+                utterance_index(true, user, turn, 10, &mut rng),
+                want,
+                "user {user} turn {turn}"
+            );
+        }
+        let picked: std::collections::HashSet<usize> = (1..200)
+            .map(|t| utterance_index(false, 0, t, 10, &mut rng))
+            .collect();
+        assert_eq!(picked.len(), 10, "at random, every utterance comes up");
     }
 }

@@ -91,6 +91,8 @@ pub struct RunSettings {
     pub turn_timeout: Duration,
     pub late_after: Duration,
     pub seed: u64,
+    /// Utterances in corpus order rather than at random.
+    pub in_order: bool,
     pub audio_dir: PathBuf,
     /// Print progress to stderr (a live line on a terminal, plain lines otherwise).
     pub progress: bool,
@@ -244,6 +246,7 @@ pub async fn run_load(
             late_after: settings.late_after,
             connect_timeout: Duration::from_secs(10),
             seed: settings.seed,
+            in_order: settings.in_order,
             opus_bitrate: 48_000,
             token: settings.token.clone(),
             run_start,
@@ -378,6 +381,7 @@ pub async fn run_load(
         ),
         late_after_ms: settings.late_after.as_secs_f64() * 1000.0,
         seed: settings.seed,
+        in_order: settings.in_order,
         audio_dir: settings.audio_dir.display().to_string(),
         utterances: corpus.len(),
         started_unix_s,

@@ -229,6 +229,7 @@ pub async fn main(args: LoadtestArgs) -> Result<i32, LoadtestError> {
         turn_timeout: args.turn_timeout,
         late_after: args.late_after,
         seed,
+        in_order: args.in_order,
         audio_dir: args.audio.clone(),
         progress: true,
         token: args.token.clone(),

@@ -341,6 +341,9 @@ pub struct RunRecord {
     pub think_s: (f64, f64),
     pub late_after_ms: f64,
     pub seed: u64,
+    /// Utterances asked in corpus order (`--in-order`), not at random.
+    #[serde(default)]
+    pub in_order: bool,
     pub audio_dir: String,
     pub utterances: usize,
     /// Wall-clock start, seconds since the Unix epoch.

@@ -51,6 +51,8 @@ pub struct UserConfig {
     pub late_after: Duration,
     pub connect_timeout: Duration,
     pub seed: u64,
+    /// Utterances in corpus order (from the `id`-th) rather than at random.
+    pub in_order: bool,
     pub opus_bitrate: i32,
     pub token: Option<String>,
     /// Time zero of the run (turn start times are relative to it).
@@ -262,7 +264,14 @@ impl User<'_> {
 
     async fn turn(&mut self, no: u32) -> TurnRecord {
         let utt = {
-            let i = self.rng.random_range(0..self.cfg.corpus.len());
+            let n = self.cfg.corpus.len();
+            let i = super::corpus::utterance_index(
+                self.cfg.in_order,
+                self.cfg.id,
+                no,
+                n,
+                &mut self.rng,
+            );
             self.cfg.corpus[i].clone()
         };
         let started = Instant::now();
