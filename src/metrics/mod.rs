@@ -235,7 +235,7 @@ impl Metrics {
 
 /// Linux reports process times in USER_HZ, which is 100 on every
 /// architecture Linux supports for user space (it is part of the ABI).
-const USER_HZ: f64 = 100.0;
+pub const USER_HZ: f64 = 100.0;
 
 /// User + system CPU seconds of process `pid` (`"self"` for this one), from
 /// `/proc/PID/stat`; `None` where there is no procfs.

@@ -11,8 +11,8 @@
 //! time four times a second, and what the machine used beyond this process
 //! is the other programs' share.
 
-use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
 /// How often the machine's CPU use is sampled.
@@ -50,8 +50,12 @@ pub fn others() -> f32 {
     OTHERS_MILLI.load(Ordering::Relaxed) as f32 / 1000.0
 }
 
+/// The cores this process may use, counted once: the count reads the
+/// affinity mask and cgroup files, and the sampler needs it four times a
+/// second.
 fn cores() -> f32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) as f32
+    static CORES: OnceLock<f32> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) as f32)
 }
 
 /// The cores other programs leave free, rounded down after forgiving each
@@ -118,8 +122,9 @@ pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
 
 fn sample() -> Option<Sample> {
     let (busy, total) = parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)?;
-    // Seconds at USER_HZ (100), the unit /proc/stat counts in.
-    let own = (crate::metrics::process_cpu_seconds("self")? * 100.0).round() as u64;
+    // Back to ticks of USER_HZ, the unit /proc/stat counts in.
+    let own =
+        (crate::metrics::process_cpu_seconds("self")? * crate::metrics::USER_HZ).round() as u64;
     Some(Sample { busy, total, own })
 }
 
