@@ -150,6 +150,7 @@ pub fn load_tts(cfg: &Config) -> Result<Tts, EngineError> {
         &set.path("tts", ".onnx")?,
         &set.path("tts", ".onnx.json")?,
         cfg.inference.tts_workers,
+        cfg.inference.tts_threads.max(1),
         cfg.inference.tts_queue,
         cfg.inference.tts_length_scale,
     )?)

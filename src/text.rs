@@ -38,21 +38,51 @@ pub fn cer(reference: &str, hyp: &str) -> f64 {
     strsim::generic_levenshtein(&r, &h) as f64 / r.len() as f64
 }
 
+/// Where the chunker may end a piece before its sentence ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRules {
+    /// The first piece may end at a comma, semicolon or colon once it has
+    /// this many words.
+    pub min_clause_words: usize,
+    /// The first piece may end once it has this many words, even
+    /// mid-clause (0: only at punctuation): at an earlier comma if there is
+    /// one, else before a word that starts a phrase ("of", "the", "is"...)
+    /// and after one that does not, so "The capital of France | is Paris."
+    /// is cut where a speaker could breathe.
+    pub first_piece_words: usize,
+}
+
+/// Words that lean on the word after them: a piece should not end on one,
+/// and a phrase starts with one. ("you" and "it" are left out: they
+/// often end a phrase.)
+const LEANING: &[&str] = &[
+    "a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "with", "from", "into", "and",
+    "or", "but", "nor", "as", "if", "than", "that", "is", "are", "was", "were", "be", "am", "my",
+    "your", "our", "their", "his", "her", "its", "this", "these", "those", "very", "so", "not",
+    "i", "we", "they", "he", "she", "can", "will", "would", "should", "could", "do", "does", "did",
+    "have", "has", "had", "there", "which", "who", "when", "where", "while", "because",
+];
+
+/// Past `first_piece_words` plus this many words with no phrase boundary
+/// seen, the first piece ends after any word that does not lean.
+const LEANING_SLACK: usize = 3;
+
 /// Splits streamed LLM text into pieces worth synthesizing: whole sentences,
-/// or an early clause of at least `min_clause_words` words so the first audio
-/// starts before the first sentence is finished.
+/// and a first piece cut early ([`ChunkRules`]) so the first audio starts
+/// before the first sentence is finished. Later sentences are spoken whole:
+/// by then the audio already playing hides the wait for them.
 #[derive(Debug, Clone)]
 pub struct SentenceChunker {
     buf: String,
-    min_clause_words: usize,
+    rules: ChunkRules,
     emitted_any: bool,
 }
 
 impl SentenceChunker {
-    pub fn new(min_clause_words: usize) -> Self {
+    pub fn new(rules: ChunkRules) -> Self {
         Self {
             buf: String::new(),
-            min_clause_words,
+            rules,
             emitted_any: false,
         }
     }
@@ -81,7 +111,13 @@ impl SentenceChunker {
 
     /// Byte index just past the first break in the buffer, if any.
     fn next_break(&self) -> Option<usize> {
+        let first = !self.emitted_any;
         let chars: Vec<(usize, char)> = self.buf.char_indices().collect();
+        // The first piece's words so far: (byte index past it, word).
+        let mut words: Vec<(usize, String)> = Vec::new();
+        let mut word_start = 0;
+        // Just past the latest comma (or ; :) of the first piece.
+        let mut clause_end = None;
         for (k, &(i, c)) in chars.iter().enumerate() {
             let next = chars.get(k + 1).map(|&(_, n)| n);
             // Only break once the following character is known to be a space
@@ -94,12 +130,43 @@ impl SentenceChunker {
             if matches!(c, '.' | '!' | '?' | '\n') {
                 return Some(end);
             }
-            if !self.emitted_any
-                && matches!(c, ',' | ';' | ':')
-                && self.buf[..end].split_whitespace().count() >= self.min_clause_words
-            {
-                return Some(end);
+            if !first || c.is_whitespace() {
+                continue;
             }
+            let word = normalize_words(&self.buf[word_start..end]).pop();
+            word_start = end;
+            words.push((end, word.unwrap_or_default()));
+            if matches!(c, ',' | ';' | ':') {
+                if words.len() >= self.rules.min_clause_words {
+                    return Some(end);
+                }
+                clause_end = Some(end);
+            }
+            if let Some(at) = self.early_break(&words, clause_end) {
+                return Some(at);
+            }
+        }
+        None
+    }
+
+    /// Where the first piece may end mid-sentence, given its words so far.
+    fn early_break(&self, words: &[(usize, String)], clause_end: Option<usize>) -> Option<usize> {
+        let n = self.rules.first_piece_words;
+        let w = words.len();
+        if n == 0 || w < n {
+            return None;
+        }
+        if clause_end.is_some() {
+            return clause_end;
+        }
+        let leans = |k: usize| LEANING.contains(&words[k].1.as_str());
+        // Between phrases: the word before leans on nothing, this one starts
+        // a phrase ("France | is", "book | for").
+        if w > n && !leans(w - 2) && leans(w - 1) {
+            return Some(words[w - 2].0);
+        }
+        if w >= n + LEANING_SLACK && !leans(w - 1) {
+            return Some(words[w - 1].0);
         }
         None
     }
@@ -190,9 +257,85 @@ mod tests {
         assert!(c > 0.0 && c < 0.05, "{c}");
     }
 
+    const PUNCTUATION_ONLY: ChunkRules = ChunkRules {
+        min_clause_words: 6,
+        first_piece_words: 0,
+    };
+
+    /// Stream `reply` a few characters at a time, as tokens come.
+    fn chunk(rules: ChunkRules, reply: &str) -> Vec<String> {
+        let mut c = SentenceChunker::new(rules);
+        let chars: Vec<char> = reply.chars().collect();
+        let mut out = Vec::new();
+        for tok in chars.chunks(3) {
+            out.extend(c.push(&tok.iter().collect::<String>()));
+        }
+        out.extend(c.finish());
+        out
+    }
+
+    #[test]
+    fn the_first_piece_ends_after_a_few_words_where_a_speaker_could_breathe() {
+        let rules = ChunkRules {
+            min_clause_words: 6,
+            first_piece_words: 3,
+        };
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "The capital of France is Paris.",
+                &["The capital of France", "is Paris."],
+            ),
+            (
+                "Two hours is equal to 120 minutes.",
+                &["Two hours is equal", "to 120 minutes."],
+            ),
+            // An earlier comma is the better place.
+            ("Yes, I can hear you.", &["Yes,", "I can hear you."]),
+            (
+                "In London in the spring, it is mild. Bring a coat, a hat, and boots.",
+                &[
+                    "In London in the spring,",
+                    "it is mild.",
+                    "Bring a coat, a hat, and boots.",
+                ],
+            ),
+            // Before a phrase, not inside one...
+            (
+                "A good book for a long train ride is Dune.",
+                &["A good book", "for a long train ride is Dune."],
+            ),
+            (
+                "To pack for a trip to the mountains, bring layers.",
+                &["To pack for a trip", "to the mountains, bring layers."],
+            ),
+            (
+                "I can hear you very well today.",
+                &["I can hear you", "very well today."],
+            ),
+            // ...or after any word that does not lean, if no phrase starts soon.
+            (
+                "Paris France Europe Earth Mars Venus.",
+                &["Paris France Europe Earth Mars Venus."],
+            ),
+            (
+                "Capital city Paris hosts many famous old museums.",
+                &["Capital city Paris hosts many famous", "old museums."],
+            ),
+            (
+                "Sure! A computer is like a hero.",
+                &["Sure!", "A computer is like a hero."],
+            ),
+            ("Hello there.", &["Hello there."]),
+            ("Paris", &["Paris"]),
+        ];
+        for (reply, want) in cases {
+            assert_eq!(chunk(rules, reply), *want, "{reply:?}");
+        }
+    }
+
     #[test]
     fn chunker_streams_sentences_and_an_early_clause() {
-        let mut c = SentenceChunker::new(6);
+        let mut c = SentenceChunker::new(PUNCTUATION_ONLY);
         let mut out = Vec::new();
         for tok in [
             "The capital",
@@ -220,7 +363,7 @@ mod tests {
 
     #[test]
     fn short_clause_waits_for_the_sentence() {
-        let mut c = SentenceChunker::new(6);
+        let mut c = SentenceChunker::new(PUNCTUATION_ONLY);
         assert!(c.push("Yes, ").is_empty());
         assert_eq!(c.push("it is. "), vec!["Yes, it is."]);
         // After the first piece, commas no longer split.

@@ -126,6 +126,9 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_SYSTEM_PROMPT", |c, v| {
         text(&mut c.conversation.system_prompt, v)
     }),
+    ("VOXLOOP_FIRST_PIECE_WORDS", |c, v| {
+        set(&mut c.conversation.first_piece_words, v)
+    }),
     ("VOXLOOP_MAX_SILENCE_MS", |c, v| {
         set(&mut c.turn.max_silence_ms, v)
     }),

@@ -231,8 +231,12 @@ pub struct ConversationConfig {
     pub busy_line: String,
     /// Spoken when a reply has nothing speakable in it (empty = silence).
     pub fallback_line: String,
-    /// An early clause this long is spoken before its sentence ends.
+    /// A reply's first piece may end at a comma once it has this many words.
     pub min_clause_words: usize,
+    /// A reply's first piece may end once it has this many words, between
+    /// two phrases, so the first audio starts before the first sentence is
+    /// finished (0 = only at punctuation; `VOXLOOP_FIRST_PIECE_WORDS`).
+    pub first_piece_words: usize,
     /// Longest spoken reply, in words (0 = no cap): past it the LLM is
     /// stopped and the reply ends with the last whole clause.
     pub max_spoken_words: usize,
@@ -245,6 +249,7 @@ impl Default for ConversationConfig {
             busy_line: "One moment, please. I'm a little busy right now.".into(),
             fallback_line: "Sorry, I don't have a good answer to that.".into(),
             min_clause_words: 6,
+            first_piece_words: 3,
             max_spoken_words: 50,
         }
     }
@@ -290,6 +295,9 @@ pub struct InferenceConfig {
     /// many times slower than one (`pipeline::cpu_share`).
     pub threads_follow_load: bool,
     pub tts_workers: usize,
+    /// Piper's threads. A piece is synthesized alone (`pipeline::gate`),
+    /// so it may use every core.
+    pub tts_threads: usize,
     pub tts_queue: usize,
     /// Speaking rate of the voice: > 1 slower, < 1 faster (default: the voice's own).
     pub tts_length_scale: Option<f32>,
@@ -320,6 +328,7 @@ impl Default for InferenceConfig {
             bulk_nice: 0,
             threads_follow_load: true,
             tts_workers: 1,
+            tts_threads: 2,
             tts_queue: 16,
             tts_length_scale: None,
             start_deadline_ms: 3000,

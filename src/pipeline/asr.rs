@@ -174,7 +174,7 @@ fn decode(
         fp.set_audio_ctx(ctx);
     }
     {
-        let _turn = super::gate::ggml().enter();
+        let _turn = super::gate::bulk().enter();
         // Chosen now, after the wait: the load may have changed meanwhile.
         fp.set_n_threads(super::cpu_share::threads(opts.threads));
         state

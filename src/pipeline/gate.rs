@@ -1,4 +1,5 @@
-//! One ggml computation at a time in this process.
+//! One bulk inference computation at a time in this process: ggml
+//! (Whisper, the LLM) and Piper.
 //!
 //! whisper.cpp and llama.cpp both compute on ggml, whose worker threads meet
 //! at a barrier after every graph node and wait there by spinning. Two
@@ -8,9 +9,16 @@
 //! other. The load tester showed it with two sessions: a first sentence that
 //! takes 0.6 s alone took 11.6 s while another session's transcription ran.
 //!
+//! Piper (ONNX Runtime) does not spin, but its threads beside the LLM's two
+//! make three on two cores, which stalls ggml's barriers the same way: a
+//! first piece synthesized while the LLM decoded took 250–330 ms, alone
+//! with two threads 160–240 ms (docs/BENCHMARKS.md). So it goes through the
+//! gate too, with the machine's threads.
+//!
 //! Whisper holds the gate for a transcription, the LLM engine for one decode
-//! step, so a transcription waits at most one LLM step (or one prompt chunk)
-//! and the LLM at most one transcription. Waiters are served in arrival
+//! step, Piper for one piece, so a transcription or a piece waits at most
+//! one LLM step (or one prompt chunk) and the LLM at most one transcription
+//! or piece. Waiters are served in arrival
 //! order (a ticket lock): the LLM engine, which re-enters after every token,
 //! cannot starve a waiting transcription.
 
@@ -32,11 +40,11 @@ pub struct GateGuard<'a> {
     gate: &'a ComputeGate,
 }
 
-static GGML: ComputeGate = ComputeGate::new();
+static BULK: ComputeGate = ComputeGate::new();
 
-/// The gate every ggml computation in the process goes through.
-pub fn ggml() -> &'static ComputeGate {
-    &GGML
+/// The gate every ggml and Piper computation in the process goes through.
+pub fn bulk() -> &'static ComputeGate {
+    &BULK
 }
 
 impl ComputeGate {

@@ -309,14 +309,16 @@ impl Shell {
                 let engines = engines.clone();
                 let results = self.results.clone();
                 let task = tokio::spawn(async move {
-                    match engines.turn_complete(audio).await {
-                        Ok(complete) => {
-                            let _ = results.send(Input::TurnPredicted { pause, complete });
-                        }
+                    let complete = match engines.turn_complete(audio).await {
+                        Ok(complete) => complete,
                         Err(e) => {
-                            tracing::warn!(error = %e, "Smart Turn failed; waiting for silence")
+                            // As "incomplete": the silence ends the turn, and the
+                            // speculative transcript still starts.
+                            tracing::warn!(error = %e, "Smart Turn failed; waiting for silence");
+                            false
                         }
-                    }
+                    };
+                    let _ = results.send(Input::TurnPredicted { pause, complete });
                 });
                 if let Some(h) = self.prediction.replace(task) {
                     h.abort();

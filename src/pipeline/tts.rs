@@ -97,6 +97,7 @@ impl Tts {
         model: &Path,
         config: &Path,
         workers: usize,
+        threads: usize,
         queue: usize,
         length_scale: Option<f32>,
     ) -> Result<Self, TtsError> {
@@ -109,7 +110,7 @@ impl Tts {
         let pool = WorkerPool::new("tts", workers, queue, move |_| {
             // Before the session: its threads inherit the priority.
             super::priority::bulk_thread();
-            onnx::session(env, &model, 1)
+            onnx::session(env, &model, threads)
         })?;
         Ok(Self { pool, voice })
     }
@@ -156,6 +157,8 @@ fn synthesize_blocking(
     }
     let n = ids.len();
     let inf = &voice.inference;
+    // One piece at a time with the other bulk inference (`gate`).
+    let turn = super::gate::bulk().enter();
     let outputs = session
         .run(ort::inputs![
             "input" => Tensor::from_array(([1usize, n], ids)).map_err(run_err)?,
@@ -163,11 +166,55 @@ fn synthesize_blocking(
             "scales" => Tensor::from_array(([3usize], vec![inf.noise_scale, inf.length_scale, inf.noise_w])).map_err(run_err)?,
         ])
         .map_err(run_err)?;
+    drop(turn);
     let audio = onnx::output(&outputs, "voice", "output")?;
-    let pcm: Vec<f32> = audio.iter().map(|x| x.clamp(-1.0, 1.0)).collect();
+    let mut pcm: Vec<f32> = audio.iter().map(|x| x.clamp(-1.0, 1.0)).collect();
+    trim_lead(&mut pcm, voice.sample_rate());
     Ok(Speech {
         pcm,
         sample_rate: voice.sample_rate(),
         elapsed: started.elapsed(),
     })
+}
+
+/// Under this a sample is Piper's lead-in, not speech (-50 dBFS).
+const LEAD_LEVEL: f32 = 0.003;
+/// Lead-in kept before the first sound, so no onset is clipped.
+const LEAD_KEEP_MS: u32 = 10;
+
+/// Drop Piper's near-silent lead-in (up to ~60 ms on every piece): on the
+/// first piece it is latency the user hears as silence, and between pieces
+/// the previous one's tail already makes the pause.
+fn trim_lead(pcm: &mut Vec<f32>, sample_rate: u32) {
+    let Some(first) = pcm.iter().position(|x| x.abs() > LEAD_LEVEL) else {
+        return;
+    };
+    let keep = (sample_rate * LEAD_KEEP_MS / 1000) as usize;
+    pcm.drain(..first.saturating_sub(keep));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lead_in_is_trimmed_to_ten_ms_before_the_first_sound() {
+        let sr = 1000; // 1 sample per ms
+        let cases: &[(usize, usize, usize)] = &[
+            // (silent samples, sound samples, samples kept)
+            (56, 5, 10 + 5),
+            (4, 5, 4 + 5),
+            (0, 5, 5),
+        ];
+        for &(silent, sound, kept) in cases {
+            let mut pcm = vec![0.001; silent];
+            pcm.extend(vec![0.5; sound]);
+            trim_lead(&mut pcm, sr);
+            assert_eq!(pcm.len(), kept, "{silent} silent");
+            assert_eq!(pcm[kept - sound], 0.5);
+        }
+        let mut quiet = vec![0.0; 40];
+        trim_lead(&mut quiet, sr);
+        assert_eq!(quiet.len(), 40, "all-silent audio is left alone");
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   Idle ──speech ≥ min_speech──▶ InTurn ──silence ≥ short_pause──▶ Pausing
-//!     ▲                              ▲                                │ ask Smart Turn (+ start ASR)
+//!     ▲                              ▲                                │ ask Smart Turn (then ASR)  
 //!     │                              └────────speech again────────────┤
 //!     └──── EndOfTurn ◀── Smart Turn says complete, or silence ≥ max_silence, or turn too long
 //! ```

@@ -18,7 +18,8 @@ pub struct Settings {
     pub busy_line: String,
     /// Said when a reply has nothing speakable (empty = say nothing).
     pub fallback_line: String,
-    pub min_clause_words: usize,
+    /// Where a reply's first piece may end early.
+    pub chunking: crate::text::ChunkRules,
     /// Longest spoken reply in words (0 = no cap).
     pub max_spoken_words: usize,
     /// A turn whose reply has not started by then gets the busy line.
@@ -40,7 +41,10 @@ impl Settings {
             system_prompt: cfg.conversation.system_prompt.clone(),
             busy_line: cfg.conversation.busy_line.clone(),
             fallback_line: cfg.conversation.fallback_line.clone(),
-            min_clause_words: cfg.conversation.min_clause_words,
+            chunking: crate::text::ChunkRules {
+                min_clause_words: cfg.conversation.min_clause_words,
+                first_piece_words: cfg.conversation.first_piece_words,
+            },
             max_spoken_words: cfg.conversation.max_spoken_words,
             start_deadline: (deadline > 0).then(|| Duration::from_millis(deadline)),
             speculative_reply: cfg.turn.speculative_reply,

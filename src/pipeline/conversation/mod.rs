@@ -109,6 +109,8 @@ pub struct Conversation {
     utterance: Vec<f32>,
     spec: Option<Speculative>,
     predicting: bool,
+    /// The pause whose speculative transcript waits for Smart Turn's answer.
+    spec_after_prediction: Option<u64>,
     reply: Option<Reply>,
     playing: Option<Playing>,
     playout: Playout,
@@ -147,6 +149,7 @@ impl Conversation {
             utterance: Vec::new(),
             spec: None,
             predicting: false,
+            spec_after_prediction: None,
             reply: None,
             playing: None,
             playout: Playout {
@@ -197,12 +200,7 @@ impl Conversation {
         }
         match input {
             Input::Window { pcm, prob } => self.on_window(pcm, prob),
-            Input::TurnPredicted { pause, complete } => {
-                self.predicting = false;
-                if let Some(ev) = self.turns.on_prediction(pause, complete) {
-                    self.on_turn_event(ev);
-                }
-            }
+            Input::TurnPredicted { pause, complete } => self.on_prediction(pause, complete),
             Input::Transcript { job, result } => self.on_transcript(job, result),
             Input::LlmToken { reply, text } => {
                 if let Some(sr) = self.spec_reply(reply) {
@@ -455,7 +453,7 @@ impl Conversation {
             self.now,
             silence_ms,
             deadline,
-            self.cfg.min_clause_words,
+            self.cfg.chunking,
         )
     }
 

@@ -110,7 +110,7 @@ impl Reply {
         now: Instant,
         silence_ms: u32,
         deadline: Option<Instant>,
-        min_clause_words: usize,
+        chunking: crate::text::ChunkRules,
     ) -> Self {
         Self {
             id,
@@ -122,7 +122,7 @@ impl Reply {
             deadline,
             late: false,
             user: None,
-            chunker: SentenceChunker::new(min_clause_words),
+            chunker: SentenceChunker::new(chunking),
             text: String::new(),
             asked: Vec::new(),
             answered: 0,

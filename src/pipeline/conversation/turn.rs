@@ -47,25 +47,21 @@ impl Conversation {
             }
             TurnEvent::Paused if self.held => self.resume_after_burst(),
             TurnEvent::Paused => {
+                self.drop_speculation();
                 if self.cfg.turn.smart_turn {
+                    // Smart Turn first, the transcript after it: on two
+                    // cores the two at once slow each other down, and the
+                    // prediction, which is short, decides whether the turn
+                    // ends now.
                     self.predicting = true;
+                    self.spec_after_prediction = Some(self.turns.pause_id());
                     self.out.push(Action::PredictTurn {
                         pause: self.turns.pause_id(),
                         audio: self.utterance.clone(),
                     });
+                } else {
+                    self.start_speculation();
                 }
-                // Decode now, so the transcript is ready when the turn ends.
-                self.drop_speculation();
-                let job = self.next_id();
-                self.spec = Some(Speculative {
-                    job,
-                    result: None,
-                    reply: None,
-                });
-                self.out.push(Action::StartAsr {
-                    job,
-                    audio: self.utterance.clone(),
-                });
             }
             TurnEvent::Resumed => {
                 self.drop_speculation();
@@ -166,9 +162,39 @@ impl Conversation {
     }
 
     pub(super) fn cancel_prediction(&mut self) {
+        self.spec_after_prediction = None;
         if std::mem::take(&mut self.predicting) {
             self.out.push(Action::CancelTurnPrediction);
         }
+    }
+
+    /// Smart Turn answered for `pause`.
+    pub(super) fn on_prediction(&mut self, pause: u64, complete: bool) {
+        self.predicting = false;
+        if let Some(ev) = self.turns.on_prediction(pause, complete) {
+            // The turn ends; its whole audio is decoded now.
+            self.spec_after_prediction = None;
+            self.on_turn_event(ev);
+        } else if self.spec_after_prediction.take() == Some(pause) {
+            // Not over yet, or not sure: decode the turn so far, so the
+            // transcript is ready if the silence goes on.
+            self.start_speculation();
+        }
+    }
+
+    /// Decode the turn so far, so the transcript is ready when it ends.
+    fn start_speculation(&mut self) {
+        self.drop_speculation();
+        let job = self.next_id();
+        self.spec = Some(Speculative {
+            job,
+            result: None,
+            reply: None,
+        });
+        self.out.push(Action::StartAsr {
+            job,
+            audio: self.utterance.clone(),
+        });
     }
 
     pub(super) fn end_turn(&mut self, silence_ms: u32, reason: EndReason) {

@@ -309,7 +309,7 @@ impl Engine {
                 pos += 1;
             }
             let decoded = {
-                let _turn = crate::pipeline::gate::ggml().enter();
+                let _turn = crate::pipeline::gate::bulk().enter();
                 self.ctx.decode(&mut self.batch)
             };
             if let Err(e) = decoded {
@@ -416,7 +416,7 @@ impl Engine {
             return;
         }
         let decoded = {
-            let _turn = crate::pipeline::gate::ggml().enter();
+            let _turn = crate::pipeline::gate::bulk().enter();
             self.ctx.decode(&mut self.batch)
         };
         if let Err(e) = decoded {

@@ -17,7 +17,10 @@ pub(super) fn settings() -> Settings {
         system_prompt: "Be brief.".into(),
         busy_line: "One moment.".into(),
         fallback_line: "Sorry, I have no answer to that.".into(),
-        min_clause_words: 6,
+        chunking: crate::text::ChunkRules {
+            min_clause_words: 6,
+            first_piece_words: 0,
+        },
         max_spoken_words: 25,
         start_deadline: Some(Duration::from_millis(3000)),
         speculative_reply: true,
