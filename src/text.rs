@@ -76,6 +76,8 @@ pub struct SentenceChunker {
     buf: String,
     rules: ChunkRules,
     emitted_any: bool,
+    /// The last piece ended before its sentence did.
+    sentence_open: bool,
 }
 
 impl SentenceChunker {
@@ -84,6 +86,7 @@ impl SentenceChunker {
             buf: String::new(),
             rules,
             emitted_any: false,
+            sentence_open: false,
         }
     }
 
@@ -95,6 +98,7 @@ impl SentenceChunker {
             let piece: String = self.buf.drain(..end).collect();
             let piece = piece.trim().to_string();
             if !piece.is_empty() {
+                self.sentence_open = !piece.ends_with(['.', '!', '?']);
                 out.push(piece);
                 self.emitted_any = true;
             }
@@ -112,6 +116,10 @@ impl SentenceChunker {
     /// Byte index just past the first break in the buffer, if any.
     fn next_break(&self) -> Option<usize> {
         let first = !self.emitted_any;
+        // The rest of a sentence whose first piece was cut early may be cut
+        // too, at a comma or a phrase, so a long first sentence does not
+        // leave a gap after a short first piece.
+        let early = first || self.sentence_open;
         let chars: Vec<(usize, char)> = self.buf.char_indices().collect();
         // The first piece's words so far: (byte index past it, word).
         let mut words: Vec<(usize, String)> = Vec::new();
@@ -130,7 +138,7 @@ impl SentenceChunker {
             if matches!(c, '.' | '!' | '?' | '\n') {
                 return Some(end);
             }
-            if !first || c.is_whitespace() {
+            if !early || c.is_whitespace() {
                 continue;
             }
             let word = normalize_words(&self.buf[word_start..end]).pop();
@@ -142,16 +150,30 @@ impl SentenceChunker {
                 }
                 clause_end = Some(end);
             }
-            if let Some(at) = self.early_break(&words, clause_end) {
+            if let Some(at) = self.early_break(first, &words, clause_end) {
                 return Some(at);
             }
         }
         None
     }
 
-    /// Where the first piece may end mid-sentence, given its words so far.
-    fn early_break(&self, words: &[(usize, String)], clause_end: Option<usize>) -> Option<usize> {
-        let n = self.rules.first_piece_words;
+    /// Where the first piece (or the next piece of its sentence) may end
+    /// mid-sentence, given its words so far.
+    fn early_break(
+        &self,
+        first: bool,
+        words: &[(usize, String)],
+        clause_end: Option<usize>,
+    ) -> Option<usize> {
+        let n = if first {
+            self.rules.first_piece_words
+        } else if self.rules.first_piece_words > 0 {
+            // The piece playing covers about four times its words of
+            // generation and synthesis; twice the clause length is safe.
+            2 * self.rules.min_clause_words.max(1)
+        } else {
+            0
+        };
         let w = words.len();
         if n == 0 || w < n {
             return None;
@@ -326,6 +348,24 @@ mod tests {
                 &["Sure!", "A computer is like a hero."],
             ),
             ("Hello there.", &["Hello there."]),
+            // The rest of a long first sentence is cut too, at a comma...
+            (
+                "To pack for a trip to the mountains with two friends, bring warm layers and boots. Check the forecast, then go.",
+                &[
+                    "To pack for a trip",
+                    "to the mountains with two friends,",
+                    "bring warm layers and boots.",
+                    "Check the forecast, then go.",
+                ],
+            ),
+            // No phrase starts soon: the first piece ends after a word that does not lean.
+            (
+                "Hiking boots warm socks rain jackets thick gloves and maps are what every group needs.",
+                &[
+                    "Hiking boots warm socks rain jackets",
+                    "thick gloves and maps are what every group needs.",
+                ],
+            ),
             ("Paris", &["Paris"]),
         ];
         for (reply, want) in cases {
