@@ -41,8 +41,8 @@ pub fn cer(reference: &str, hyp: &str) -> f64 {
 /// Where the chunker may end a piece before its sentence ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkRules {
-    /// The first piece may end at a comma, semicolon or colon once it has
-    /// this many words.
+    /// A piece of the first sentence may end at a comma, semicolon or colon
+    /// once it has this many words.
     pub min_clause_words: usize,
     /// The first piece may end once it has this many words, even
     /// mid-clause (0: only at punctuation): at an earlier comma if there is
@@ -121,10 +121,11 @@ impl SentenceChunker {
         // leave a gap after a short first piece.
         let early = first || self.sentence_open;
         let chars: Vec<(usize, char)> = self.buf.char_indices().collect();
-        // The first piece's words so far: (byte index past it, word).
+        // This piece's words so far (first sentence only): (byte index past
+        // the word, the word).
         let mut words: Vec<(usize, String)> = Vec::new();
         let mut word_start = 0;
-        // Just past the latest comma (or ; :) of the first piece.
+        // Just past the latest comma (or ; :) of this piece.
         let mut clause_end = None;
         for (k, &(i, c)) in chars.iter().enumerate() {
             let next = chars.get(k + 1).map(|&(_, n)| n);

@@ -231,7 +231,8 @@ pub struct ConversationConfig {
     pub busy_line: String,
     /// Spoken when a reply has nothing speakable in it (empty = silence).
     pub fallback_line: String,
-    /// A reply's first piece may end at a comma once it has this many words.
+    /// A piece of a reply's first sentence may end at a comma once it has
+    /// this many words.
     pub min_clause_words: usize,
     /// A reply's first piece may end once it has this many words, between
     /// two phrases, so the first audio starts before the first sentence is
