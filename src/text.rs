@@ -90,6 +90,11 @@ impl SentenceChunker {
         }
     }
 
+    /// From now on, cut no piece between phrases: only at punctuation.
+    pub fn no_early_first_piece(&mut self) {
+        self.rules.first_piece_words = 0;
+    }
+
     /// Add streamed text; returns the pieces that are complete.
     pub fn push(&mut self, text: &str) -> Vec<String> {
         self.buf.push_str(text);

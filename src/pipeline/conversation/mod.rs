@@ -424,7 +424,7 @@ impl Conversation {
         }
         r.text = text.clone();
         r.stage = Stage::Generating { llm: false };
-        let pieces = r.chunk(&text, true);
+        let pieces = r.chunk(&text, true, false);
         r.llm_done = true;
         for p in pieces {
             self.synthesize(&mut r, p);

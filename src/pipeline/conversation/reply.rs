@@ -152,7 +152,19 @@ impl Reply {
     }
 
     /// Clauses ready to speak from `text` (and the rest, if `last`).
-    pub fn chunk(&mut self, text: &str, last: bool) -> Vec<String> {
+    /// `check`: the reply is checked against its notes (`kb.check_replies`).
+    pub fn chunk(&mut self, text: &str, last: bool, check: bool) -> Vec<String> {
+        if check
+            && self
+                .grounding
+                .as_ref()
+                .is_some_and(|g| g.vocabulary.is_some())
+        {
+            // A first piece cut early would be spoken before the check sees
+            // the rest of its sentence ("The bakery's phone number | is
+            // 123-…"): a checked reply is spoken in whole clauses.
+            self.chunker.no_early_first_piece();
+        }
         let mut pieces = self.chunker.push(text);
         if last {
             pieces.extend(self.chunker.finish());
@@ -296,7 +308,7 @@ impl Conversation {
             turn: r.turn,
             text: token.clone(),
         });
-        let pieces = r.chunk(&token, false);
+        let pieces = r.chunk(&token, false, self.cfg.check_replies);
         self.speak_pieces(&mut r, pieces);
         if r.capped {
             return self.maybe_finish(r);
@@ -306,7 +318,7 @@ impl Conversation {
 
     pub(super) fn on_llm_done(&mut self, mut r: Reply) -> Option<Reply> {
         if !r.capped {
-            let pieces = r.chunk("", true);
+            let pieces = r.chunk("", true, self.cfg.check_replies);
             self.speak_pieces(&mut r, pieces);
         }
         r.llm_done = true;

@@ -92,8 +92,12 @@ pub(super) struct Harness {
 
 impl Harness {
     pub(super) fn new() -> Self {
+        Self::with(settings())
+    }
+
+    pub(super) fn with(settings: Settings) -> Self {
         let now = Instant::now();
-        let c = Conversation::new(settings(), now, OffsetDateTime::UNIX_EPOCH);
+        let c = Conversation::new(settings, now, OffsetDateTime::UNIX_EPOCH);
         Self {
             c,
             now,
@@ -415,6 +419,9 @@ pub(super) fn is_error(a: &Action) -> bool {
 }
 pub(super) fn is_reply_with_sources(a: &Action) -> bool {
     matches!(a, Action::Emit(Event::Reply { sources, .. }) if !sources.is_empty())
+}
+pub(super) fn is_early_first_piece(a: &Action) -> bool {
+    matches!(a, Action::Synthesize { text, .. } if text == "You can call us")
 }
 pub(super) fn is_dont_know(a: &Action) -> bool {
     matches!(a, Action::Synthesize { text, .. } if text == crate::kb::support::DONT_KNOW)

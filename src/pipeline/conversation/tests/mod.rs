@@ -879,3 +879,34 @@ fn heard_text_cuts_where_playback_stopped() {
         "The capital of France is Paris, a city of light."
     );
 }
+
+/// A first piece cut after a few words is spoken at once, but not in a
+/// reply checked against its notes: the rest of the sentence could hold
+/// the invented number, after its start was already said.
+#[test]
+fn a_checked_reply_gets_no_early_first_piece() {
+    let mut cfg = harness::settings();
+    cfg.chunking.first_piece_words = 3;
+    let reply = Token("You can call us at 555-0142. ");
+    Harness::with(cfg.clone()).run(
+        "unchecked",
+        &[
+            ask(),
+            vec![
+                reply.clone(),
+                Expect("the first words at once", is_early_first_piece),
+            ],
+        ]
+        .concat(),
+    );
+    Harness::with(cfg).run(
+        "checked",
+        &[ask(), vec![
+            Grounded("hours.md", "Notes:\n- Opening hours: open from 6:45 to 2.\n\nQuestion: What is your phone number?"),
+            reply,
+            Never("the first words", is_early_first_piece),
+            Expect("'I don't know' instead", is_dont_know),
+        ]]
+        .concat(),
+    );
+}
