@@ -108,9 +108,9 @@ pub struct Conversation {
     preroll: std::collections::VecDeque<f32>,
     utterance: Vec<f32>,
     spec: Option<Speculative>,
-    predicting: bool,
-    /// The pause whose speculative transcript waits for Smart Turn's answer.
-    spec_after_prediction: Option<u64>,
+    /// The pause whose Smart Turn answer is awaited; its speculative
+    /// transcript starts on a "not yet".
+    predicting: Option<u64>,
     reply: Option<Reply>,
     playing: Option<Playing>,
     playout: Playout,
@@ -148,8 +148,7 @@ impl Conversation {
             preroll: std::collections::VecDeque::new(),
             utterance: Vec::new(),
             spec: None,
-            predicting: false,
-            spec_after_prediction: None,
+            predicting: None,
             reply: None,
             playing: None,
             playout: Playout {

@@ -53,8 +53,7 @@ impl Conversation {
                     // cores the two at once slow each other down, and the
                     // prediction, which is short, decides whether the turn
                     // ends now.
-                    self.predicting = true;
-                    self.spec_after_prediction = Some(self.turns.pause_id());
+                    self.predicting = Some(self.turns.pause_id());
                     self.out.push(Action::PredictTurn {
                         pause: self.turns.pause_id(),
                         audio: self.utterance.clone(),
@@ -162,20 +161,21 @@ impl Conversation {
     }
 
     pub(super) fn cancel_prediction(&mut self) {
-        self.spec_after_prediction = None;
-        if std::mem::take(&mut self.predicting) {
+        if self.predicting.take().is_some() {
             self.out.push(Action::CancelTurnPrediction);
         }
     }
 
     /// Smart Turn answered for `pause`.
     pub(super) fn on_prediction(&mut self, pause: u64, complete: bool) {
-        self.predicting = false;
+        if self.predicting != Some(pause) {
+            return; // stale: the user spoke again since
+        }
+        self.predicting = None;
         if let Some(ev) = self.turns.on_prediction(pause, complete) {
             // The turn ends; its whole audio is decoded now.
-            self.spec_after_prediction = None;
             self.on_turn_event(ev);
-        } else if self.spec_after_prediction.take() == Some(pause) {
+        } else {
             // Not over yet, or not sure: decode the turn so far, so the
             // transcript is ready if the silence goes on.
             self.start_speculation();
