@@ -199,6 +199,69 @@ async fn llm_streams_and_cancels_within_a_token() {
     assert!(c2.reused_tokens > 20, "no KV reuse: {c2:?}");
 }
 
+/// Waits until `llm` has prefilled more warm-up tokens than `before`.
+async fn warmed_past(llm: &voxloop::pipeline::llm::Llm, before: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while llm.warmed_tokens() <= before {
+        assert!(Instant::now() < deadline, "no warm-up after 60 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    llm.warmed_tokens()
+}
+
+/// A conversation's next prompt, prefilled ahead of its question (the
+/// system prompt before the first one, the history with the last reply
+/// after it), leaves only the question to decode, and the reply is the
+/// same as from a cold engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_warm_up_leaves_only_the_question_to_decode() {
+    let cfg = config("fast");
+    let warm = engines::load_llm(&cfg).unwrap();
+    let cold = engines::load_llm(&cfg).unwrap();
+    let decoded = |c: &voxloop::pipeline::llm::Completion| c.prompt_tokens - c.reused_tokens;
+    let mut history = vec![ChatMessage::new(Role::System, DEFAULT_SYSTEM_PROMPT)];
+    let mut warmed = 0;
+    for (turn, next) in ["Name a colour.", "And another one?"]
+        .into_iter()
+        .enumerate()
+    {
+        let before = warmed;
+        warm.warm(1, history.clone());
+        warmed = warmed_past(&warm, before).await;
+        history.push(ChatMessage::new(Role::User, next));
+        let w = warm
+            .generate(1, history.clone(), Some(12))
+            .unwrap()
+            .collect()
+            .await;
+        let c = cold
+            .generate(1, history.clone(), Some(12))
+            .unwrap()
+            .collect()
+            .await;
+        println!(
+            "turn {}: {} prompt tokens; warmed {} then decoded {}; cold decoded {}",
+            turn + 1,
+            w.prompt_tokens,
+            warmed - before,
+            decoded(&w),
+            decoded(&c)
+        );
+        assert_eq!(w.text, c.text, "a warmed prompt changed the reply");
+        assert!(
+            decoded(&w) < decoded(&c),
+            "the warm-up saved nothing: {w:?} / {c:?}"
+        );
+        // What the warm-up decoded is what the cold engine decodes on top
+        // (one token of slack for a tokenization that differs at the cut).
+        assert!(
+            decoded(&w) + (warmed - before) <= decoded(&c) + 1,
+            "the warm-up decoded more than it saved"
+        );
+        history.push(ChatMessage::new(Role::Assistant, w.text.clone()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llm_batches_concurrent_conversations() {
     let cfg = config("fast");

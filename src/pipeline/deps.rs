@@ -40,6 +40,9 @@ pub trait Inference: Send + Sync {
     async fn generate(&self, key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure>;
     /// The conversation `key` is over (release its KV cells).
     fn forget(&self, key: u64);
+    /// Prepare conversation `key`'s next prompt from its history, if the
+    /// LLM can (see [`crate::pipeline::llm::Llm::warm`]).
+    fn warm(&self, _key: u64, _messages: Vec<ChatMessage>) {}
     /// Speech for `text`, at the wire rate (48 kHz), needed by `due`
     /// (earlier first across sessions).
     async fn synthesize(&self, text: String, due: Instant) -> Result<Vec<f32>, String>;
@@ -90,6 +93,10 @@ impl Inference for Engines {
 
     fn forget(&self, key: u64) {
         self.llm.forget(key);
+    }
+
+    fn warm(&self, key: u64, messages: Vec<ChatMessage>) {
+        self.llm.warm(key, messages);
     }
 
     async fn synthesize(&self, text: String, due: Instant) -> Result<Vec<f32>, String> {

@@ -341,6 +341,7 @@ impl Shell {
                 );
                 self.llm.insert(reply, (stop, tokio::spawn(task)));
             }
+            Action::WarmLlm { messages } => engines.warm(self.key, messages),
             Action::CancelLlm { reply } => {
                 if let Some((stop, h)) = self.llm.remove(&reply) {
                     // The engine ends it before decoding another token.

@@ -189,6 +189,12 @@ pub enum Action {
     CancelLlm {
         reply: u64,
     },
+    /// Nothing is generating for this conversation and the history has
+    /// changed: the LLM may prefill `messages` (the history) ahead of the
+    /// next question. Only a hint; nothing comes back.
+    WarmLlm {
+        messages: Vec<ChatMessage>,
+    },
     /// Synthesize one piece; results must come back in piece order.
     Synthesize {
         reply: u64,

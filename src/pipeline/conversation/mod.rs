@@ -143,6 +143,7 @@ impl Conversation {
     pub fn new(cfg: Settings, now: Instant, wall: OffsetDateTime) -> Self {
         let history = vec![ChatMessage::new(Role::System, cfg.system_prompt.clone())];
         Self {
+            history: history.clone(),
             turns: TurnTaking::new(cfg.turn.clone()),
             prompts: PromptQueue::new(cfg.max_queued_prompts),
             preroll: std::collections::VecDeque::new(),
@@ -160,13 +161,16 @@ impl Conversation {
             orphans: Vec::new(),
             ended_early: None,
             continued_turn: None,
-            history,
             turn: 0,
             next_id: 1,
             quiet_since: now,
             start: (now, wall),
             now,
-            out: vec![Action::Emit(Event::state(State::Listening))],
+            out: vec![
+                Action::Emit(Event::state(State::Listening)),
+                // The system prompt, ready before the first question.
+                Action::WarmLlm { messages: history },
+            ],
             cfg,
         }
     }

@@ -499,6 +499,7 @@ impl Conversation {
             }
         }
         self.history.push(ChatMessage::new(Role::Assistant, text));
+        self.warm_llm();
         let ticket = match r.kind {
             ReplyKind::Prompt { ticket, .. } => Some(ticket),
             _ => None,

@@ -150,6 +150,14 @@ impl Conversation {
             prompt_id: None,
             sources,
         });
+        self.warm_llm();
         true
+    }
+
+    /// The history changed and nothing generates: let the LLM prefill it.
+    pub(super) fn warm_llm(&mut self) {
+        self.out.push(Action::WarmLlm {
+            messages: self.history.clone(),
+        });
     }
 }

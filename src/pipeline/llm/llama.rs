@@ -70,12 +70,18 @@ pub(super) struct Request {
 pub(super) enum Cmd {
     Generate(Request),
     Forget(u64),
+    /// Prefill conversation `key`'s next prompt up to its next user message.
+    Warm {
+        key: u64,
+        messages: Vec<ChatMessage>,
+    },
 }
 
 /// Handle to the engine thread.
 pub struct Llm {
     tx: Sender<Cmd>,
     pending: Arc<AtomicUsize>,
+    warmed: Arc<AtomicUsize>,
     capacity: usize,
     default_max_tokens: usize,
 }
@@ -110,6 +116,8 @@ impl Llm {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let pending = Arc::new(AtomicUsize::new(0));
         let p = pending.clone();
+        let warmed = Arc::new(AtomicUsize::new(0));
+        let w = warmed.clone();
         let opts = options.clone();
         std::thread::Builder::new()
             .name("llm".into())
@@ -118,7 +126,7 @@ impl Llm {
                 match Engine::new(backend, model, &opts) {
                     Ok(mut engine) => {
                         let _ = ready_tx.send(Ok(()));
-                        engine.run(rx, &p);
+                        engine.run(rx, &p, &w);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -133,6 +141,7 @@ impl Llm {
         Ok(Self {
             tx,
             pending,
+            warmed,
             capacity: options.slots as usize + options.queue,
             default_max_tokens: options.max_tokens,
         })
@@ -170,6 +179,20 @@ impl Llm {
     /// Release a finished conversation's KV cells.
     pub fn forget(&self, key: u64) {
         let _ = self.tx.send(Cmd::Forget(key));
+    }
+
+    /// While conversation `key`'s user listens to its last reply, prefill
+    /// the prompt of the next one (`messages`, its history) up to where the
+    /// next question goes, so that question is all the next reply decodes.
+    /// Done only when no generation waits, and dropped when one for `key`
+    /// comes first.
+    pub fn warm(&self, key: u64, messages: Vec<ChatMessage>) {
+        let _ = self.tx.send(Cmd::Warm { key, messages });
+    }
+
+    /// Prompt tokens prefilled by warm-ups so far.
+    pub fn warmed_tokens(&self) -> usize {
+        self.warmed.load(Ordering::Relaxed)
     }
 
     /// Generations queued or running.

@@ -9,10 +9,15 @@
 //!   KV cache (the system prompt and earlier turns are not re-read).
 //! - **Streaming and cancellation**: tokens go out as they are sampled; a
 //!   cancelled generation stops before its next token is decoded.
+//! - **Warm-up**: while the user listens to a reply (or before the first
+//!   question), the conversation's next prompt is prefilled up to where its
+//!   next question goes, when no generation waits; the next reply then
+//!   decodes little more than the question.
 //!
 //! Files: [`chat`] (the types every backend speaks), [`llama`] (the handle
 //! to the embedded engine), [`engine`] (its thread: batching, KV reuse,
-//! sampling; it remakes its context when the thread count should change),
+//! sampling; it remakes its context when the thread count should change;
+//! `engine::kv` holds KV reuse, prefill and the warm-up),
 //! [`utf8`] (token pieces into text) and [`http`] (an OpenAI-compatible server instead).
 
 mod chat;
@@ -48,6 +53,14 @@ impl LlmBackend {
         match self {
             LlmBackend::Embedded(l) => l.generate(key, messages, max_tokens),
             LlmBackend::Http(h) => h.generate(messages, max_tokens),
+        }
+    }
+
+    /// Prefill conversation `key`'s next prompt ahead of its question
+    /// (embedded only: a server behind HTTP keeps its own cache).
+    pub fn warm(&self, key: u64, messages: Vec<ChatMessage>) {
+        if let LlmBackend::Embedded(l) = self {
+            l.warm(key, messages);
         }
     }
 

@@ -351,6 +351,21 @@ pub(super) fn is_cancel_asr(a: &Action) -> bool {
 pub(super) fn is_start_llm(a: &Action) -> bool {
     matches!(a, Action::StartLlm { .. })
 }
+/// The LLM may prefill the system prompt alone (a new conversation).
+pub(super) fn warms_the_system_prompt(a: &Action) -> bool {
+    matches!(a, Action::WarmLlm { messages } if messages.len() == 1 && messages[0].role == Role::System)
+}
+/// The LLM may prefill a history that ends with the assistant's reply.
+pub(super) fn warms_after_a_reply(a: &Action) -> bool {
+    matches!(a, Action::WarmLlm { messages } if messages.last().is_some_and(|m| m.role == Role::Assistant))
+}
+/// ... with a reply cut off where the user stopped hearing it.
+pub(super) fn warms_after_a_cut_reply(a: &Action) -> bool {
+    matches!(a, Action::WarmLlm { messages } if messages.last().is_some_and(|m| m.role == Role::Assistant && m.content.ends_with('…')))
+}
+pub(super) fn is_warm(a: &Action) -> bool {
+    matches!(a, Action::WarmLlm { .. })
+}
 pub(super) fn is_cancel_llm(a: &Action) -> bool {
     matches!(a, Action::CancelLlm { .. })
 }

@@ -43,6 +43,25 @@ fn answer_first_piece() -> Vec<Step> {
 fn cases() -> Vec<(&'static str, Vec<Step>)> {
     vec![
         (
+            "the next prompt is prepared before the question and while the reply plays",
+            [vec![
+                Speak(1),
+                Expect("the system prompt, before the first question", warms_the_system_prompt),
+                Speak(19),
+                Never("nothing to prepare while the user speaks", is_warm),
+            ], ask()[2..].to_vec(), answer_first_piece(), vec![
+                Never("not while generating", is_warm),
+                Token("It is large."),
+                LlmDone,
+                Never("not before the text is complete", is_warm),
+                Tts(24_000),
+                Never("not before every piece is back", is_warm),
+                Tts(24_000),
+                Expect("the history with the reply", warms_after_a_reply),
+                Expect("reply", is_reply),
+            ]].concat(),
+        ),
+        (
             "a question is answered, clause by clause",
             [ask(), answer_first_piece(), vec![
                 Token("It is large."),
@@ -134,6 +153,7 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
                 Expect("LLM cancelled", is_cancel_llm),
                 Expect("interrupted reply", is_cut),
                 Expect("counted", counts_barge_in),
+                Expect("the history as heard, ready for the next prompt", warms_after_a_cut_reply),
                 History(&[
                     "user: what is the capital of france?",
                     "assistant: paris is the…",
@@ -842,6 +862,7 @@ fn the_cases_cover_every_action_kind() {
             Action::CancelTurnPrediction => "cancel_turn_prediction",
             Action::StartLlm { .. } => "start_llm",
             Action::CancelLlm { .. } => "cancel_llm",
+            Action::WarmLlm { .. } => "warm_llm",
             Action::Synthesize { .. } => "synthesize",
             Action::CancelSynthesis { .. } => "cancel_synthesis",
             Action::Play { .. } => "play",
@@ -852,7 +873,7 @@ fn the_cases_cover_every_action_kind() {
             Action::Count(_) => "count",
         }
     }
-    const ALL: usize = 15;
+    const ALL: usize = 16;
     let mut seen = std::collections::BTreeSet::new();
     for (name, script) in cases() {
         let mut h = Harness::new();

@@ -16,6 +16,8 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
+mod kv;
+
 use super::chat::{ChatMessage, Completion, Finish, LlmEvent, Role};
 use super::llama::{Cmd, LlmOptions, Request};
 use super::utf8::Utf8Stream;
@@ -57,6 +59,9 @@ pub(super) struct Engine {
     template: LlamaChatTemplate,
     slots: Vec<Slot>,
     waiting: VecDeque<Request>,
+    /// Conversations whose next prompt to prefill while nothing waits
+    /// (see [`kv`]): their key and history.
+    warm: VecDeque<(u64, Vec<ChatMessage>)>,
     batch: LlamaBatch<'static>,
     n_batch: usize,
     opts: LlmOptions,
@@ -85,6 +90,7 @@ impl Engine {
             template,
             slots: (0..slots).map(|_| Slot::default()).collect(),
             waiting: VecDeque::new(),
+            warm: VecDeque::new(),
             batch: LlamaBatch::new(N_BATCH as usize, 1),
             n_batch: N_BATCH as usize,
             opts: opts.clone(),
@@ -125,9 +131,11 @@ impl Engine {
         self.rebuilt = Instant::now();
     }
 
-    pub(super) fn run(&mut self, rx: Receiver<Cmd>, pending: &AtomicUsize) {
+    pub(super) fn run(&mut self, rx: Receiver<Cmd>, pending: &AtomicUsize, warmed: &AtomicUsize) {
         loop {
-            let busy = self.slots.iter().any(|s| s.active.is_some()) || !self.waiting.is_empty();
+            let busy = self.slots.iter().any(|s| s.active.is_some())
+                || !self.waiting.is_empty()
+                || !self.warm.is_empty();
             // Block only when there is nothing to do.
             let first = if busy {
                 match rx.try_recv() {
@@ -147,13 +155,49 @@ impl Engine {
             }
             for c in cmds {
                 match c {
-                    Cmd::Generate(r) => self.waiting.push_back(r),
-                    Cmd::Forget(key) => self.forget(key),
+                    Cmd::Generate(r) => {
+                        // The prompt itself is here: no need to prepare it.
+                        self.warm.retain(|(k, _)| *k != r.key);
+                        self.waiting.push_back(r);
+                    }
+                    Cmd::Forget(key) => {
+                        self.warm.retain(|(k, _)| *k != key);
+                        self.forget(key);
+                    }
+                    Cmd::Warm { key, messages } => {
+                        self.warm.retain(|(k, _)| *k != key);
+                        self.warm.push_back((key, messages));
+                    }
                 }
             }
             self.follow_load();
             self.admit(pending);
             self.step(pending);
+            self.warm_one(warmed);
+        }
+    }
+
+    /// Prefill one conversation's next prompt, only when no request waits:
+    /// a warm-up must never delay a reply that could start.
+    fn warm_one(&mut self, warmed: &AtomicUsize) {
+        if !self.waiting.is_empty() {
+            return;
+        }
+        let Some((key, messages)) = self.warm.pop_front() else {
+            return;
+        };
+        let started = Instant::now();
+        match self.warm(key, &messages) {
+            kv::Warmed::Tokens(n) => {
+                warmed.fetch_add(n, Ordering::Relaxed);
+                tracing::debug!(
+                    key,
+                    tokens = n,
+                    ms = started.elapsed().as_millis() as u64,
+                    "LLM warmed"
+                );
+            }
+            kv::Warmed::Later => self.warm.push_back((key, messages)),
         }
     }
 
@@ -202,15 +246,7 @@ impl Engine {
     fn prompt_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<LlamaToken>, String> {
         let mut msgs: Vec<&ChatMessage> = messages.iter().collect();
         loop {
-            let chat: Result<Vec<LlamaChatMessage>, _> = msgs
-                .iter()
-                .map(|m| LlamaChatMessage::new(m.role.as_str().into(), m.content.clone()))
-                .collect();
-            let chat = chat.map_err(|e| format!("bad message: {e}"))?;
-            let prompt = self
-                .model
-                .apply_chat_template(&self.template, &chat, true)
-                .map_err(|e| format!("chat template: {e}"))?;
+            let prompt = self.render(&msgs)?;
             let toks = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
             if toks.len() <= self.opts.max_prompt_tokens {
                 return Ok(toks);
@@ -228,6 +264,18 @@ impl Engine {
         }
     }
 
+    /// The chat template applied to `msgs`, ending with the assistant's header.
+    fn render(&self, msgs: &[&ChatMessage]) -> Result<String, String> {
+        let chat: Result<Vec<LlamaChatMessage>, _> = msgs
+            .iter()
+            .map(|m| LlamaChatMessage::new(m.role.as_str().into(), m.content.clone()))
+            .collect();
+        let chat = chat.map_err(|e| format!("bad message: {e}"))?;
+        self.model
+            .apply_chat_template(&self.template, &chat, true)
+            .map_err(|e| format!("chat template: {e}"))
+    }
+
     fn start(&mut self, i: usize, req: Request, pending: &AtomicUsize) -> Result<(), String> {
         let toks = match self.prompt_tokens(&req.messages) {
             Ok(t) if !t.is_empty() => t,
@@ -241,82 +289,15 @@ impl Engine {
             }
         };
         self.clock += 1;
-        let seq = i as i32;
-        let common = |cached: &[LlamaToken]| {
-            cached
-                .iter()
-                .zip(&toks)
-                .take_while(|(a, b)| a == b)
-                .count()
-                .min(toks.len() - 1)
-        };
-        // KV cells are valid for whatever tokens they hold, whoever put them
-        // there: identical tokens give identical cells.
-        let mut keep = common(&self.slots[i].cached);
-        let removed = self
-            .ctx
-            .clear_kv_cache_seq(Some(i as u32), Some(keep as u32), None)
-            .unwrap_or(false);
-        if !removed {
-            let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
-            keep = 0;
-        }
-        self.slots[i].cached.truncate(keep);
-        // Another conversation may hold a longer prefix of this prompt (the
-        // shared system prompt, at least): copy its cells instead of
-        // decoding them again. With a unified KV cache this is a metadata copy.
-        let donor = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(j, s)| (j, common(&s.cached)))
-            .max_by_key(|&(_, n)| n);
-        if let Some((j, n)) = donor
-            && n > keep
-        {
-            let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
-            if self
-                .ctx
-                .copy_kv_cache_seq(j as i32, seq, Some(0), Some(n as u32))
-                .is_ok()
-            {
-                self.slots[i].cached = toks[..n].to_vec();
-                keep = n;
-            } else {
-                self.slots[i].cached.clear();
-                keep = 0;
-            }
-        }
+        // At least the last token is decoded again: its logits start the reply.
+        let keep = self.reuse(i, &toks, toks.len() - 1);
         let slot = &mut self.slots[i];
         slot.key = Some(req.key);
         slot.last_used = self.clock;
-
-        // Prefill the new part of the prompt in n_batch chunks; logits only for the last token.
-        let mut pos = keep as i32;
-        let rest = &toks[keep..];
-        let mut last_idx = 0;
-        for chunk in rest.chunks(self.n_batch) {
-            self.batch.clear();
-            for (j, &t) in chunk.iter().enumerate() {
-                let is_last = pos as usize == toks.len() - 1;
-                if self.batch.add(t, pos, &[seq], is_last).is_err() {
-                    return self.fail_start(i, req, "batch overflow", pending);
-                }
-                if is_last {
-                    last_idx = j as i32;
-                }
-                pos += 1;
-            }
-            let decoded = {
-                let _turn = crate::pipeline::gate::bulk().enter();
-                self.ctx.decode(&mut self.batch)
-            };
-            if let Err(e) = decoded {
-                return self.fail_start(i, req, &format!("prefill decode: {e}"), pending);
-            }
-            self.slots[i].cached.extend_from_slice(chunk);
-        }
+        let (pos, last_idx) = match self.prefill(i, &toks, keep, true) {
+            Ok(at) => at,
+            Err(e) => return self.fail_start(i, req, &e, pending),
+        };
         // Penalties first: they reshape the logits the choice is made from.
         // Each sampled token is accepted into the chain by `sample`, so the
         // penalty window follows the reply as it grows.
@@ -361,9 +342,7 @@ impl Engine {
         why: &str,
         pending: &AtomicUsize,
     ) -> Result<(), String> {
-        let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
-        self.slots[i].cached.clear();
-        self.slots[i].key = None;
+        self.drop_cells(i);
         end_unstarted(req, Finish::Error(why.into()), pending);
         Err(why.into())
     }
@@ -425,9 +404,7 @@ impl Engine {
                 if let Some(a) = self.slots[i].active.take() {
                     end_active(a, Finish::Error(why.clone()), pending);
                 }
-                let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
-                self.slots[i].cached.clear();
-                self.slots[i].key = None;
+                self.drop_cells(i);
             }
             return;
         }
