@@ -1,7 +1,8 @@
 //! Jobs on real `voxloop worker` processes over a real `nats-server`: the
 //! knowledge base's documents embedded on an `embed` worker (and by the
 //! server itself without one), a worker refusing at once what it cannot
-//! start in time, and how soon a cancel stops a reply.
+//! start in time, how soon a cancel stops a reply, and a conversation's
+//! next prompt prefilled on the worker holding it.
 
 mod common;
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 use voxloop::pipeline::llm::{ChatMessage, Role as ChatRole};
 use voxloop::remote::InferSubjects;
 use voxloop::remote::call::{self, Ask, CallError, Stream};
-use voxloop::remote::wire::{Job, Part};
+use voxloop::remote::wire::{self, Control, Job, Part, Summary};
 
 async fn nats_client(nats: &Nats) -> async_nats::Client {
     async_nats::connect(&nats.url).await.expect("nats")
@@ -262,4 +263,78 @@ async fn a_cancel_stops_a_remote_reply_within_a_decode_step() {
         assert!(Instant::now() < until, "the job still runs: {llm}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A reply's text and summary.
+async fn reply(mut s: Stream) -> (String, Summary) {
+    let mut text = String::new();
+    loop {
+        match s.next().await.expect("the reply streams") {
+            (Part::Token { text: t }, _) => text.push_str(&t),
+            (Part::Done { summary }, _) => return (text, summary.expect("an LLM summary")),
+            (other, _) => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The server sends a conversation's history to the worker holding it
+/// while its user listens (`Control::Warm`): the worker prefills the next
+/// prompt, and the next reply decodes less of it than on a worker that
+/// was not told. Each case on a fresh worker, so no cells are shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_prefills_the_next_prompt_it_is_told_about() {
+    let nats = Nats::start().await;
+    let nc = nats_client(&nats).await;
+    let subjects = InferSubjects::new("voxloop");
+    let mut decoded = Vec::new();
+    for warm in [true, false] {
+        let worker = Worker::start(&nats, "llm");
+        let ask = |messages: Vec<ChatMessage>| {
+            let job = Job::Llm {
+                key: 1,
+                messages,
+                max_tokens: Some(12),
+            };
+            call::start(
+                &nc,
+                &subjects,
+                job,
+                &[],
+                Ask::by(Instant::now() + Duration::from_secs(60)),
+            )
+        };
+        let mut history = vec![ChatMessage::new(ChatRole::User, "Name a colour.")];
+        let (text, _) = reply(ask(history.clone()).await.expect("a reply")).await;
+        history.push(ChatMessage::new(ChatRole::Assistant, text));
+        let mut warmed = 0;
+        if warm {
+            let msg = Control::Warm {
+                key: 1,
+                messages: history.clone(),
+            };
+            nc.publish(subjects.control(&worker.id), wire::encode(&msg, &[]))
+                .await
+                .expect("publish");
+            let until = Instant::now() + Duration::from_secs(30);
+            while warmed == 0 {
+                assert!(Instant::now() < until, "the worker prefilled nothing");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let all = stats(&nc).await;
+                let llm = &of(&all, &worker.id).expect("stats").endpoints[0].load;
+                warmed = llm["warmed_tokens"].as_u64().expect("warmed_tokens");
+            }
+        }
+        history.push(ChatMessage::new(ChatRole::User, "And another one?"));
+        let (_, s) = reply(ask(history).await.expect("a reply")).await;
+        println!(
+            "told: {warm}; prefilled {warmed}; next reply: {} prompt tokens, {} decoded",
+            s.prompt_tokens,
+            s.prompt_tokens - s.reused_tokens
+        );
+        decoded.push(s.prompt_tokens - s.reused_tokens);
+    }
+    assert!(
+        decoded[0] < decoded[1],
+        "the warm-up saved nothing: {decoded:?}"
+    );
 }

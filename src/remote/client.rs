@@ -245,12 +245,17 @@ impl Inference for RemoteInference {
     fn forget(&self, key: u64) {
         let worker = self.affinity.lock().ok().and_then(|mut a| a.remove(&key));
         if let Some(w) = worker {
-            let client = self.client.clone();
-            let subject = self.subjects.control(&w);
-            let body = super::wire::encode(&Control::Forget { key }, &[]);
-            tokio::spawn(async move {
-                let _ = client.publish(subject, body).await;
-            });
+            self.control(&w, &Control::Forget { key });
+        }
+    }
+
+    fn warm(&self, key: u64, messages: Vec<ChatMessage>) {
+        // Only the worker holding the conversation's cells can use it; a
+        // conversation no worker has answered yet goes wherever its first
+        // question is taken.
+        let worker = self.affinity.lock().ok().and_then(|a| a.get(&key).cloned());
+        if let Some(w) = worker {
+            self.control(&w, &Control::Warm { key, messages });
         }
     }
 
@@ -290,6 +295,17 @@ impl RemoteInference {
         if let Ok(mut a) = self.affinity.lock() {
             a.insert(key, worker.to_string());
         }
+    }
+
+    /// Tell worker `w` something; best effort (a lost message costs a
+    /// prefill or some KV cells, never a reply).
+    fn control(&self, w: &str, msg: &Control) {
+        let client = self.client.clone();
+        let subject = self.subjects.control(w);
+        let body = super::wire::encode(msg, &[]);
+        tokio::spawn(async move {
+            let _ = client.publish(subject, body).await;
+        });
     }
 }
 

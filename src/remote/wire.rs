@@ -249,6 +249,12 @@ pub enum Control {
     Cancel { job: u64 },
     /// The conversation is over: release its KV cells.
     Forget { key: u64 },
+    /// Prefill conversation `key`'s next prompt from its history while its
+    /// user listens (see `pipeline::llm::Llm::warm`).
+    Warm {
+        key: u64,
+        messages: Vec<ChatMessage>,
+    },
 }
 
 /// Frame `head` and `pcm` as one message.

@@ -12,7 +12,8 @@
 //! budget is spent. The results then stream to the request's
 //! `stream_to` subject as numbered `Chunk`s, with a heartbeat every
 //! [`super::HEARTBEAT`] while the engine works. `Control` messages on
-//! `<prefix>.infer.w.<id>.control` cancel a job or forget a conversation.
+//! `<prefix>.infer.w.<id>.control` cancel a job, forget a conversation or
+//! prefill its next prompt.
 //!
 //! SIGTERM (the `shutdown` future) unsubscribes the endpoints, lets the
 //! jobs in flight finish (bounded by `shutdown.drain_timeout_ms`; cancels
@@ -99,6 +100,9 @@ impl Shared {
         };
         let mut stats = self.loads[r.index()].stats();
         stats["draining"] = self.draining.load(Ordering::Relaxed).into();
+        if let (Role::Llm, Some(llm)) = (r, &self.engines.llm) {
+            stats["warmed_tokens"] = llm.warmed_tokens().into();
+        }
         stats
     }
 }
@@ -222,6 +226,11 @@ fn on_control(shared: &Shared, payload: &[u8]) {
         Ok((Control::Forget { key }, _)) => {
             if let Some(llm) = &shared.engines.llm {
                 llm.forget(key);
+            }
+        }
+        Ok((Control::Warm { key, messages }, _)) => {
+            if let Some(llm) = &shared.engines.llm {
+                llm.warm(key, messages);
             }
         }
         Err(e) => tracing::warn!(error = %e, "worker: unreadable control message"),

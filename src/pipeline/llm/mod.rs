@@ -71,6 +71,14 @@ impl LlmBackend {
         }
     }
 
+    /// Prompt tokens prefilled by warm-ups so far.
+    pub fn warmed_tokens(&self) -> usize {
+        match self {
+            LlmBackend::Embedded(l) => l.warmed_tokens(),
+            LlmBackend::Http(_) => 0,
+        }
+    }
+
     pub fn pending(&self) -> usize {
         match self {
             LlmBackend::Embedded(l) => l.pending(),
