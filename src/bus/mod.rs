@@ -24,6 +24,7 @@ pub mod kb_store;
 pub mod parked;
 pub mod payload;
 pub mod prompts;
+pub mod publish;
 pub mod relay;
 pub mod say;
 
@@ -40,8 +41,6 @@ pub use prompts::{PromptHandler, PromptIn, Settle};
 use crate::config::BusConfig;
 use crate::metrics::Metrics;
 
-/// Longest wait for the stream to confirm an event.
-const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest prompt message the stream stores (text is capped far lower; this
 /// lets an oversized text arrive and be dropped with a reason).
 const MAX_PROMPT_MESSAGE: i32 = 4 * 1024 * 1024;
@@ -440,20 +439,8 @@ async fn publish_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
                 }
             }
         }
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", ev.msg_id.as_str());
-        let sent = inner
-            .js
-            .publish_with_headers(ev.subject, headers, ev.payload.into())
-            .await;
-        let ok = match sent {
-            Ok(ack) => matches!(
-                tokio::time::timeout(PUBLISH_ACK_TIMEOUT, ack).await,
-                Ok(Ok(_))
-            ),
-            Err(_) => false,
-        };
-        if ok {
+        let sent = publish::publish_once(&inner.js, ev.subject, &ev.msg_id, ev.payload).await;
+        if sent.is_ok() {
             Metrics::inc(&inner.metrics.bus_events_published);
         } else {
             Metrics::inc(&inner.metrics.bus_events_dropped);

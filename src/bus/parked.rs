@@ -10,19 +10,15 @@
 //! before the original is acked, and republished before it is deleted; a
 //! prompt that ends up delivered twice is dropped by the heard log.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use async_nats::jetstream;
 use async_nats::jetstream::stream::DeleteMessageErrorKind;
-use async_nats::jetstream::{self, context};
 
+use super::publish::publish_once;
 use super::{Bus, BusError, Inner};
 use crate::prompt::Prompt;
-
-/// Longest wait for JetStream to confirm a park or republish.
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the parked stream stores.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,18 +68,13 @@ impl Bus {
         };
         let payload = serde_json::to_vec(&body).map_err(|e| BusError::Nats(e.to_string()))?;
         let subject = inner.subjects.parked(id);
-        let mut headers = async_nats::HeaderMap::new();
         // A redelivered original parks once (within the duplicate window; a
         // duplicate's ack names the first copy). Keyed by the message, not
         // the prompt id, so a prompt moved back and parked again is stored again.
-        headers.insert("Nats-Msg-Id", format!("parked-{origin}").as_str());
-        confirm(
-            inner
-                .js
-                .publish_with_headers(subject, headers, payload.into())
-                .await,
-        )
-        .await
+        let msg_id = format!("parked-{origin}");
+        publish_once(&inner.js, subject, &msg_id, payload)
+            .await
+            .map_err(|e| BusError::JetStream(e.to_string()))
     }
 
     /// The copies parked for session `id`, oldest first.
@@ -138,30 +129,11 @@ impl Bus {
     pub async fn republish(&self, id: &str, prompt: &Prompt, seq: u64) -> Result<(), BusError> {
         let inner = self.enabled()?;
         let payload = serde_json::to_vec(prompt).map_err(|e| BusError::Nats(e.to_string()))?;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("unparked-{seq}").as_str());
-        confirm(
-            inner
-                .js
-                .publish_with_headers(inner.subjects.prompt_session(id), headers, payload.into())
-                .await,
-        )
-        .await
-        .map(|_| ())
-    }
-}
-
-/// Wait for JetStream's ack of a publish; the stored sequence.
-async fn confirm(
-    sent: Result<context::PublishAckFuture, context::PublishError>,
-) -> Result<u64, BusError> {
-    let ack = sent.map_err(|e| BusError::JetStream(e.to_string()))?;
-    match tokio::time::timeout(ACK_TIMEOUT, ack).await {
-        Ok(Ok(a)) => Ok(a.sequence),
-        Ok(Err(e)) => Err(BusError::JetStream(e.to_string())),
-        Err(_) => Err(BusError::JetStream(format!(
-            "no ack within {ACK_TIMEOUT:?}"
-        ))),
+        let subject = inner.subjects.prompt_session(id);
+        publish_once(&inner.js, subject, &format!("unparked-{seq}"), payload)
+            .await
+            .map(|_| ())
+            .map_err(|e| BusError::JetStream(e.to_string()))
     }
 }
 

@@ -9,10 +9,11 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::context::PublishErrorKind;
 use futures::StreamExt;
 use time::OffsetDateTime;
 
+use super::publish::publish_once;
 use super::{BusError, Subjects, Target, ensure_streams};
 use crate::config::BusConfig;
 use crate::events::{BusEvent, Event, kind};
@@ -105,10 +106,10 @@ pub async fn say(
     let published = Instant::now();
     // A publisher needs no right to create streams (docs/nats-permissions.conf):
     // only when no server made them yet does `say` create them itself.
-    match publish(&js, &subject, &opts.prompt.id, &payload).await {
+    match publish_once(&js, subject.clone(), &opts.prompt.id, payload.clone()).await {
         Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
             ensure_streams(&js, &subjects, &opts.bus).await?;
-            publish(&js, &subject, &opts.prompt.id, &payload).await
+            publish_once(&js, subject.clone(), &opts.prompt.id, payload).await
         }
         other => other,
     }
@@ -163,24 +164,6 @@ pub async fn say(
         }
     }
     Ok(out)
-}
-
-/// Publish one prompt (`Nats-Msg-Id` = its id) and wait for the stream's ack.
-async fn publish(
-    js: &jetstream::Context,
-    subject: &str,
-    id: &str,
-    payload: &[u8],
-) -> Result<(), PublishError> {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", id);
-    let ack = js
-        .publish_with_headers(subject.to_string(), headers, payload.to_vec().into())
-        .await?;
-    match tokio::time::timeout(Duration::from_secs(5), ack).await {
-        Ok(r) => r.map(|_| ()),
-        Err(_) => Err(PublishError::new(PublishErrorKind::TimedOut)),
-    }
 }
 
 #[cfg(test)]
