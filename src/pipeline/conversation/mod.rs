@@ -7,7 +7,7 @@
 //! cancel the LLM, synthesize, play, flush, emit an event, answer a prompt).
 //! It never blocks, spawns, reads a clock or touches a model: the tokio
 //! shell in `pipeline::speech` does that, `voxloop converse` drives the same
-//! shell from files, and the tests in `tests.rs` drive it with scripted
+//! shell from files, and the tests in `tests/` drive it with scripted
 //! inputs and no models at all.
 //!
 //! What it decides:
