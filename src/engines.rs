@@ -165,7 +165,12 @@ pub fn load_vad(cfg: &Config) -> Result<Vad, EngineError> {
 pub fn load_turn(cfg: &Config) -> Result<TurnDetector, EngineError> {
     let set = models(cfg)?;
     let env = ort_env(&set)?;
-    Ok(TurnDetector::load(env, &set.path("turn", "")?, 64)?)
+    Ok(TurnDetector::load(
+        env,
+        &set.path("turn", "")?,
+        cfg.inference.turn_threads.max(1),
+        64,
+    )?)
 }
 
 /// The knowledge base, its folder indexed and watched. Without a folder a

@@ -295,6 +295,10 @@ pub struct InferenceConfig {
     /// by spinning, and beside a busy program two threads on two cores run
     /// many times slower than one (`pipeline::cpu_share`).
     pub threads_follow_load: bool,
+    /// Smart Turn's threads. It runs once per pause, at the end of a turn
+    /// when the other engines wait for it: on two cores two threads answer
+    /// in about 51 ms against 81 with one (docs/BENCHMARKS.md).
+    pub turn_threads: usize,
     pub tts_workers: usize,
     /// Piper's threads. A piece is synthesized alone (`pipeline::gate`),
     /// so it may use every core.
@@ -328,6 +332,7 @@ impl Default for InferenceConfig {
             llm_repeat_last_n: 64,
             bulk_nice: 0,
             threads_follow_load: true,
+            turn_threads: 2,
             tts_workers: 1,
             tts_threads: 2,
             tts_queue: 16,

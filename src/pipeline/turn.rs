@@ -64,7 +64,7 @@ struct Worker {
     mel: MelExtractor,
 }
 
-/// Smart Turn on its own inference thread.
+/// Smart Turn on its own inference thread (with `threads` ONNX threads).
 pub struct TurnDetector {
     pool: WorkerPool<Worker>,
 }
@@ -73,12 +73,13 @@ impl TurnDetector {
     pub fn load(
         env: &'static ort::environment::Environment,
         model: &Path,
+        threads: usize,
         queue: usize,
     ) -> Result<Self, TurnError> {
         let model = model.to_path_buf();
         let pool = WorkerPool::new("turn", 1, queue, move |_| {
             Ok::<_, OnnxError>(Worker {
-                session: onnx::session(env, &model, 1)?,
+                session: onnx::session(env, &model, threads)?,
                 mel: MelExtractor::new(),
             })
         })?;
