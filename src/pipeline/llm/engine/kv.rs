@@ -164,8 +164,9 @@ impl Engine {
         let next = ChatMessage::new(crate::pipeline::llm::Role::User, MARK);
         let msgs: Vec<&ChatMessage> = messages.iter().chain([&next]).collect();
         let prompt = self.render(&msgs)?;
+        // The last one: a user may have said the marker's text before.
         let cut = prompt
-            .find(MARK)
+            .rfind(MARK)
             .ok_or("the chat template dropped the user message")?;
         Ok(self
             .model
