@@ -13,7 +13,47 @@ use voxloop::{PIPELINE_RATE, WIRE_FRAME, WIRE_RATE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_returns_what_was_sent() {
-    let server = Server::start(&["--pipeline", "echo"], &[]);
+    let frames = echo_round_trip(&[]).await;
+    // 20 ms packets by default: one frame per RTP packet.
+    assert_eq!(frames_sharing_a_packet(&frames), 0);
+}
+
+/// With `audio.packet_ms = 40` the queued echo goes out two frames to a
+/// packet, and arrives the same and on the same timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_in_40_ms_packets_returns_what_was_sent() {
+    let frames = echo_round_trip(&[("VOXLOOP_AUDIO_PACKET_MS", "40")]).await;
+    let shared = frames_sharing_a_packet(&frames);
+    let voiced = frames
+        .iter()
+        .filter(|f| f.pcm.iter().any(|x| x.abs() > 0.01))
+        .count();
+    println!(
+        "{shared} of {} frames came second in a packet ({voiced} voiced)",
+        frames.len()
+    );
+    assert!(
+        shared * 3 >= voiced,
+        "only {shared} frames shared a packet, of {voiced} voiced"
+    );
+}
+
+/// Frames that came as the second (or later) frame of one RTP packet: the
+/// packet's sequence number, the timestamp one frame on.
+fn frames_sharing_a_packet(frames: &[voxloop::client::ReceivedFrame]) -> usize {
+    frames
+        .windows(2)
+        .filter(|w| {
+            w[1].sequence == w[0].sequence
+                && w[1].rtp_timestamp.wrapping_sub(w[0].rtp_timestamp) == 960
+        })
+        .count()
+}
+
+/// Send `q10_long` to an echo server started with `envs`, check what comes
+/// back (duration, correlation, delay), and return the received frames.
+async fn echo_round_trip(envs: &[(&str, &str)]) -> Vec<voxloop::client::ReceivedFrame> {
+    let server = Server::start(&["--pipeline", "echo"], envs);
     let mut client = Client::connect(&server.url, ClientOptions::default())
         .await
         .expect("connect");
@@ -82,6 +122,7 @@ async fn echo_returns_what_was_sent() {
     assert!(rtt < Duration::from_secs(3), "echo took {rtt:?}");
     assert!(client.server_errors().is_empty());
     client.bye().await;
+    frames
 }
 
 /// Silence goes as DTX both ways (`rtc.dtx`, on by default): a packet every

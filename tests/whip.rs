@@ -45,7 +45,7 @@ async fn whip_session_echoes_and_deletes() {
         ticker.tick().await;
         let mut f = frame.to_vec();
         f.resize(960, 0.0);
-        peer.send_opus(enc.encode(&f).unwrap(), 0).await.unwrap();
+        peer.send_opus(enc.encode(&f).unwrap(), 0, 1).await.unwrap();
     }
     let mut back = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -9,7 +9,7 @@ pub mod level;
 pub mod pacer;
 pub mod resample;
 
-pub use codec::{CodecError, OpusDecoder, OpusEncoder};
+pub use codec::{CodecError, OpusDecoder, OpusEncoder, PacketJoiner};
 pub use dtx::{DtxEncoder, Outgoing};
 pub use file::{AudioFileError, decode_file, decode_file_mono, write_wav};
 pub use level::{

@@ -70,6 +70,12 @@ impl Pacer {
         self.deadline(self.next + ahead)
     }
 
+    /// `n` more frames went out with the one just sent, ahead of their
+    /// deadlines (several frames in one packet).
+    pub fn sent_ahead(&mut self, n: u64) {
+        self.next += n;
+    }
+
     /// Record that the caller woke at `now` to send the frame that is due.
     pub fn on_wake(&mut self, now: Instant) -> Tick {
         let due = self.next_deadline();

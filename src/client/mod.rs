@@ -547,7 +547,7 @@ async fn send_frame(
         .map_err(|e| ClientError::Audio(e.to_string()))?;
     let encoded = Instant::now();
     if let Some(out) = out {
-        peer.send_opus(out.packet, out.paused).await?;
+        peer.send_opus(out.packet, out.paused, 1).await?;
     }
     Ok(encoded)
 }

@@ -167,6 +167,9 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_OPUS_COMPLEXITY", |c, v| {
         set(&mut c.audio.opus_complexity, v)
     }),
+    ("VOXLOOP_AUDIO_PACKET_MS", |c, v| {
+        set(&mut c.audio.packet_ms, v)
+    }),
     ("VOXLOOP_NATS_PREFIX", |c, v| text(&mut c.bus.prefix, v)),
     ("VOXLOOP_NATS_CONSUMER", |c, v| text(&mut c.bus.consumer, v)),
     ("VOXLOOP_PROMPT_GRACE_MS", |c, v| {

@@ -183,6 +183,12 @@ impl Config {
                 self.audio.opus_complexity
             )));
         }
+        if ![20, 40, 60].contains(&self.audio.packet_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "audio.packet_ms {} is not 20, 40 or 60",
+                self.audio.packet_ms
+            )));
+        }
         if self.max_sessions == 0 {
             return Err(ConfigError::Invalid(
                 "max_sessions must be at least 1".into(),

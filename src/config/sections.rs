@@ -390,6 +390,12 @@ pub struct AudioConfig {
     /// Opus encoder complexity, 0-10 (`VOXLOOP_OPUS_COMPLEXITY`): 3 costs a
     /// sixth of libopus' default 10 with the same echo correlation.
     pub opus_complexity: i32,
+    /// Longest audio packet we send, ms: 20, 40 or 60
+    /// (`VOXLOOP_AUDIO_PACKET_MS`). Queued audio (a reply, an echo) goes
+    /// out this many ms at a time; live audio and the end of a queue go out
+    /// 20 ms at a time. Every packet costs the media path about as much as
+    /// encoding it, so 40 halves the packets of a reply.
+    pub packet_ms: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -422,6 +428,7 @@ impl Default for AudioConfig {
             opus_bitrate: 48_000,
             // As `audio::codec::DEFAULT_COMPLEXITY` (config imports nothing).
             opus_complexity: 3,
+            packet_ms: 20,
         }
     }
 }

@@ -100,8 +100,9 @@ const FRAME_TICKS: i64 = 960;
 /// arriving after its playout time is late; the buffer then re-syncs to it
 /// (as adaptive jitter buffers do), so one sender stall counts as one glitch
 /// and not as every frame after it. The voxloop server sends a frame every
-/// 20 ms except in a DTX pause, which ends with a marked packet: any other
-/// break in the stream is a real one.
+/// 20 ms (or two or three in one packet, `audio.packet_ms`) except in a DTX
+/// pause, which ends with a marked packet: any other break in the stream is
+/// a real one.
 #[derive(Debug, Clone)]
 pub struct GlitchTracker {
     late_after: f64,
@@ -136,11 +137,25 @@ impl GlitchTracker {
 
     /// One received frame. Repeats of the last sequence number (the client's
     /// loss concealment delivers extra frames under the next packet's number)
-    /// are not packets and are ignored. `marker`: the packet ends a DTX
-    /// pause, so its timestamp may jump.
+    /// are not packets and are ignored, but for the later frames of a packet
+    /// of several (the same number, the timestamp a frame on). `marker`:
+    /// the packet ends a DTX pause, so its timestamp may jump.
     pub fn push(&mut self, sequence: u16, rtp_timestamp: u32, marker: bool, arrival: Instant) {
         if let Some(prev) = self.last_seq {
             let step = sequence.wrapping_sub(prev);
+            if step == 0
+                && let Some(t) = self.last_ts
+                && rtp_timestamp.wrapping_sub(t) == FRAME_TICKS as u32
+            {
+                // A later frame of a packet of several: the packet's number,
+                // its timestamp a frame on. It came with the packet, on time
+                // or late with it.
+                self.last_ts = Some(rtp_timestamp);
+                self.ext_ts += FRAME_TICKS;
+                self.counts.frames += 1;
+                self.counts.late_frames += u64::from(self.in_late_run);
+                return;
+            }
             if step == 0 || step > 0x8000 {
                 return; // duplicate, concealment, or reordered-late packet
             }
@@ -320,6 +335,43 @@ mod tests {
         t.push(17, 41 * 960, false, t0 + F * 41);
         let c = t.counts();
         assert_eq!((c.gaps, c.glitches, c.late_frames, c.frames), (2, 2, 0, 14));
+    }
+
+    #[test]
+    fn the_frames_of_a_packet_of_several_arrive_together_on_time() {
+        let mut t = GlitchTracker::new(Duration::from_millis(10));
+        let t0 = Instant::now();
+        // 40 ms packets: two frames under one number, both at the packet's
+        // arrival, one packet every 40 ms; then 20 ms packets again.
+        for i in 0..50u32 {
+            for k in 0..2 {
+                t.push(i as u16, (2 * i + k) * 960, false, t0 + F * (2 * i));
+            }
+        }
+        feed(&mut t, t0 + F * 100, 50, 100 * 960, 10, |_| Duration::ZERO);
+        let c = t.counts();
+        assert_eq!(
+            c,
+            GlitchCounts {
+                frames: 110,
+                ..Default::default()
+            }
+        );
+        // A 40 ms packet 30 ms late: both its frames are late, one glitch.
+        t.push(
+            60,
+            110 * 960,
+            false,
+            t0 + F * 110 + Duration::from_millis(30),
+        );
+        t.push(
+            60,
+            111 * 960,
+            false,
+            t0 + F * 110 + Duration::from_millis(30),
+        );
+        let c = t.counts();
+        assert_eq!((c.late_frames, c.glitches, c.gaps), (2, 1, 0), "{c:?}");
     }
 
     #[test]

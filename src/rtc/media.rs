@@ -49,10 +49,16 @@ impl RtpOut {
         }
     }
 
-    /// The packet for one 20 ms frame sent after `paused` frames held back.
-    /// The first packet after a pause carries the marker bit, which starts
-    /// a talk spurt (RFC 3551 §4.1).
-    pub(super) fn packet(&mut self, payload_type: u8, payload: Vec<u8>, paused: u32) -> Packet {
+    /// The packet for `frames` 20 ms frames sent after `paused` frames held
+    /// back. The first packet after a pause carries the marker bit, which
+    /// starts a talk spurt (RFC 3551 §4.1).
+    pub(super) fn packet(
+        &mut self,
+        payload_type: u8,
+        payload: Vec<u8>,
+        paused: u32,
+        frames: u32,
+    ) -> Packet {
         self.timestamp = self
             .timestamp
             .wrapping_add(paused.wrapping_mul(FRAME_TICKS));
@@ -66,7 +72,9 @@ impl RtpOut {
             ..Default::default()
         };
         self.sequence = self.sequence.wrapping_add(1);
-        self.timestamp = self.timestamp.wrapping_add(FRAME_TICKS);
+        self.timestamp = self
+            .timestamp
+            .wrapping_add(frames.wrapping_mul(FRAME_TICKS));
         Packet {
             header,
             payload: Bytes::from(payload),
@@ -194,8 +202,17 @@ impl RemoteAudio {
         }
         self.last_seq = Some(seq);
         match decoder.decode(&packet.payload) {
-            Ok(pcm) if !pcm.is_empty() => self.ready.push_back(frame(pcm)),
-            Ok(_) => {}
+            // A packet of several frames (a peer that sends 40 or 60 ms at a
+            // time) is split into 20 ms frames on the sender's timeline:
+            // the same sequence number, the timestamp a frame on each time.
+            Ok(pcm) => {
+                for (k, chunk) in (0u32..).zip(pcm.chunks(decoder.frame_len())) {
+                    let mut f = frame(chunk.to_vec());
+                    f.rtp_timestamp = f.rtp_timestamp.wrapping_add(k * FRAME_TICKS);
+                    f.marker &= k == 0;
+                    self.ready.push_back(f);
+                }
+            }
             Err(e) => tracing::debug!(error = %e, "dropping undecodable Opus packet"),
         }
     }
@@ -208,10 +225,10 @@ mod tests {
     #[test]
     fn a_pause_moves_the_timestamp_on_without_a_sequence_gap() {
         let mut out = RtpOut::new(7);
-        let a = out.packet(111, vec![1], 0);
-        let b = out.packet(111, vec![2], 0);
-        let c = out.packet(111, vec![3], 19);
-        let d = out.packet(111, vec![4], 0);
+        let a = out.packet(111, vec![1], 0, 1);
+        let b = out.packet(111, vec![2], 0, 2);
+        let c = out.packet(111, vec![3], 19, 1);
+        let d = out.packet(111, vec![4], 0, 1);
         let seqs: Vec<u16> = [&a, &b, &c, &d]
             .iter()
             .map(|p| {
@@ -222,13 +239,48 @@ mod tests {
             .collect();
         assert_eq!(seqs, [0, 1, 2, 3]);
         let ts = |p: &Packet| p.header.timestamp.wrapping_sub(a.header.timestamp);
-        assert_eq!([ts(&b), ts(&c), ts(&d)], [960, 960 * 21, 960 * 22]);
+        // b holds two frames: c comes 40 ms and a 380 ms pause after it.
+        assert_eq!([ts(&b), ts(&c), ts(&d)], [960, 960 * 22, 960 * 23]);
         let markers: Vec<bool> = [&a, &b, &c, &d].iter().map(|p| p.header.marker).collect();
         assert_eq!(markers, [false, false, true, false]);
         assert!(
             [&a, &b, &c, &d].iter().all(|p| p.header.ssrc == 7
                 && p.header.payload_type == 111
                 && p.header.version == 2)
+        );
+    }
+
+    #[test]
+    fn a_packet_of_several_frames_is_read_as_20_ms_frames_on_its_timeline() {
+        use crate::audio::{OpusEncoder, PacketJoiner};
+        let mut enc = OpusEncoder::new(48_000).unwrap();
+        let tone: Vec<f32> = (0..crate::WIRE_FRAME)
+            .map(|i| 0.3 * (i as f32 * 0.05).sin())
+            .collect();
+        let frames: Vec<Vec<u8>> = (0..3).map(|_| enc.encode(&tone).unwrap()).collect();
+        let parts: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let joined = PacketJoiner::new().unwrap().join(&parts).unwrap();
+        let (_tx, rx) = mpsc::channel(1);
+        let mut audio = RemoteAudio::new(rx, crate::PIPELINE_RATE);
+        let mut out = RtpOut::new(9);
+        out.sequence = 5;
+        out.timestamp = 1000;
+        audio.on_packet(&out.packet(111, joined, 2, 3));
+        audio.on_packet(&out.packet(111, frames[0].clone(), 0, 1));
+        let got: Vec<(u16, u32, bool, usize)> = audio
+            .ready
+            .iter()
+            .map(|f| (f.sequence, f.rtp_timestamp, f.marker, f.pcm.len()))
+            .collect();
+        let ts = 1000 + 2 * 960;
+        assert_eq!(
+            got,
+            [
+                (5, ts, true, 320),
+                (5, ts + 960, false, 320),
+                (5, ts + 1920, false, 320),
+                (6, ts + 2880, false, 320),
+            ]
         );
     }
 

@@ -493,15 +493,20 @@ impl Peer {
             .map_err(|e| PeerError::Candidate(e.to_string()))
     }
 
-    /// Send one encoded 20 ms Opus frame, after `paused` frames that DTX
-    /// held back (0 in a continuous stream).
-    pub async fn send_opus(&self, packet: Vec<u8>, paused: u32) -> Result<(), PeerError> {
+    /// Send one Opus packet of `frames` 20 ms frames, after `paused` frames
+    /// that DTX held back (0 in a continuous stream).
+    pub async fn send_opus(
+        &self,
+        packet: Vec<u8>,
+        paused: u32,
+        frames: u32,
+    ) -> Result<(), PeerError> {
         let pt = self.payload();
         let packet = self
             .rtp
             .lock()
             .map_err(|_| PeerError::Engine("RTP state poisoned".into()))?
-            .packet(pt, packet, paused);
+            .packet(pt, packet, paused, frames);
         self.track.write_rtp(packet).await.map_err(engine)
     }
 

@@ -10,7 +10,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{EventOut, INBOUND_FILL_MAX, INBOUND_GRACE, SessionContext};
-use crate::audio::{DtxEncoder, OpusEncoder, Pacer, is_digital_silence, resample_clip};
+use crate::audio::{
+    DtxEncoder, OpusEncoder, Outgoing, Pacer, PacketJoiner, is_digital_silence, resample_clip,
+};
 use crate::events::{Event, State};
 use crate::hub::SessionEvents;
 use crate::metrics::Metrics;
@@ -170,6 +172,14 @@ pub(super) async fn outbound_loop(
             return;
         }
     };
+    let mut joiner = match PacketJoiner::new() {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create an Opus repacketizer; session has no output");
+            return;
+        }
+    };
+    let max_frames = (audio.packet_ms / crate::FRAME_MS).max(1) as usize;
     let silence = vec![0.0f32; WIRE_FRAME];
     let period = Duration::from_millis(u64::from(crate::FRAME_MS));
     let mut pacer = Pacer::new(Instant::now(), period);
@@ -209,36 +219,112 @@ pub(super) async fn outbound_loop(
                 .skipped_frames_out
                 .fetch_add(tick.skipped, Ordering::Relaxed);
         }
-        let (frame, drained) = queue
+        // Queued audio is there already: the frames after this one go in
+        // the same packet, up to `audio.packet_ms`.
+        let (frames, drained) = queue
             .lock()
-            .map(|mut q| (q.pop_frame(), q.is_empty()))
-            .unwrap_or((None, true));
-        let active = frame.is_some();
+            .map(|mut q| {
+                let mut frames: Vec<Vec<f32>> = Vec::with_capacity(max_frames);
+                while frames.len() < max_frames
+                    && let Some(f) = q.pop_frame()
+                {
+                    frames.push(f);
+                }
+                (frames, q.is_empty())
+            })
+            .unwrap_or_default();
+        let active = !frames.is_empty();
+        pacer.sent_ahead(frames.len().saturating_sub(1) as u64);
+        let mut parts = Vec::with_capacity(max_frames);
+        for pcm in frames
+            .iter()
+            .map(Vec::as_slice)
+            .chain((!active).then_some(&silence[..]))
+        {
+            match encoder.encode(pcm) {
+                Ok(Some(out)) => parts.push(out),
+                Ok(None) => Metrics::inc(&ctx.metrics.audio_frames_held),
+                Err(e) => tracing::warn!(error = %e, "Opus encode failed"),
+            }
+        }
         if std::mem::replace(&mut playing, active) && !active && drained {
             // The last queued audio has gone out (not merely held while the
             // user speaks): the assistant is listening again.
             let _ = events.try_send(Event::state(State::Listening));
         }
-        let pcm = frame.as_deref().unwrap_or(&silence);
-        let out = match encoder.encode(pcm) {
-            Ok(Some(out)) => out,
-            Ok(None) => {
-                Metrics::inc(&ctx.metrics.audio_frames_held);
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Opus encode failed");
-                continue;
-            }
-        };
-        match peer.send_opus(out.packet, out.paused).await {
-            Ok(()) => Metrics::inc(&ctx.metrics.audio_frames_out),
-            Err(e) => {
-                send_errors += 1;
-                if send_errors == 1 || send_errors.is_power_of_two() {
-                    tracing::debug!(error = %e, send_errors, "sending audio failed");
+        for (packet, paused, frames) in packets(&mut joiner, parts) {
+            match peer.send_opus(packet, paused, frames).await {
+                Ok(()) => {
+                    ctx.metrics
+                        .audio_frames_out
+                        .fetch_add(u64::from(frames), Ordering::Relaxed);
+                }
+                Err(e) => {
+                    send_errors += 1;
+                    if send_errors == 1 || send_errors.is_power_of_two() {
+                        tracing::debug!(error = %e, send_errors, "sending audio failed");
+                    }
                 }
             }
         }
+    }
+}
+
+/// The RTP packets for consecutive encoded frames, as (payload, frames
+/// held back before it, frames in it). Frames join into one packet up to
+/// the next one DTX held frames back before; frames that cannot join go
+/// one per packet.
+fn packets(joiner: &mut PacketJoiner, parts: Vec<Outgoing>) -> Vec<(Vec<u8>, u32, u32)> {
+    let mut out = Vec::with_capacity(1);
+    let mut rest = parts.as_slice();
+    while let Some(first) = rest.first() {
+        let n = 1 + rest[1..].iter().take_while(|p| p.paused == 0).count();
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        let all: Vec<&[u8]> = group.iter().map(|p| p.packet.as_slice()).collect();
+        match (n > 1).then(|| joiner.join(&all)).flatten() {
+            Some(joined) => out.push((joined, first.paused, n as u32)),
+            None => out.extend(group.iter().map(|p| (p.packet.clone(), p.paused, 1))),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_join_up_to_a_pause_and_go_alone_when_they_cannot() {
+        let mut enc = OpusEncoder::new(48_000).unwrap();
+        let tone: Vec<f32> = (0..WIRE_FRAME)
+            .map(|i| 0.3 * (i as f32 * 0.05).sin())
+            .collect();
+        let part = |enc: &mut OpusEncoder, paused| Outgoing {
+            packet: enc.encode(&tone).unwrap(),
+            paused,
+        };
+        let mut joiner = PacketJoiner::new().unwrap();
+        let parts = vec![
+            part(&mut enc, 1),
+            part(&mut enc, 0),
+            part(&mut enc, 3),
+            part(&mut enc, 0),
+            part(&mut enc, 0),
+        ];
+        let got: Vec<(u32, u32)> = packets(&mut joiner, parts)
+            .iter()
+            .map(|(_, paused, frames)| (*paused, *frames))
+            .collect();
+        assert_eq!(got, [(1, 2), (3, 3)]);
+        // Packets that cannot share one (SILK narrowband and CELT
+        // fullband: the encoder changed mode) go one by one, as they were.
+        let toc = |b: u8| Outgoing {
+            packet: vec![b, 1],
+            paused: 0,
+        };
+        let got = packets(&mut joiner, vec![toc(0x08), toc(0xf8)]);
+        assert_eq!(got, [(vec![0x08, 1], 0, 1), (vec![0xf8, 1], 0, 1)]);
+        assert!(packets(&mut joiner, Vec::new()).is_empty());
     }
 }
