@@ -232,7 +232,7 @@ pub(super) async fn outbound_loop(
                 }
                 (frames, q.is_empty())
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|_| (Vec::new(), true));
         let active = !frames.is_empty();
         pacer.sent_ahead(frames.len().saturating_sub(1) as u64);
         let mut parts = Vec::with_capacity(max_frames);
