@@ -21,7 +21,12 @@ const PERIOD: Duration = Duration::from_millis(250);
 /// a program that starts is seen within a second, a blip is not).
 const ALPHA: f32 = 0.3;
 /// A core other programs use less than this much of still counts as free.
-const SLACK: f32 = 0.3;
+/// Not 0.3: beside four load-test sessions (the load tester, NATS, the
+/// kernel's network work) others read 0.25–0.35, and at 0.3 the LLM's
+/// thread count flapped between 2 and 1, remaking its context (and losing
+/// its cached prompts) each time; turns waited seconds and got the busy
+/// line. A busy loop reads 1.0, so one still takes its core.
+const SLACK: f32 = 0.5;
 
 static FOLLOW: AtomicBool = AtomicBool::new(false);
 /// Cores other programs use, in thousandths, smoothed.
@@ -170,11 +175,12 @@ mod tests {
         let cases = [
             (2, 2.0, 0.0, 2),
             (2, 2.0, 0.29, 2),
-            (2, 2.0, 0.5, 1),
+            (2, 2.0, 0.45, 2),
+            (2, 2.0, 0.55, 1),
             (2, 2.0, 1.0, 1),
             (2, 2.0, 2.0, 1),
             (4, 8.0, 0.0, 4),
-            (4, 8.0, 5.5, 2),
+            (4, 8.0, 5.6, 2),
             (1, 2.0, 0.0, 1),
             (0, 2.0, 0.0, 1),
             (2, 2.0, -1.0, 2),
