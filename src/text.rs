@@ -220,6 +220,27 @@ pub fn repeat_at<'a>(earlier: impl IntoIterator<Item = &'a str>, piece: &str) ->
     None
 }
 
+/// Sounds that hold the floor: a turn that stops on one is not over.
+const FILLERS: &[&str] = &["um", "uh", "er", "erm", "hmm", "mm", "well", "like"];
+
+/// Does a transcript of the turn so far read as a finished sentence? It
+/// ends with `.`, `?` or `!` (not an ellipsis, not a bracketed tag such as
+/// Whisper's "[BLANK_AUDIO]"), and its last word neither leans on a next
+/// one ("…a good book for a.") nor is a filler ("So, um."). Whisper
+/// punctuates what it hears as whole sentences, so this alone is weak
+/// evidence: the conversation uses it only after Smart Turn's "not yet",
+/// to end the turn on a shorter silence (`turn.transcript_pause_ms`).
+pub fn reads_finished(text: &str) -> bool {
+    let t = text.trim();
+    if !t.ends_with(['.', '?', '!']) || t.ends_with("..") {
+        return false;
+    }
+    match normalize_words(t).last() {
+        Some(w) => !LEANING.contains(&w.as_str()) && !FILLERS.contains(&w.as_str()),
+        None => false,
+    }
+}
+
 /// The clauses of `text` of three words or more: (byte offset, words).
 fn clauses(text: &str) -> Vec<(usize, Vec<String>)> {
     let mut out = Vec::new();
@@ -240,6 +261,28 @@ fn clauses(text: &str) -> Vec<(usize, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transcript_reads_finished_only_on_a_whole_sentence() {
+        let cases = [
+            ("What is the capital of France?", true),
+            (" Front left. ", true),
+            ("Hello!", true),
+            ("Can you recommend a good book for a.", false),
+            ("I am planning a trip to the mountains,", false),
+            ("I am planning a trip to the", false),
+            ("So, um.", false),
+            ("What should we pack and...", false),
+            ("What should we pack and\u{2026}", false),
+            ("[BLANK_AUDIO]", false),
+            ("(wind blowing)", false),
+            ("", false),
+            ("?", false),
+        ];
+        for (text, want) in cases {
+            assert_eq!(reads_finished(text), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn a_repeated_clause_is_found_where_it_starts() {

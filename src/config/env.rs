@@ -132,6 +132,9 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_MAX_SILENCE_MS", |c, v| {
         set(&mut c.turn.max_silence_ms, v)
     }),
+    ("VOXLOOP_TRANSCRIPT_PAUSE_MS", |c, v| {
+        set(&mut c.turn.transcript_pause_ms, v)
+    }),
     ("VOXLOOP_BARGE_IN_MS", |c, v| {
         set(&mut c.turn.barge_in_ms, v)
     }),

@@ -195,9 +195,16 @@ pub struct TurnConfig {
     pub short_pause_ms: u32,
     /// Silence that ends a turn whatever Smart Turn says, ms (`VOXLOOP_MAX_SILENCE_MS`).
     pub max_silence_ms: u32,
+    /// Silence that ends a turn Smart Turn called unfinished when the
+    /// speculative transcript of it reads as a finished sentence, ms
+    /// (`VOXLOOP_TRANSCRIPT_PAUSE_MS`; 0 = off). Such a turn is taken back,
+    /// as one Smart Turn ended, if the user goes on before its reply is
+    /// heard.
+    pub transcript_pause_ms: u32,
     /// Longest turn; a longer monologue is answered at this point, ms.
     pub max_turn_ms: u32,
-    /// Use Smart Turn; off = plain silence threshold (`max_silence_ms`).
+    /// Use Smart Turn; off = silence alone ends the turn (`max_silence_ms`,
+    /// or `transcript_pause_ms` after a transcript that reads finished).
     pub smart_turn: bool,
     /// Start the LLM on the speculative transcript at the first pause, so a
     /// turn that ends on silence has its reply under way.
@@ -213,6 +220,7 @@ impl Default for TurnConfig {
             barge_in_ms: 400,
             short_pause_ms: 128,
             max_silence_ms: 1000,
+            transcript_pause_ms: 512,
             // Under Whisper's 30 s window, pre-roll included.
             max_turn_ms: 28_000,
             smart_turn: true,

@@ -30,6 +30,8 @@ pub struct Metrics {
     /// Replies held for speech over them that was too short to interrupt
     /// (a cough), then resumed.
     pub holds_resumed: AtomicU64,
+    /// Turns ended early that the user went on with before the reply was heard.
+    pub turns_continued: AtomicU64,
     pub busy_replies: AtomicU64,
     /// Grounded replies ended because they stated a number or name their
     /// notes did not have.
@@ -140,6 +142,11 @@ impl Metrics {
             "voxloop_holds_resumed_total",
             "Replies paused for speech over them that stayed shorter than turn.barge_in_ms (a cough, a word of assent), then resumed.",
             get(&self.holds_resumed),
+        );
+        counter(
+            "voxloop_turns_continued_total",
+            "Turns ended early (Smart Turn said complete, or the transcript read finished after turn.transcript_pause_ms) that the user went on with before the reply was heard: taken back and continued.",
+            get(&self.turns_continued),
         );
         counter(
             "voxloop_busy_replies_total",

@@ -395,6 +395,7 @@ impl Shell {
                     Count::Utterance => &m.utterances,
                     Count::BargeIn => &m.barge_ins,
                     Count::HoldResumed => &m.holds_resumed,
+                    Count::TurnContinued => &m.turns_continued,
                     Count::BusyLine => &m.busy_replies,
                     Count::Unsupported => &m.unsupported_replies,
                 });

@@ -5,11 +5,14 @@
 //!   Idle ──speech ≥ min_speech──▶ InTurn ──silence ≥ short_pause──▶ Pausing
 //!     ▲                              ▲                                │ ask Smart Turn (then ASR)  
 //!     │                              └────────speech again────────────┤
-//!     └──── EndOfTurn ◀── Smart Turn says complete, or silence ≥ max_silence, or turn too long
+//!     └──── EndOfTurn ◀── Smart Turn says complete, or silence ≥ max_silence, or turn too long,
+//!                         or silence ≥ transcript_pause after a transcript that reads finished
 //! ```
-//! The session feeds [`TurnTaking::on_window`] with each 32 ms VAD result and
-//! [`TurnTaking::on_prediction`] with Smart Turn's answer; it acts on the
-//! returned [`TurnEvent`]s.
+//! The session feeds [`TurnTaking::on_window`] with each 32 ms VAD result,
+//! [`TurnTaking::on_prediction`] with Smart Turn's answer and
+//! [`TurnTaking::on_transcript`] with whether the pause's speculative
+//! transcript reads as a finished sentence; it acts on the returned
+//! [`TurnEvent`]s.
 
 use crate::config::TurnConfig;
 
@@ -37,6 +40,9 @@ pub enum EndReason {
     Predicted,
     /// The long silence fallback.
     Silence,
+    /// Smart Turn said "not yet", but the transcript so far reads as a
+    /// finished sentence and the silence reached `transcript_pause_ms`.
+    Transcript,
     /// The turn hit the length cap.
     TooLong,
 }
@@ -63,6 +69,8 @@ pub struct TurnTaking {
     /// Generation of the pending Smart Turn request; stale answers are ignored.
     pause_id: u64,
     awaiting: Option<u64>,
+    /// The current pause's transcript reads as a finished sentence.
+    finished_text: bool,
 }
 
 fn windows(ms: u32) -> u32 {
@@ -77,6 +85,7 @@ impl TurnTaking {
             turn_windows: 0,
             pause_id: 0,
             awaiting: None,
+            finished_text: false,
         }
     }
 
@@ -133,6 +142,7 @@ impl TurnTaking {
                     if paused {
                         out.push(TurnEvent::Resumed);
                         self.awaiting = None;
+                        self.finished_text = false;
                     }
                     if run == windows(self.cfg.barge_in_ms) {
                         out.push(TurnEvent::SustainedSpeech);
@@ -159,6 +169,10 @@ impl TurnTaking {
                     };
                     if silence >= windows(self.cfg.max_silence_ms) {
                         out.push(self.end(silence_ms, EndReason::Silence));
+                        return out;
+                    }
+                    if self.finished_text && silence >= windows(self.cfg.transcript_pause_ms) {
+                        out.push(self.end(silence_ms, EndReason::Transcript));
                         return out;
                     }
                 }
@@ -191,6 +205,28 @@ impl TurnTaking {
         }
     }
 
+    /// Whether the speculative transcript of pause `id` reads as a finished
+    /// sentence ([`crate::text::reads_finished`]). If it does, the turn
+    /// ends once the silence reaches `transcript_pause_ms` (now, if it
+    /// already has) instead of `max_silence_ms`. Off when that is 0.
+    pub fn on_transcript(&mut self, id: u64, finished: bool) -> Option<TurnEvent> {
+        if id != self.pause_id || !finished || self.cfg.transcript_pause_ms == 0 {
+            return None;
+        }
+        match self.state {
+            State::InTurn {
+                silence_run,
+                paused: true,
+                ..
+            } => {
+                self.finished_text = true;
+                (silence_run >= windows(self.cfg.transcript_pause_ms))
+                    .then(|| self.end(silence_run * WINDOW_MS, EndReason::Transcript))
+            }
+            _ => None, // stale: the user spoke again since
+        }
+    }
+
     /// Forget the stretch of speech in progress without ending a turn: it
     /// was no turn (a cough over the assistant, see `conversation::turn`).
     pub fn abandon(&mut self) {
@@ -201,6 +237,7 @@ impl TurnTaking {
         self.state = State::Idle { speech_run: 0 };
         self.turn_windows = 0;
         self.awaiting = None;
+        self.finished_text = false;
         TurnEvent::EndOfTurn { silence_ms, reason }
     }
 }
@@ -269,6 +306,66 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[test]
+    fn a_finished_transcript_ends_the_turn_on_the_shorter_silence() {
+        let text_ms = cfg().transcript_pause_ms;
+        assert!(text_ms > 0 && text_ms < cfg().max_silence_ms);
+        let ends = |ev: &[TurnEvent]| {
+            ev.iter().find_map(|e| match e {
+                TurnEvent::EndOfTurn { silence_ms, reason } => Some((*silence_ms, *reason)),
+                _ => None,
+            })
+        };
+        // (windows of silence before the transcript comes, it reads finished,
+        //  expected end: silence in windows and reason)
+        let w = windows(text_ms);
+        let cases = [
+            (5, true, Some((w, EndReason::Transcript))),
+            (w + 3, true, Some((w + 3, EndReason::Transcript))),
+            (
+                5,
+                false,
+                Some((windows(cfg().max_silence_ms), EndReason::Silence)),
+            ),
+        ];
+        for (before, finished, want) in cases {
+            let mut t = TurnTaking::new(cfg());
+            feed(&mut t, 0.9, 20);
+            let ev = feed(&mut t, 0.0, before as usize);
+            assert_eq!(ends(&ev), None);
+            assert_eq!(t.on_prediction(t.pause_id(), false), None);
+            let now = t.on_transcript(t.pause_id(), finished);
+            let got = match now {
+                Some(TurnEvent::EndOfTurn { silence_ms, reason }) => Some((silence_ms, reason)),
+                _ => ends(&feed(&mut t, 0.0, 40)),
+            };
+            let want = want.map(|(n, r)| (n * WINDOW_MS, r));
+            assert_eq!(got, want, "{before} windows, finished {finished}");
+        }
+        // A transcript about a pause the user has spoken since is stale,
+        // and so is "finished" once the user resumes.
+        let mut t = TurnTaking::new(cfg());
+        feed(&mut t, 0.9, 20);
+        feed(&mut t, 0.0, 5);
+        let old = t.pause_id();
+        assert_eq!(t.on_transcript(old, true), None);
+        feed(&mut t, 0.9, 3);
+        assert_eq!(t.on_transcript(old, true), None);
+        let ev = feed(&mut t, 0.0, w as usize + 2);
+        assert_eq!(
+            ends(&ev),
+            None,
+            "a finished transcript outlived the speech after it"
+        );
+        // Off at 0.
+        let mut off = cfg();
+        off.transcript_pause_ms = 0;
+        let mut t = TurnTaking::new(off);
+        feed(&mut t, 0.9, 20);
+        feed(&mut t, 0.0, w as usize + 2);
+        assert_eq!(t.on_transcript(t.pause_id(), true), None);
     }
 
     #[test]

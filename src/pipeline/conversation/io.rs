@@ -155,6 +155,9 @@ pub enum Count {
     /// Speech over the assistant too short to interrupt it: the held reply
     /// went on.
     HoldResumed,
+    /// A turn ended early (Smart Turn, or a transcript that read finished)
+    /// went on before its reply was heard.
+    TurnContinued,
     BusyLine,
     /// A grounded reply stated a number or name its notes lack.
     Unsupported,

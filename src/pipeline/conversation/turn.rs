@@ -126,6 +126,7 @@ impl Conversation {
             "the user went on: the turn continues"
         );
         self.cancel_work(&r);
+        self.out.push(Action::Count(Count::TurnContinued));
         // The new speech's preroll reaches back before it began; keep only
         // what came after the early turn's own audio.
         let gap = (self.now.saturating_duration_since(e.ended_at).as_millis() as usize)
@@ -220,7 +221,8 @@ impl Conversation {
         // A speculative transcript is valid if only silence came after it.
         let spec = self.spec.take();
         let mut r = self.new_reply(ReplyKind::Speech, silence_ms);
-        self.ended_early = (reason == EndReason::Predicted).then(|| EndedEarly {
+        let early = matches!(reason, EndReason::Predicted | EndReason::Transcript);
+        self.ended_early = early.then(|| EndedEarly {
             turn: r.turn,
             audio: audio.clone(),
             paused_at: self
@@ -286,6 +288,7 @@ impl Conversation {
             && s.job == job
         {
             let heard = result.as_ref().ok().map(|h| h.text.trim().to_string());
+            let finished = heard.as_deref().is_some_and(crate::text::reads_finished);
             s.result = Some(result);
             if let Some(user) = heard.filter(|t| !t.is_empty())
                 && self.cfg.speculative_reply
@@ -310,6 +313,11 @@ impl Conversation {
                         grounding: None,
                     });
                 }
+            }
+            // A transcript that reads as a whole sentence ends the turn on
+            // a shorter silence than one Smart Turn alone left open.
+            if let Some(ev) = self.turns.on_transcript(self.turns.pause_id(), finished) {
+                self.on_turn_event(ev);
             }
             return;
         }

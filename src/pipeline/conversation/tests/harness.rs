@@ -426,6 +426,9 @@ pub(super) fn is_cancel_predict(a: &Action) -> bool {
 pub(super) fn counts_barge_in(a: &Action) -> bool {
     matches!(a, Action::Count(Count::BargeIn))
 }
+pub(super) fn counts_turn_continued(a: &Action) -> bool {
+    matches!(a, Action::Count(Count::TurnContinued))
+}
 pub(super) fn is_typed(a: &Action) -> bool {
     matches!(a, Action::Emit(Event::Transcript { typed: true, .. }))
 }
