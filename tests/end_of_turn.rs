@@ -89,7 +89,7 @@ async fn simulate(
             {
                 let text = asr.transcribe(so_far).await.unwrap().text;
                 let finished = voxloop::text::reads_finished(&text);
-                evs.extend(tt.on_transcript(tt.pause_id(), finished));
+                evs.extend(tt.on_transcript(finished));
             }
             evs.extend(ended);
         }

@@ -205,12 +205,16 @@ impl TurnTaking {
         }
     }
 
-    /// Whether the speculative transcript of pause `id` reads as a finished
-    /// sentence ([`crate::text::reads_finished`]). If it does, the turn
-    /// ends once the silence reaches `transcript_pause_ms` (now, if it
-    /// already has) instead of `max_silence_ms`. Off when that is 0.
-    pub fn on_transcript(&mut self, id: u64, finished: bool) -> Option<TurnEvent> {
-        if id != self.pause_id || !finished || self.cfg.transcript_pause_ms == 0 {
+    /// Whether the speculative transcript of the current pause reads as a
+    /// finished sentence ([`crate::text::reads_finished`]). If it does, the
+    /// turn ends once the silence reaches `transcript_pause_ms` (now, if it
+    /// already has) instead of `max_silence_ms`. Off when that is 0. No
+    /// pause id, unlike [`Self::on_prediction`]: the caller drops a
+    /// speculative decode at every new pause and at speech, so a transcript
+    /// it passes on is always the current pause's, and speech since (the
+    /// user resumed) is seen here as no pause.
+    pub fn on_transcript(&mut self, finished: bool) -> Option<TurnEvent> {
+        if !finished || self.cfg.transcript_pause_ms == 0 {
             return None;
         }
         match self.state {
@@ -336,7 +340,7 @@ mod tests {
             let ev = feed(&mut t, 0.0, before as usize);
             assert_eq!(ends(&ev), None);
             assert_eq!(t.on_prediction(t.pause_id(), false), None);
-            let now = t.on_transcript(t.pause_id(), finished);
+            let now = t.on_transcript(finished);
             let got = match now {
                 Some(TurnEvent::EndOfTurn { silence_ms, reason }) => Some((silence_ms, reason)),
                 _ => ends(&feed(&mut t, 0.0, 40)),
@@ -344,15 +348,14 @@ mod tests {
             let want = want.map(|(n, r)| (n * WINDOW_MS, r));
             assert_eq!(got, want, "{before} windows, finished {finished}");
         }
-        // A transcript about a pause the user has spoken since is stale,
+        // A transcript that comes while the user speaks again is stale,
         // and so is "finished" once the user resumes.
         let mut t = TurnTaking::new(cfg());
         feed(&mut t, 0.9, 20);
         feed(&mut t, 0.0, 5);
-        let old = t.pause_id();
-        assert_eq!(t.on_transcript(old, true), None);
+        assert_eq!(t.on_transcript(true), None);
         feed(&mut t, 0.9, 3);
-        assert_eq!(t.on_transcript(old, true), None);
+        assert_eq!(t.on_transcript(true), None);
         let ev = feed(&mut t, 0.0, w as usize + 2);
         assert_eq!(
             ends(&ev),
@@ -365,7 +368,7 @@ mod tests {
         let mut t = TurnTaking::new(off);
         feed(&mut t, 0.9, 20);
         feed(&mut t, 0.0, w as usize + 2);
-        assert_eq!(t.on_transcript(t.pause_id(), true), None);
+        assert_eq!(t.on_transcript(true), None);
     }
 
     #[test]

@@ -316,7 +316,7 @@ impl Conversation {
             }
             // A transcript that reads as a whole sentence ends the turn on
             // a shorter silence than one Smart Turn alone left open.
-            if let Some(ev) = self.turns.on_transcript(self.turns.pause_id(), finished) {
+            if let Some(ev) = self.turns.on_transcript(finished) {
                 self.on_turn_event(ev);
             }
             return;
