@@ -525,5 +525,15 @@ async fn listening_users_pause_first_and_their_silence_skips_the_vad() {
     println!("VAD windows skipped as silence: {skipped}");
     // 2 users x at least 4 s of silence is 250 windows; most are skipped.
     assert!(skipped >= 150.0, "only {skipped} windows skipped");
+    // What inference thread counts follow is on /metrics, within the machine.
+    let (_, text) = server.get("/metrics").await;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let others = voxloop::metrics::parse_sample(&text, "voxloop_other_programs_cores")
+        .expect("voxloop_other_programs_cores on /metrics");
+    let free = voxloop::metrics::parse_sample(&text, "voxloop_inference_free_cores")
+        .expect("voxloop_inference_free_cores on /metrics");
+    println!("other programs: {others:.3} cores; free for inference: {free} of {cores}");
+    assert!((0.0..=cores).contains(&others), "{others} cores of {cores}");
+    assert!((1.0..=cores).contains(&free), "{free} free of {cores}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -50,6 +50,17 @@ pub fn threads(configured: i32) -> i32 {
     threads_for(configured, cores(), others())
 }
 
+/// Whether thread counts follow the load (the sampler runs).
+pub fn following() -> bool {
+    FOLLOW.load(Ordering::Relaxed)
+}
+
+/// The most threads a computation gets now: the cores other programs leave
+/// free (what [`threads`] caps a configured count at).
+pub fn free_cores() -> i32 {
+    threads_for(i32::MAX, cores(), others())
+}
+
 /// Cores other programs used lately (smoothed), as the sampler last saw.
 pub fn others() -> f32 {
     OTHERS_MILLI.load(Ordering::Relaxed) as f32 / 1000.0

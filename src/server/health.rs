@@ -10,6 +10,7 @@ use serde_json::json;
 use super::{AppState, access};
 use crate::auth::Grant;
 use crate::config::InferenceMode;
+use crate::pipeline::cpu_share;
 
 /// What this server is and whether it can answer. With workers
 /// (`--inference nats`): how many serve each role, and `"status":
@@ -66,9 +67,27 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
     {
         return state.refuse(e);
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut body = state.metrics.render();
+    cpu_share_gauges(&mut body);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// What inference thread counts follow (`inference.threads_follow_load`):
+/// an operator who sees replies slow down or the LLM's context remade can
+/// tell whether other programs took the cores.
+fn cpu_share_gauges(out: &mut String) {
+    use std::fmt::Write;
+    if !cpu_share::following() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP voxloop_other_programs_cores Cores other programs on this machine used lately (smoothed over about a second), which inference thread counts follow.\n# TYPE voxloop_other_programs_cores gauge\nvoxloop_other_programs_cores {:.3}",
+        cpu_share::others()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP voxloop_inference_free_cores Cores other programs leave free: the most threads the next transcription or LLM step gets.\n# TYPE voxloop_inference_free_cores gauge\nvoxloop_inference_free_cores {}",
+        cpu_share::free_cores()
+    );
 }
