@@ -227,13 +227,11 @@ fn looped(text: &str, audio: Duration) -> bool {
 /// None when the text is anything else, or its repeat is not whole.
 fn one_round(text: &str) -> Option<String> {
     let words: Vec<&str> = text.split_whitespace().collect();
-    let bare = |w: &str| -> String {
-        w.chars()
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_lowercase)
-            .collect()
-    };
-    let bare: Vec<String> = words.iter().map(|w| bare(w)).collect();
+    // One per word (a word of punctuation alone is ""), so indices match.
+    let bare: Vec<String> = words
+        .iter()
+        .map(|w| crate::text::normalize_words(w).pop().unwrap_or_default())
+        .collect();
     (3..=words.len() / 2)
         .find(|&p| (p..bare.len()).all(|i| bare[i] == bare[i - p]))
         .map(|p| words[..p].join(" "))

@@ -158,7 +158,7 @@ fn start_sampler() {
                 };
                 let others = load.update(s, cores());
                 OTHERS_MILLI.store((others * 1000.0) as u32, Ordering::Relaxed);
-                let now = threads_for(i32::MAX, cores(), others);
+                let now = free_cores();
                 if now != was {
                     tracing::info!(
                         others = format!("{others:.2}"),
