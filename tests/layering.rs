@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// Files of the binary (declared in `main.rs`, using `voxloop::…`): the
 /// edge, like `main.rs` itself, not layers.
-const BINARY_ONLY: &[&str] = &["kb_cli", "worker_cli"];
+const BINARY_ONLY: &[&str] = &["kb_cli", "models_cli", "speech_cli", "worker_cli"];
 
 /// The allowed graph: each top-level module and what it may import. Leaves
 /// first, then upwards; a module may only name modules above it in this list.
