@@ -7,6 +7,7 @@
 //! or the client.
 
 pub mod gap;
+mod handler;
 pub mod liveness;
 mod media;
 pub mod peer;
