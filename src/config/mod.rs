@@ -1,7 +1,7 @@
 //! The one configuration type: defaults that run out of the box, overridden by
 //! a TOML file, then `VOXLOOP_*` environment variables ([`env`]), then
 //! command-line flags (`main.rs`). The sections and their defaults are in
-//! [`sections`].
+//! [`sections`], [`media`] and [`kb`].
 //!
 //! This module imports nothing from the rest of the crate but its root
 //! constants: every layer reads it, so it holds the defaults the upper
@@ -9,6 +9,7 @@
 
 mod env;
 mod kb;
+mod media;
 mod sections;
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use env::{VARS, parse_duration};
 pub use kb::KbConfig;
+pub use media::{AudioConfig, EchoConfig, RtcConfig};
 pub use sections::*;
 
 use serde::{Deserialize, Serialize};
