@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{Server, clip48};
@@ -35,10 +34,7 @@ async fn connect(server: &Server) -> Client {
 }
 
 fn config() -> Config {
-    let mut c = Config::default();
-    c.models.dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
-    c.models.profile = PROFILE.into();
-    c
+    common::model_config(PROFILE)
 }
 
 /// Say `pcm` in real time, then keep the line open with silence.

@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use voxloop::config::{Config, TurnConfig};
 use voxloop::pipeline::asr::Asr;
 use voxloop::pipeline::turn::TurnDetector;
@@ -18,10 +16,7 @@ use voxloop::pipeline::vad::Vad;
 use voxloop::{PIPELINE_RATE, engines};
 
 fn config() -> Config {
-    let mut c = Config::default();
-    c.models.dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
-    c.models.profile = "fast".into();
-    c
+    common::model_config("fast")
 }
 
 /// The shared questions q01…q10 at 16 kHz, by file name.

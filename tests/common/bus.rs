@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use futures::StreamExt;
 use serde_json::Value;
+use voxloop::audio::resample_clip;
 use voxloop::client::{Client, ClientOptions};
 use voxloop::events::{Event, State};
+use voxloop::{PIPELINE_RATE, WIRE_RATE, engines};
 
 use super::{Nats, Server};
 
@@ -219,4 +221,22 @@ pub async fn say_async(url: &str, args: &[&str]) -> (i32, String, String) {
     })
     .await
     .expect("join")
+}
+
+/// Whisper (fast profile, the full window) to check what a client heard.
+pub fn asr() -> voxloop::pipeline::asr::Asr {
+    let mut c = super::model_config("fast");
+    c.inference.asr_fit_audio_ctx = false;
+    engines::load_asr(&c).expect("whisper for checking")
+}
+
+/// Audio received after `from`, at 16 kHz, for transcription.
+pub fn audio_since(client: &Client, from: Instant) -> Vec<f32> {
+    let pcm: Vec<f32> = client
+        .received()
+        .iter()
+        .filter(|f| f.arrival >= from)
+        .flat_map(|f| f.pcm.iter().copied())
+        .collect();
+    resample_clip(&pcm, WIRE_RATE, PIPELINE_RATE).expect("resample")
 }

@@ -10,6 +10,23 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// A config whose models are this repository's `models/`, profile `profile`.
+pub fn model_config(profile: &str) -> voxloop::config::Config {
+    let mut c = voxloop::config::Config::default();
+    c.models.dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    c.models.profile = profile.into();
+    c
+}
+
+/// A one-question conversation with the default system prompt.
+pub fn question(text: &str) -> Vec<voxloop::pipeline::llm::ChatMessage> {
+    use voxloop::pipeline::llm::{ChatMessage, DEFAULT_SYSTEM_PROMPT, Role};
+    vec![
+        ChatMessage::new(Role::System, DEFAULT_SYSTEM_PROMPT),
+        ChatMessage::new(Role::User, text),
+    ]
+}
+
 /// A `voxloop serve` process, killed on drop.
 pub struct Server {
     pub url: String,
