@@ -357,13 +357,9 @@ async fn publish_prompt(
     prompt: &Prompt,
 ) -> Result<(), BusError> {
     let payload = serde_json::to_vec(prompt).map_err(|e| BusError::Nats(e.to_string()))?;
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", prompt.id.as_str());
-    let ack = js
-        .publish_with_headers(subjects.prompt_session(session_id), headers, payload.into())
+    crate::bus::publish::publish_once(js, subjects.prompt_session(session_id), &prompt.id, payload)
         .await
         .map_err(|e| BusError::JetStream(e.to_string()))?;
-    ack.await.map_err(|e| BusError::JetStream(e.to_string()))?;
     Ok(())
 }
 
