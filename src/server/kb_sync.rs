@@ -31,13 +31,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::backoff::Backoff;
 use crate::bus::kb_store::{BucketChange, KbStore, KbStoreError, Stored};
 use crate::kb::{KbError, KnowledgeBase, doc, folder};
 use crate::pipeline::retrieve::{KbJobError, Retriever};
-
-/// Pause after a failed round, doubling up to [`MAX_PAUSE`].
-const FIRST_PAUSE: Duration = Duration::from_millis(500);
-const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// The origin an HTTP upload is stored with.
 pub const HTTP_ORIGIN: &str = "http";
@@ -72,7 +69,8 @@ pub async fn run(
         limit,
         dir: feed.as_ref().map(|f| f.dir.clone()),
     };
-    let mut pause = FIRST_PAUSE;
+    // Between rounds: 0.5 s, doubling up to 5 s.
+    let mut backoff = Backoff::default();
     let mut failing = false;
     loop {
         let result = tokio::select! {
@@ -85,13 +83,13 @@ pub async fn run(
                 tracing::warn!(bucket = store.bucket(), error = %e,
                     "kb: cannot follow the shared bucket; answering from the local index until it is back");
                 failing = true;
-                pause = FIRST_PAUSE;
+                backoff = Backoff::default();
             }
             store.reset().await;
         }
         // Folder changes meanwhile are indexed locally already; the next
         // round pushes the whole folder, so the names can go.
-        let wait = tokio::time::sleep(pause);
+        let wait = tokio::time::sleep(backoff.next_pause());
         tokio::pin!(wait);
         loop {
             tokio::select! {
@@ -100,7 +98,6 @@ pub async fn run(
                 Some(_) = recv(feed.as_mut()) => {}
             }
         }
-        pause = (pause * 2).min(MAX_PAUSE);
     }
 }
 
@@ -318,13 +315,10 @@ impl Follower<'_> {
         &self,
         f: impl FnOnce(&KnowledgeBase) -> Result<R, KbError> + Send + Clone + 'static,
     ) -> Result<R, KbJobError> {
-        let mut wait = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             match self.kb.on_index(f.clone()).await {
-                Err(KbJobError::Busy(_)) => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(1));
-                }
+                Err(KbJobError::Busy(_)) => backoff.wait().await,
                 r => return r,
             }
         }
