@@ -106,7 +106,7 @@ async fn llm_warm_up_leaves_only_the_question_to_decode() {
         .enumerate()
     {
         let before = warmed;
-        warm.warm(1, history.clone());
+        warm.warm(1, history.clone(), String::new());
         warmed = warmed_past(&warm, before).await;
         history.push(ChatMessage::new(Role::User, next));
         let w = warm
@@ -140,6 +140,52 @@ async fn llm_warm_up_leaves_only_the_question_to_decode() {
         );
         history.push(ChatMessage::new(Role::Assistant, w.text.clone()));
     }
+}
+
+/// The question heard while the user still speaks (`so_far`: its words
+/// but the last, `turn.prefill_every_ms`) is prefilled with the history:
+/// the reply decodes only the rest of it, and says the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_prefills_the_question_heard_so_far() {
+    let cfg = common::model_config("fast");
+    let history = vec![ChatMessage::new(Role::System, DEFAULT_SYSTEM_PROMPT)];
+    let mut question = history.clone();
+    question.push(ChatMessage::new(
+        Role::User,
+        "What is the capital city of France?",
+    ));
+    let mut runs = Vec::new();
+    // An engine each: one would give the other its cells.
+    for so_far in ["", "What is the capital city"] {
+        let llm = engines::load_llm(&cfg).unwrap();
+        let key = 1;
+        let before = llm.warmed_tokens();
+        llm.warm(key, history.clone(), so_far.into());
+        let warmed = warmed_past(&llm, before).await - before;
+        let c = llm
+            .generate(key, question.clone(), Some(12))
+            .unwrap()
+            .collect()
+            .await;
+        let decoded = c.prompt_tokens - c.reused_tokens;
+        println!(
+            "so far {so_far:?}: warmed {warmed}, then decoded {decoded} of {} prompt tokens: {:?}",
+            c.prompt_tokens, c.text
+        );
+        runs.push((decoded, c.text));
+    }
+    let (without, with) = (&runs[0], &runs[1]);
+    assert_eq!(
+        with.1, without.1,
+        "prefilling the words heard changed the reply"
+    );
+    // "What is the capital city" is five words, at least five tokens.
+    assert!(
+        with.0 + 5 <= without.0,
+        "the words heard so far were decoded again: {} against {}",
+        with.0,
+        without.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -311,6 +311,7 @@ async fn a_worker_prefills_the_next_prompt_it_is_told_about() {
             let msg = Control::Warm {
                 key: 1,
                 messages: history.clone(),
+                so_far: String::new(),
             };
             nc.publish(subjects.control(&worker.id), wire::encode(&msg, &[]))
                 .await

@@ -138,6 +138,9 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_BARGE_IN_MS", |c, v| {
         set(&mut c.turn.barge_in_ms, v)
     }),
+    ("VOXLOOP_PREFILL_EVERY_MS", |c, v| {
+        set(&mut c.turn.prefill_every_ms, v)
+    }),
     ("VOXLOOP_LLM_BACKEND", |c, v| {
         c.llm.backend = match v {
             "embedded" => LlmBackendKind::Embedded,

@@ -208,6 +208,12 @@ pub struct TurnConfig {
     /// Start the LLM on the speculative transcript at the first pause, so a
     /// turn that ends on silence has its reply under way.
     pub speculative_reply: bool,
+    /// While the user speaks, transcribe the turn so far each time this
+    /// much more audio came, and let the LLM prefill its words, so the
+    /// reply decodes only the question's rest after the end of turn, ms
+    /// (`VOXLOOP_PREFILL_EVERY_MS`; 0 = off). Only while no other session's
+    /// work is queued: it spends idle cores, never a busy machine's.
+    pub prefill_every_ms: u32,
 }
 
 impl Default for TurnConfig {
@@ -224,6 +230,7 @@ impl Default for TurnConfig {
             max_turn_ms: 28_000,
             smart_turn: true,
             speculative_reply: true,
+            prefill_every_ms: 1000,
         }
     }
 }

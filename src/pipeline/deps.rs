@@ -40,9 +40,10 @@ pub trait Inference: Send + Sync {
     async fn generate(&self, key: u64, messages: Vec<ChatMessage>) -> Result<Generation, Failure>;
     /// The conversation `key` is over (release its KV cells).
     fn forget(&self, key: u64);
-    /// Prepare conversation `key`'s next prompt from its history, if the
-    /// LLM can (see [`crate::pipeline::llm::Llm::warm`]).
-    fn warm(&self, _key: u64, _messages: Vec<ChatMessage>) {}
+    /// Prepare conversation `key`'s next prompt from its history and the
+    /// question heard so far, if the LLM can (see
+    /// [`crate::pipeline::llm::Llm::warm`]).
+    fn warm(&self, _key: u64, _messages: Vec<ChatMessage>, _so_far: String) {}
     /// Speech for `text`, at the wire rate (48 kHz), needed by `due`
     /// (earlier first across sessions).
     async fn synthesize(&self, text: String, due: Instant) -> Result<Vec<f32>, String>;
@@ -95,8 +96,8 @@ impl Inference for Engines {
         self.llm.forget(key);
     }
 
-    fn warm(&self, key: u64, messages: Vec<ChatMessage>) {
-        self.llm.warm(key, messages);
+    fn warm(&self, key: u64, messages: Vec<ChatMessage>, so_far: String) {
+        self.llm.warm(key, messages, so_far);
     }
 
     async fn synthesize(&self, text: String, due: Instant) -> Result<Vec<f32>, String> {

@@ -341,7 +341,7 @@ impl Shell {
                 );
                 self.llm.insert(reply, (stop, tokio::spawn(task)));
             }
-            Action::WarmLlm { messages } => engines.warm(self.key, messages),
+            Action::WarmLlm { messages, so_far } => engines.warm(self.key, messages, so_far),
             Action::CancelLlm { reply } => {
                 if let Some((stop, h)) = self.llm.remove(&reply) {
                     // The engine ends it before decoding another token.

@@ -94,6 +94,11 @@ impl TurnTaking {
         matches!(self.state, State::InTurn { .. })
     }
 
+    /// Is the user in a turn and was the last window speech?
+    pub fn speaking(&self) -> bool {
+        matches!(self.state, State::InTurn { silence_run: 0, .. })
+    }
+
     /// From the start of the turn to the end of its last speech, ms.
     pub fn spoken_ms(&self) -> u32 {
         match self.state {

@@ -249,13 +249,20 @@ impl Inference for RemoteInference {
         }
     }
 
-    fn warm(&self, key: u64, messages: Vec<ChatMessage>) {
+    fn warm(&self, key: u64, messages: Vec<ChatMessage>, so_far: String) {
         // Only the worker holding the conversation's cells can use it; a
         // conversation no worker has answered yet goes wherever its first
         // question is taken.
         let worker = self.affinity.lock().ok().and_then(|a| a.get(&key).cloned());
         if let Some(w) = worker {
-            self.control(&w, &Control::Warm { key, messages });
+            self.control(
+                &w,
+                &Control::Warm {
+                    key,
+                    messages,
+                    so_far,
+                },
+            );
         }
     }
 

@@ -254,6 +254,10 @@ pub enum Control {
     Warm {
         key: u64,
         messages: Vec<ChatMessage>,
+        /// The question heard so far (empty between questions); absent
+        /// from older servers' messages.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        so_far: String,
     },
 }
 
@@ -316,6 +320,24 @@ mod tests {
         assert_eq!(back, chunk);
         for (a, b) in pcm.iter().zip(&audio) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+
+    /// The question heard so far rides along when there is one; a message
+    /// without it (between questions, or from an older server) reads as
+    /// having none.
+    #[test]
+    fn a_warm_up_carries_the_question_heard_so_far() {
+        for so_far in ["", "What is the capital"] {
+            let msg = Control::Warm {
+                key: 3,
+                messages: vec![ChatMessage::new(ChatRole::System, "Be brief.")],
+                so_far: so_far.into(),
+            };
+            let bytes = encode(&msg, &[]);
+            let text = String::from_utf8_lossy(&bytes);
+            assert_eq!(text.contains("so_far"), !so_far.is_empty(), "{text}");
+            assert_eq!(decode::<Control>(&bytes).unwrap(), (msg, vec![]));
         }
     }
 

@@ -228,9 +228,16 @@ fn on_control(shared: &Shared, payload: &[u8]) {
                 llm.forget(key);
             }
         }
-        Ok((Control::Warm { key, messages }, _)) => {
+        Ok((
+            Control::Warm {
+                key,
+                messages,
+                so_far,
+            },
+            _,
+        )) => {
             if let Some(llm) = &shared.engines.llm {
-                llm.warm(key, messages);
+                llm.warm(key, messages, so_far);
             }
         }
         Err(e) => tracing::warn!(error = %e, "worker: unreadable control message"),

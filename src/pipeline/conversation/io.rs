@@ -193,10 +193,13 @@ pub enum Action {
         reply: u64,
     },
     /// Nothing is generating for this conversation and the history has
-    /// changed: the LLM may prefill `messages` (the history) ahead of the
-    /// next question. Only a hint; nothing comes back.
+    /// changed, or the user is speaking: the LLM may prefill `messages`
+    /// (the history) ahead of the next question, followed by `so_far`, the
+    /// start of that question heard so far (empty between turns). Only a
+    /// hint; nothing comes back.
     WarmLlm {
         messages: Vec<ChatMessage>,
+        so_far: String,
     },
     /// Synthesize one piece; results must come back in piece order.
     Synthesize {

@@ -13,7 +13,8 @@
 //! What it decides:
 //! - turns: [`TurnTaking`] on VAD windows and Smart Turn answers, with the
 //!   speculative transcript started at the first pause and used at the end
-//!   of turn when only silence followed;
+//!   of turn when only silence followed, and, while the user speaks, the
+//!   turn so far transcribed now and then so the LLM prefills its words;
 //! - replies: the transcript goes into the history, LLM tokens are chunked
 //!   into clauses and synthesized in order, audio is queued as it comes;
 //!   a reply that has not started `start_deadline` after the end of its
@@ -108,6 +109,11 @@ pub struct Conversation {
     preroll: std::collections::VecDeque<f32>,
     utterance: Vec<f32>,
     spec: Option<Speculative>,
+    /// The transcript of the turn so far taken while the user speaks (its
+    /// ASR job), and how much of the utterance it was given: its words
+    /// prefill the LLM before the turn ends (`turn.prefill_every_ms`).
+    so_far: Option<u64>,
+    so_far_upto: usize,
     /// The pause whose Smart Turn answer is awaited; its speculative
     /// transcript starts on a "not yet".
     predicting: Option<u64>,
@@ -149,6 +155,8 @@ impl Conversation {
             preroll: std::collections::VecDeque::new(),
             utterance: Vec::new(),
             spec: None,
+            so_far: None,
+            so_far_upto: 0,
             predicting: None,
             reply: None,
             playing: None,
@@ -169,7 +177,10 @@ impl Conversation {
             out: vec![
                 Action::Emit(Event::state(State::Listening)),
                 // The system prompt, ready before the first question.
-                Action::WarmLlm { messages: history },
+                Action::WarmLlm {
+                    messages: history,
+                    so_far: String::new(),
+                },
             ],
             cfg,
         }

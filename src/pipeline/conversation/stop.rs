@@ -158,6 +158,7 @@ impl Conversation {
     pub(super) fn warm_llm(&mut self) {
         self.out.push(Action::WarmLlm {
             messages: self.history.clone(),
+            so_far: String::new(),
         });
     }
 }

@@ -24,12 +24,74 @@ impl Conversation {
         for ev in self.turns.on_window(prob) {
             self.on_turn_event(ev);
         }
+        self.transcribe_so_far();
+    }
+
+    /// While the user speaks, transcribe the turn so far each time
+    /// `turn.prefill_every_ms` more of it came, so its words can be
+    /// prefilled into the LLM before the turn ends. One job at a time, and
+    /// only while the engines hold no other session's work and this one's
+    /// LLM is free: it spends idle cores, never a busy machine's.
+    fn transcribe_so_far(&mut self) {
+        let every = self.cfg.turn.prefill_every_ms as usize * PIPELINE_RATE as usize / 1000;
+        let idle = !self.others_waiting
+            && self.so_far.is_none()
+            && self.spec.is_none()
+            && self.predicting.is_none()
+            && self.reply.is_none()
+            && !self.held;
+        if every == 0
+            || !idle
+            || !self.turns.speaking()
+            || self.utterance.len() < self.so_far_upto + every
+        {
+            return;
+        }
+        self.so_far_upto = self.utterance.len();
+        let job = self.next_id();
+        self.so_far = Some(job);
+        self.out.push(Action::StartAsr {
+            job,
+            audio: self.utterance.clone(),
+        });
+    }
+
+    /// Nobody waits for the transcript of the turn so far any more.
+    fn drop_so_far(&mut self) {
+        if let Some(job) = self.so_far.take() {
+            self.out.push(Action::CancelAsr { job });
+        }
+    }
+
+    /// The turn so far was transcribed while the user spoke: let the LLM
+    /// prefill its words, but for the last one, which the audio may have
+    /// cut (and which a later word may change: "capital" in "capital of").
+    fn on_heard_so_far(&mut self, result: Result<Heard, Failure>) {
+        let Ok(heard) = result else {
+            return;
+        };
+        if !self.turns.in_turn() || self.reply.is_some() {
+            return;
+        }
+        let text = heard.text.trim();
+        let Some(cut) = text.rfind(char::is_whitespace) else {
+            return;
+        };
+        let so_far = text[..cut].trim_end();
+        if !so_far.is_empty() {
+            self.out.push(Action::WarmLlm {
+                messages: self.history.clone(),
+                so_far: so_far.to_string(),
+            });
+        }
     }
 
     pub(super) fn on_turn_event(&mut self, ev: TurnEvent) {
         match ev {
             TurnEvent::SpeechStarted => {
                 self.utterance = self.preroll.iter().copied().collect();
+                self.drop_so_far();
+                self.so_far_upto = 0;
                 self.drop_speculation();
                 self.continue_turn();
                 if self.replying() {
@@ -210,6 +272,8 @@ impl Conversation {
         self.out.push(Action::Count(Count::Utterance));
         self.emit(Event::state(State::Thinking));
         self.cancel_prediction();
+        // Its words would only delay the whole turn's transcript.
+        self.drop_so_far();
         if self.reply.is_some() || self.playing.is_some() {
             // The user spoke again while the assistant was replying, without
             // reaching the barge-in threshold: treat the new turn as one.
@@ -282,6 +346,11 @@ impl Conversation {
                     typed: false,
                 });
             }
+            return;
+        }
+        if self.so_far == Some(job) {
+            self.so_far = None;
+            self.on_heard_so_far(result);
             return;
         }
         if let Some(s) = self.spec.as_mut()

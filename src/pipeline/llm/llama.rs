@@ -70,10 +70,13 @@ pub(super) struct Request {
 pub(super) enum Cmd {
     Generate(Request),
     Forget(u64),
-    /// Prefill conversation `key`'s next prompt up to its next user message.
+    /// Prefill conversation `key`'s next prompt up to its next user
+    /// message, or up to `so_far`, the part of it heard while the user
+    /// still speaks.
     Warm {
         key: u64,
         messages: Vec<ChatMessage>,
+        so_far: String,
     },
 }
 
@@ -185,9 +188,15 @@ impl Llm {
     /// the prompt of the next one (`messages`, its history) up to where the
     /// next question goes, so that question is all the next reply decodes.
     /// Done only when no generation waits, and dropped when one for `key`
-    /// comes first.
-    pub fn warm(&self, key: u64, messages: Vec<ChatMessage>) {
-        let _ = self.tx.send(Cmd::Warm { key, messages });
+    /// comes first. While the user speaks, `so_far` is the question heard
+    /// so far (see `turn.prefill_every_ms`): it is prefilled too, so the
+    /// reply decodes only the rest.
+    pub fn warm(&self, key: u64, messages: Vec<ChatMessage>, so_far: String) {
+        let _ = self.tx.send(Cmd::Warm {
+            key,
+            messages,
+            so_far,
+        });
     }
 
     /// Prompt tokens prefilled by warm-ups so far.

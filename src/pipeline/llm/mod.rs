@@ -58,9 +58,9 @@ impl LlmBackend {
 
     /// Prefill conversation `key`'s next prompt ahead of its question
     /// (embedded only: a server behind HTTP keeps its own cache).
-    pub fn warm(&self, key: u64, messages: Vec<ChatMessage>) {
+    pub fn warm(&self, key: u64, messages: Vec<ChatMessage>, so_far: String) {
         if let LlmBackend::Embedded(l) = self {
-            l.warm(key, messages);
+            l.warm(key, messages, so_far);
         }
     }
 

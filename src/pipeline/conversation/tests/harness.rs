@@ -13,7 +13,12 @@ pub(super) const SAMPLES: usize = 512;
 
 pub(super) fn settings() -> Settings {
     Settings {
-        turn: TurnConfig::default(),
+        // The transcripts taken while the user speaks have cases of their
+        // own (`turns::the_question_so_far_is_prefilled_while_the_user_speaks`).
+        turn: TurnConfig {
+            prefill_every_ms: 0,
+            ..TurnConfig::default()
+        },
         system_prompt: "Be brief.".into(),
         busy_line: "One moment.".into(),
         fallback_line: "Sorry, I have no answer to that.".into(),
@@ -353,18 +358,22 @@ pub(super) fn is_start_llm(a: &Action) -> bool {
 }
 /// The LLM may prefill the system prompt alone (a new conversation).
 pub(super) fn warms_the_system_prompt(a: &Action) -> bool {
-    matches!(a, Action::WarmLlm { messages } if messages.len() == 1 && messages[0].role == Role::System)
+    matches!(a, Action::WarmLlm { messages, so_far } if messages.len() == 1 && messages[0].role == Role::System && so_far.is_empty())
 }
 /// The LLM may prefill a history that ends with the assistant's reply.
 pub(super) fn warms_after_a_reply(a: &Action) -> bool {
-    matches!(a, Action::WarmLlm { messages } if messages.last().is_some_and(|m| m.role == Role::Assistant))
+    matches!(a, Action::WarmLlm { messages, so_far } if messages.last().is_some_and(|m| m.role == Role::Assistant) && so_far.is_empty())
 }
 /// ... with a reply cut off where the user stopped hearing it.
 pub(super) fn warms_after_a_cut_reply(a: &Action) -> bool {
-    matches!(a, Action::WarmLlm { messages } if messages.last().is_some_and(|m| m.role == Role::Assistant && m.content.ends_with('…')))
+    matches!(a, Action::WarmLlm { messages, .. } if messages.last().is_some_and(|m| m.role == Role::Assistant && m.content.ends_with('…')))
 }
 pub(super) fn is_warm(a: &Action) -> bool {
     matches!(a, Action::WarmLlm { .. })
+}
+/// The LLM may prefill the question heard so far.
+pub(super) fn warms_the_question_so_far(a: &Action) -> bool {
+    matches!(a, Action::WarmLlm { so_far, .. } if !so_far.is_empty())
 }
 pub(super) fn is_cancel_llm(a: &Action) -> bool {
     matches!(a, Action::CancelLlm { .. })

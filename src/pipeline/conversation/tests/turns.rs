@@ -247,3 +247,65 @@ pub(super) fn cases() -> Vec<(&'static str, Vec<Step>)> {
         ),
     ]
 }
+
+/// With `turn.prefill_every_ms`, the turn so far is transcribed while the
+/// user speaks and its words but the last go to the LLM to prefill; not
+/// while other sessions' work waits, and the job is dropped when the turn
+/// ends, which is decoded whole as ever.
+#[test]
+fn the_question_so_far_is_prefilled_while_the_user_speaks() {
+    let mut cfg = settings();
+    cfg.turn.prefill_every_ms = 1000;
+    // 1000 ms is 31.25 windows of 32 ms, pre-roll included.
+    let mut h = Harness::with(cfg.clone());
+    h.run(
+        "prefilled",
+        &[
+            Speak(20),
+            Never("not before a second of the turn", is_start_asr),
+            Speak(20),
+            Expect("the turn so far transcribed", is_start_asr),
+            Speak(5),
+            Never("one job at a time", is_start_asr),
+            Asr("What is the capital of"),
+            Expect("its words prefilled", warms_the_question_so_far),
+            Speak(30),
+            Expect("the next second transcribed", is_start_asr),
+            Quiet(7),
+            Predict(true),
+            Expect(
+                "the unfinished job dropped at the end of turn",
+                is_cancel_asr,
+            ),
+            Expect("the whole turn decoded", is_start_asr),
+            Asr("What is the capital of France?"),
+            Expect("LLM started", is_start_llm),
+        ],
+    );
+    let asked = h.all.iter().find_map(|a| match a {
+        Action::StartLlm { messages, .. } => messages.last().map(|m| m.content.as_str()),
+        _ => None,
+    });
+    assert_eq!(asked, Some("What is the capital of France?"));
+    let so_far: Vec<&str> = h
+        .all
+        .iter()
+        .filter_map(|a| match a {
+            Action::WarmLlm { so_far, .. } if !so_far.is_empty() => Some(so_far.as_str()),
+            _ => None,
+        })
+        .collect();
+    // The last word may be cut by the audio, or changed by what follows.
+    assert_eq!(so_far, ["What is the capital"]);
+
+    Harness::with(cfg.clone()).run(
+        "busy machine",
+        &[
+            Others(true),
+            Speak(80),
+            Never("no transcript while others' work waits", is_start_asr),
+        ],
+    );
+    cfg.turn.prefill_every_ms = 0;
+    Harness::with(cfg).run("off", &[Speak(80), Never("off", is_start_asr)]);
+}

@@ -118,11 +118,13 @@ impl Engine {
     }
 
     /// Prefill conversation `key`'s next prompt up to where its next user
-    /// message will go (`messages` is its history), in its own slot or a
-    /// free one, so that the next reply decodes only the question. The
-    /// history ends with a reply whose text was re-tokenized (or cut), so
-    /// its tokens differ from the generated ones the cells hold.
-    pub(super) fn warm(&mut self, key: u64, messages: &[ChatMessage]) -> Warmed {
+    /// message will go (`messages` is its history), and through `so_far`,
+    /// the start of that message when the user is still saying it, in its
+    /// own slot or a free one, so that the next reply decodes only the
+    /// rest of the question. The history ends with a reply whose text was
+    /// re-tokenized (or cut), so its tokens differ from the generated ones
+    /// the cells hold.
+    pub(super) fn warm(&mut self, key: u64, messages: &[ChatMessage], so_far: &str) -> Warmed {
         let own = self.slots.iter().position(|s| s.key == Some(key));
         if own.is_some_and(|i| self.slots[i].active.is_some()) {
             return Warmed::Later;
@@ -131,7 +133,7 @@ impl Engine {
             // Every slot is another conversation's: warming would evict one.
             return Warmed::Tokens(0);
         };
-        let toks = match self.prefix_tokens(messages) {
+        let toks = match self.prefix_tokens(messages, so_far) {
             Ok(t) => t,
             Err(e) => {
                 tracing::debug!(error = %e, "no LLM warm-up");
@@ -159,9 +161,16 @@ impl Engine {
     }
 
     /// The tokens of `messages` followed by the header of a user message
-    /// yet to come.
-    fn prefix_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<LlamaToken>, String> {
-        let next = ChatMessage::new(crate::pipeline::llm::Role::User, MARK);
+    /// yet to come and its first words, `so_far`. A word's tokens carry its
+    /// leading space, so those of a message's first words are the first
+    /// tokens of the whole message (the caller leaves off a last word that
+    /// may be cut).
+    fn prefix_tokens(
+        &self,
+        messages: &[ChatMessage],
+        so_far: &str,
+    ) -> Result<Vec<LlamaToken>, String> {
+        let next = ChatMessage::new(crate::pipeline::llm::Role::User, format!("{so_far}{MARK}"));
         let msgs: Vec<&ChatMessage> = messages.iter().chain([&next]).collect();
         let prompt = self.render(&msgs)?;
         // The last one: a user may have said the marker's text before.

@@ -60,8 +60,8 @@ pub(super) struct Engine {
     slots: Vec<Slot>,
     waiting: VecDeque<Request>,
     /// Conversations whose next prompt to prefill while nothing waits
-    /// (see [`kv`]): their key and history.
-    warm: VecDeque<(u64, Vec<ChatMessage>)>,
+    /// (see [`kv`]): their key, history and question so far.
+    warm: VecDeque<(u64, Vec<ChatMessage>, String)>,
     batch: LlamaBatch<'static>,
     n_batch: usize,
     opts: LlmOptions,
@@ -157,16 +157,20 @@ impl Engine {
                 match c {
                     Cmd::Generate(r) => {
                         // The prompt itself is here: no need to prepare it.
-                        self.warm.retain(|(k, _)| *k != r.key);
+                        self.warm.retain(|(k, ..)| *k != r.key);
                         self.waiting.push_back(r);
                     }
                     Cmd::Forget(key) => {
-                        self.warm.retain(|(k, _)| *k != key);
+                        self.warm.retain(|(k, ..)| *k != key);
                         self.forget(key);
                     }
-                    Cmd::Warm { key, messages } => {
-                        self.warm.retain(|(k, _)| *k != key);
-                        self.warm.push_back((key, messages));
+                    Cmd::Warm {
+                        key,
+                        messages,
+                        so_far,
+                    } => {
+                        self.warm.retain(|(k, ..)| *k != key);
+                        self.warm.push_back((key, messages, so_far));
                     }
                 }
             }
@@ -183,11 +187,11 @@ impl Engine {
         if !self.waiting.is_empty() {
             return;
         }
-        let Some((key, messages)) = self.warm.pop_front() else {
+        let Some((key, messages, so_far)) = self.warm.pop_front() else {
             return;
         };
         let started = Instant::now();
-        match self.warm(key, &messages) {
+        match self.warm(key, &messages, &so_far) {
             kv::Warmed::Tokens(n) => {
                 warmed.fetch_add(n, Ordering::Relaxed);
                 tracing::debug!(
@@ -197,7 +201,7 @@ impl Engine {
                     "LLM warmed"
                 );
             }
-            kv::Warmed::Later => self.warm.push_back((key, messages)),
+            kv::Warmed::Later => self.warm.push_back((key, messages, so_far)),
         }
     }
 
