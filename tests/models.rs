@@ -114,6 +114,52 @@ async fn asr_accuracy_on_the_shared_set_and_audio_ctx_gain() {
     assert!(total <= 0.10, "WER {:.1} % over the set", total * 100.0);
 }
 
+/// A transcription whose caller gives up stops inside whisper.cpp at its
+/// next check (after the encoder, between decoder steps): the job lets go
+/// of the pool well before its whole decode would have ended, and the next
+/// transcription is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_transcription_stops_inside_whisper() {
+    let cfg = common::model_config("fast");
+    let asr = engines::load_asr(&cfg).unwrap();
+    // Ten seconds of speech: some sixty tokens to decode after the encoder.
+    let pcm = clip16(&common::data("q10_long.wav"));
+    let whole = asr.transcribe(pcm.clone()).await.unwrap().elapsed;
+    let alive = std::sync::Arc::new(());
+    let running = std::sync::Arc::downgrade(&alive);
+    let started = std::time::Instant::now();
+    let job = asr.transcribe_holding(pcm, alive);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), job)
+            .await
+            .is_err(),
+        "the decode ended within 20 ms"
+    );
+    while running.strong_count() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the job never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let ran = started.elapsed();
+    let bound = whole.mul_f64(0.85);
+    println!(
+        "whole decode {whole:?}; given up after 20 ms, the job ended after {ran:?} (bound {bound:?}, margin {:?})",
+        bound.saturating_sub(ran)
+    );
+    assert!(ran < bound, "the decode went on after its caller gave up");
+    let again = asr
+        .transcribe(clip16(&common::data("q01_capital_france.wav")))
+        .await
+        .unwrap();
+    assert!(
+        again.text.to_lowercase().contains("capital of france"),
+        "after an abort: {:?}",
+        again.text
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tts_is_intelligible() {
     let cfg = common::model_config("fast");

@@ -1,8 +1,9 @@
 //! Speech recognition with whisper.cpp (whisper-rs): the model is loaded once
 //! and shared; each pool thread keeps its own decoder state.
 
+use std::ffi::c_void;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use whisper_rs::{
@@ -89,7 +90,10 @@ impl Asr {
 
     /// [`Asr::transcribe`], holding `alive` until the job has run or been
     /// skipped: a caller that gave up on it can tell when it stops counting
-    /// in [`Asr::pending`].
+    /// in [`Asr::pending`]. A caller that gives up (drops this future)
+    /// stops the job: skipped if queued, aborted inside whisper.cpp if
+    /// running, so a transcript nobody waits for does not hold the cores
+    /// the turn path needs next.
     pub async fn transcribe_holding(
         &self,
         pcm: Vec<f32>,
@@ -97,12 +101,17 @@ impl Asr {
     ) -> Result<Transcript, AsrError> {
         let opts = self.options.clone();
         let max_ctx = self.ctx.n_audio_ctx();
-        self.pool
+        let wanted = Arc::new(());
+        let probe = Arc::downgrade(&wanted);
+        let result = self
+            .pool
             .run(move |state| {
                 let _alive = alive;
-                run_whisper(state, &pcm, &opts, max_ctx)
+                run_whisper(state, &pcm, &opts, max_ctx, &probe)
             })
-            .await?
+            .await;
+        drop(wanted);
+        result?
     }
 
     /// Jobs queued or running.
@@ -116,6 +125,7 @@ fn run_whisper(
     pcm: &[f32],
     opts: &AsrOptions,
     max_ctx: i32,
+    wanted: &Weak<()>,
 ) -> Result<Transcript, AsrError> {
     let started = Instant::now();
     let audio = Duration::from_secs_f64(pcm.len() as f64 / f64::from(PIPELINE_RATE));
@@ -130,7 +140,7 @@ fn run_whisper(
     let fit = opts
         .fit_audio_ctx
         .then(|| audio_ctx_for(pcm.len(), max_ctx));
-    let mut text = decode(state, pcm, opts, fit)?;
+    let mut text = decode(state, pcm, opts, fit, wanted)?;
     // A shrunken encoder window occasionally sends the decoder into a loop
     // ("What is…? What is…? …"). One that went round whole ("Thank you,
     // that is all for today. Thank you, that is all for today.") is cut to
@@ -152,7 +162,7 @@ fn run_whisper(
                     words = text.split_whitespace().count(),
                     "ASR loop; retrying with the full window"
                 );
-                text = decode(state, pcm, opts, None)?;
+                text = decode(state, pcm, opts, None, wanted)?;
             }
         }
     }
@@ -163,11 +173,21 @@ fn run_whisper(
     })
 }
 
+/// whisper.cpp's abort callback: `data` is the job's `&Weak<()>`, whose
+/// `Arc` the caller drops when it gives up.
+unsafe extern "C" fn given_up(data: *mut c_void) -> bool {
+    // SAFETY: `decode` passes a pointer to a `Weak<()>` that outlives the
+    // `full` call, the only time whisper.cpp calls this.
+    let wanted = unsafe { &*(data as *const Weak<()>) };
+    wanted.strong_count() == 0
+}
+
 fn decode(
     state: &mut WhisperState,
     pcm: &[f32],
     opts: &AsrOptions,
     audio_ctx: Option<i32>,
+    wanted: &Weak<()>,
 ) -> Result<String, AsrError> {
     let mut fp = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
     fp.set_language(Some("en"));
@@ -188,6 +208,14 @@ fn decode(
     fp.set_temperature_inc(0.0);
     if let Some(ctx) = audio_ctx {
         fp.set_audio_ctx(ctx);
+    }
+    // Not whisper-rs' `set_abort_callback_safe`: its trampoline reads the
+    // boxed closure as the closure itself.
+    // SAFETY: `given_up` matches whisper.cpp's abort callback, and `wanted`
+    // outlives `fp`'s use in `full` below.
+    unsafe {
+        fp.set_abort_callback(Some(given_up));
+        fp.set_abort_callback_user_data(wanted as *const Weak<()> as *mut c_void);
     }
     {
         let _turn = super::gate::bulk().enter();

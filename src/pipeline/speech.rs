@@ -299,7 +299,8 @@ impl Shell {
             }
             Action::CancelAsr { job } => {
                 // Dropping the job's future tells its pool to skip it; one
-                // already running goes on and still counts as ours.
+                // already running stops at whisper.cpp's next abort check
+                // and counts as ours until then.
                 if let Some((h, alive)) = self.asr.remove(&job) {
                     h.abort();
                     self.given_up.push(alive);

@@ -109,6 +109,8 @@ impl Conversation {
             }
             TurnEvent::Paused if self.held => self.resume_after_burst(),
             TurnEvent::Paused => {
+                // The cores go to Smart Turn and the turn's transcript now.
+                self.drop_so_far();
                 self.drop_speculation();
                 if self.cfg.turn.smart_turn {
                     // Smart Turn first, the transcript after it: on two
