@@ -24,6 +24,7 @@ pub mod cpu_share;
 pub mod deps;
 pub mod echo;
 pub mod gate;
+mod jobs;
 pub mod llm;
 pub mod mel;
 pub mod onnx;

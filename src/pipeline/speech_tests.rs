@@ -13,7 +13,7 @@ use super::*;
 use crate::config::Config;
 use crate::events::{BusyReason, State};
 use crate::pipeline::conversation::{Failure, Heard};
-use crate::pipeline::llm::{ChatMessage, Completion, Finish, Generation};
+use crate::pipeline::llm::{ChatMessage, Completion, Finish, Generation, LlmEvent};
 
 /// Speech is loud, silence is zero: the fake VAD tells them apart by level.
 struct Fake {
