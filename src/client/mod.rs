@@ -15,9 +15,12 @@ use crate::rtc::{ErrorCode, Peer, PeerEvent, RtcSettings, ServerMessage, wait_ga
 use crate::{FRAME_MS, WIRE_FRAME};
 
 mod received;
+mod sender;
 mod signaling;
 pub use received::ReceivedFrame;
 use received::record_audio;
+pub use sender::AudioSender;
+use sender::send_frame;
 pub use signaling::{Signaling, ws_url};
 
 /// The client could not connect or lost its session.
@@ -89,6 +92,13 @@ struct Shared {
     received: Mutex<Vec<ReceivedFrame>>,
     ended: Mutex<Option<String>>,
     errors: Mutex<Vec<(ErrorCode, String)>>,
+}
+
+impl Shared {
+    /// Why the session ended, if it did.
+    fn ended(&self) -> Option<String> {
+        self.ended.lock().ok().and_then(|e| e.clone())
+    }
 }
 
 /// A connected voxloop session seen from the client side.
@@ -371,7 +381,7 @@ impl Client {
 
     /// Why the session ended, if it did.
     pub fn ended(&self) -> Option<String> {
-        self.shared.ended.lock().ok().and_then(|e| e.clone())
+        self.shared.ended()
     }
 
     /// Send a raw text message on the signaling socket.
@@ -403,44 +413,6 @@ impl Client {
         }
         self.peer.close().await;
     }
-}
-
-/// Sends 20 ms frames on a [`Client`]'s track; see [`Client::audio_sender`].
-pub struct AudioSender {
-    peer: Arc<Peer>,
-    encoder: DtxEncoder,
-    shared: Arc<Shared>,
-}
-
-impl AudioSender {
-    /// Encode and send one frame ([`WIRE_FRAME`] samples at 48 kHz; shorter is
-    /// padded with silence, longer is cut).
-    pub async fn send_frame(&mut self, frame: &[f32]) -> Result<(), ClientError> {
-        if let Some(why) = self.shared.ended.lock().ok().and_then(|e| e.clone()) {
-            return Err(ClientError::Ended(why));
-        }
-        send_frame(&mut self.encoder, &self.peer, frame).await?;
-        Ok(())
-    }
-}
-
-/// Encode one frame (padded with silence to [`WIRE_FRAME`], or cut) and
-/// send it unless DTX holds it back. Returns when it was encoded.
-async fn send_frame(
-    encoder: &mut DtxEncoder,
-    peer: &Peer,
-    frame: &[f32],
-) -> Result<Instant, ClientError> {
-    let mut pcm = frame[..frame.len().min(WIRE_FRAME)].to_vec();
-    pcm.resize(WIRE_FRAME, 0.0);
-    let out = encoder
-        .encode(&pcm)
-        .map_err(|e| ClientError::Audio(e.to_string()))?;
-    let encoded = Instant::now();
-    if let Some(out) = out {
-        peer.send_opus(out.packet, out.paused, 1).await?;
-    }
-    Ok(encoded)
 }
 
 fn forward_event(ev: &PeerEvent, tx: &mpsc::Sender<Event>, shared: &Shared) {

@@ -44,8 +44,8 @@ use crate::events::{Event, Source, State};
 use crate::prompt::{DropReason, PromptOutcome};
 
 pub use io::{Action, Count, Failure, Heard, Input, Playout, Settings};
-pub use reply::heard_text;
 use reply::{Cause, Reply, ReplyKind, Stage};
+pub use stop::heard_text;
 
 /// Audio kept from before the turn started (VAD needs a few windows to be sure).
 const PREROLL_MS: usize = 400;

@@ -195,33 +195,6 @@ impl Reply {
     }
 }
 
-/// How an interrupted reply is remembered: what was heard, marked as cut off.
-pub(super) fn cut_off(heard: &str) -> String {
-    if heard.is_empty() {
-        "…".to_string()
-    } else {
-        format!("{heard}…")
-    }
-}
-
-/// The words of the pieces the user heard, the last one cut proportionally.
-pub fn heard_text(pieces: &[(String, usize)], played: usize) -> String {
-    let mut left = played;
-    let mut words: Vec<&str> = Vec::new();
-    for (text, samples) in pieces {
-        if left >= *samples {
-            words.extend(text.split_whitespace());
-            left -= samples;
-        } else {
-            let w: Vec<&str> = text.split_whitespace().collect();
-            let n = w.len() * left / (*samples).max(1);
-            words.extend(&w[..n]);
-            break;
-        }
-    }
-    words.join(" ")
-}
-
 impl Conversation {
     /// The transcript of a speech turn is here.
     pub(super) fn on_heard(&mut self, mut r: Reply, heard: Heard) -> Option<Reply> {

@@ -3,7 +3,7 @@
 //! typed text, an `interrupt` prompt) that flushes the playout and keeps in
 //! the history what the user heard.
 
-use super::reply::{Cause, DEADLINE_RECHECK, Reply, ReplyKind, Stage, cut_off, heard_text};
+use super::reply::{Cause, DEADLINE_RECHECK, Reply, ReplyKind, Stage};
 use super::{Action, Conversation, Count, Failure};
 use crate::events::{BusyReason, Event, State};
 use crate::pipeline::llm::{ChatMessage, Role};
@@ -161,4 +161,31 @@ impl Conversation {
             so_far: String::new(),
         });
     }
+}
+
+/// How an interrupted reply is remembered: what was heard, marked as cut off.
+fn cut_off(heard: &str) -> String {
+    if heard.is_empty() {
+        "…".to_string()
+    } else {
+        format!("{heard}…")
+    }
+}
+
+/// The words of the pieces the user heard, the last one cut proportionally.
+pub fn heard_text(pieces: &[(String, usize)], played: usize) -> String {
+    let mut left = played;
+    let mut words: Vec<&str> = Vec::new();
+    for (text, samples) in pieces {
+        if left >= *samples {
+            words.extend(text.split_whitespace());
+            left -= samples;
+        } else {
+            let w: Vec<&str> = text.split_whitespace().collect();
+            let n = w.len() * left / (*samples).max(1);
+            words.extend(&w[..n]);
+            break;
+        }
+    }
+    words.join(" ")
 }
