@@ -127,11 +127,12 @@ async fn one_churn_session(url: String, offer: String, i: usize) {
 ///
 /// The leak check is the allocator's bytes in use
 /// (`voxloop_heap_in_use_bytes`), not RSS. RSS keeps the high-water mark of
-/// a round's peak, and that peak depends on the machine's load: measured over
-/// a warm-up and three rounds, 36.0 -> 38.0, 38.6, 39.1 MiB on an idle
-/// machine and 44.5 -> 49.5, 51.7, 51.7 MiB with both cores busy elsewhere,
-/// while the heap in use went 0.78 -> 0.80, 0.82, 0.82 MiB. RSS keeps a
-/// loose bound against the allocator's fragmentation running away.
+/// a round's peak, and that peak depends on the machine's load. Measured
+/// after a warm-up and after each of three rounds: on an idle machine RSS
+/// 36.0 -> 38.0, 38.6, 39.1 MiB and heap 0.78 -> 0.80, 0.82, 0.82 MiB; with
+/// both cores busy elsewhere RSS 50.6 -> 47.4, 51.6, 50.8 MiB (another run:
+/// 44.5 -> 49.5, 51.7, 51.7) and heap 0.80 -> 0.82, 0.83, 0.84 MiB. RSS
+/// keeps a loose bound against the allocator's fragmentation running away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_churn_returns_memory_and_fds_to_baseline() {
     const ROUND: usize = 1000;
