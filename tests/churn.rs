@@ -170,6 +170,11 @@ async fn mixed_churn_returns_memory_and_fds_to_baseline() {
     run(0, ROUND).await;
     assert!(settle(&server).await, "warm-up sessions did not end");
     let (heap0, rss0, fds0) = measure().await;
+    // A missing gauge reads as 0, which would pass the leak check unseen.
+    assert!(
+        heap0 > 0.0,
+        "the server reports no voxloop_heap_in_use_bytes"
+    );
     let (mut heap1, mut rss1, mut fds1) = (heap0, rss0, fds0);
     for round in 1..=ROUNDS {
         run(round * ROUND, (round + 1) * ROUND).await;
