@@ -132,6 +132,7 @@ pub const VARS: &[(&str, Setter)] = &[
     ("VOXLOOP_MAX_SILENCE_MS", |c, v| {
         set(&mut c.turn.max_silence_ms, v)
     }),
+    ("VOXLOOP_LULL_MS", |c, v| set(&mut c.turn.lull_ms, v)),
     ("VOXLOOP_TRANSCRIPT_PAUSE_MS", |c, v| {
         set(&mut c.turn.transcript_pause_ms, v)
     }),

@@ -192,6 +192,13 @@ pub struct TurnConfig {
     /// sooner on average, with fewer turns ended in 600 ms pauses between
     /// words (23 of 50 against 29; tests/end_of_turn.rs).
     pub short_pause_ms: u32,
+    /// Silence after which the turn so far is transcribed, before the
+    /// first pause asks Smart Turn, ms (`VOXLOOP_LULL_MS`; 0, or not under
+    /// `short_pause_ms`, = at the first pause, after Smart Turn). The
+    /// transcript is then ready, or nearly, when Smart Turn ends the turn,
+    /// which waits for it: the two at once on two cores slow each other.
+    /// Only while no other session's work is queued; speech again cancels it.
+    pub lull_ms: u32,
     /// Silence that ends a turn whatever Smart Turn says, ms (`VOXLOOP_MAX_SILENCE_MS`).
     pub max_silence_ms: u32,
     /// Silence that ends a turn Smart Turn called unfinished when the
@@ -224,6 +231,7 @@ impl Default for TurnConfig {
             min_speech_ms: 96,
             barge_in_ms: 400,
             short_pause_ms: 128,
+            lull_ms: 32,
             max_silence_ms: 1000,
             transcript_pause_ms: 512,
             // Under Whisper's 30 s window, pre-roll included.

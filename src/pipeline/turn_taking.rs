@@ -2,9 +2,9 @@
 //! from VAD windows alone (no IO, no clocks: time is counted in audio).
 //!
 //! ```text
-//!   Idle ──speech ≥ min_speech──▶ InTurn ──silence ≥ short_pause──▶ Pausing
-//!     ▲                              ▲                                │ ask Smart Turn (then ASR)  
-//!     │                              └────────speech again────────────┤
+//!   Idle ──speech ≥ min_speech──▶ InTurn ──silence ≥ lull──▶ Lull ──silence ≥ short_pause──▶ Pausing
+//!     ▲                              ▲                       │ ASR          │ ask Smart Turn
+//!     │                              └──────speech again─────┴──────────────┤
 //!     └──── EndOfTurn ◀── Smart Turn says complete, or silence ≥ max_silence, or turn too long,
 //!                         or silence ≥ transcript_pause after a transcript that reads finished
 //! ```
@@ -25,10 +25,13 @@ pub enum TurnEvent {
     SpeechStarted,
     /// Speech has lasted `barge_in_ms`: long enough to interrupt the assistant.
     SustainedSpeech,
+    /// The speech stopped `lull_ms` ago, short of a pause: the turn so far
+    /// may be transcribed already, to be ready if this becomes the end.
+    Lull,
     /// First short pause in this stretch of silence: run Smart Turn and
     /// speculative ASR on the turn so far.
     Paused,
-    /// The user resumed speaking after a pause.
+    /// The user resumed speaking after a lull or a pause.
     Resumed,
     /// The turn is over; `silence_ms` of it was trailing silence.
     EndOfTurn { silence_ms: u32, reason: EndReason },
@@ -56,6 +59,8 @@ enum State {
         speech_run: u32,
         silence_run: u32,
         paused: bool,
+        /// This stretch of silence reached `lull_ms`.
+        lulled: bool,
     },
 }
 
@@ -127,6 +132,7 @@ impl TurnTaking {
                         speech_run: run,
                         silence_run: 0,
                         paused: false,
+                        lulled: false,
                     };
                     out.push(TurnEvent::SpeechStarted);
                     if run >= windows(self.cfg.barge_in_ms) {
@@ -140,11 +146,12 @@ impl TurnTaking {
                 speech_run,
                 silence_run,
                 paused,
+                lulled,
             } => {
                 self.turn_windows += 1;
                 if speech {
                     let run = speech_run + 1;
-                    if paused {
+                    if paused || lulled {
                         out.push(TurnEvent::Resumed);
                         self.awaiting = None;
                         self.finished_text = false;
@@ -156,12 +163,20 @@ impl TurnTaking {
                         speech_run: run,
                         silence_run: 0,
                         paused: false,
+                        lulled: false,
                     };
                 } else {
                     let silence = silence_run + 1;
                     let silence_ms = silence * WINDOW_MS;
+                    let pause = windows(self.cfg.short_pause_ms);
+                    let lulled_now = self.cfg.lull_ms > 0
+                        && windows(self.cfg.lull_ms) < pause
+                        && silence >= windows(self.cfg.lull_ms);
+                    if lulled_now && !lulled {
+                        out.push(TurnEvent::Lull);
+                    }
                     let mut paused_now = paused;
-                    if !paused && silence >= windows(self.cfg.short_pause_ms) {
+                    if !paused && silence >= pause {
                         paused_now = true;
                         self.pause_id += 1;
                         self.awaiting = Some(self.pause_id);
@@ -171,6 +186,7 @@ impl TurnTaking {
                         speech_run: 0,
                         silence_run: silence,
                         paused: paused_now,
+                        lulled: lulled_now,
                     };
                     if silence >= windows(self.cfg.max_silence_ms) {
                         out.push(self.end(silence_ms, EndReason::Silence));
@@ -210,7 +226,12 @@ impl TurnTaking {
         }
     }
 
-    /// Whether the speculative transcript of the current pause reads as a
+    /// Is the user in a pause (silence since the first short pause)?
+    pub fn paused(&self) -> bool {
+        matches!(self.state, State::InTurn { paused: true, .. })
+    }
+
+    /// Whether the speculative transcript of the current lull or pause reads as a
     /// finished sentence ([`crate::text::reads_finished`]). If it does, the
     /// turn ends once the silence reaches `transcript_pause_ms` (now, if it
     /// already has) instead of `max_silence_ms`. Off when that is 0. No
@@ -225,9 +246,10 @@ impl TurnTaking {
         match self.state {
             State::InTurn {
                 silence_run,
-                paused: true,
+                paused,
+                lulled,
                 ..
-            } => {
+            } if paused || lulled => {
                 self.finished_text = true;
                 (silence_run >= windows(self.cfg.transcript_pause_ms))
                     .then(|| self.end(silence_run * WINDOW_MS, EndReason::Transcript))
@@ -268,7 +290,10 @@ mod tests {
         let mut t = TurnTaking::new(cfg());
         let ev = feed(&mut t, 0.9, 5);
         assert_eq!(ev, vec![TurnEvent::SpeechStarted]);
-        assert_eq!(feed(&mut t, 0.1, 7), vec![TurnEvent::Paused]);
+        assert_eq!(
+            feed(&mut t, 0.1, 7),
+            vec![TurnEvent::Lull, TurnEvent::Paused]
+        );
         assert_eq!(t.spoken_ms(), 5 * WINDOW_MS);
         t.abandon();
         assert!(!t.in_turn());
@@ -288,7 +313,7 @@ mod tests {
             vec![TurnEvent::SpeechStarted, TurnEvent::SustainedSpeech]
         );
         let ev = feed(&mut t, 0.1, 7);
-        assert_eq!(ev, vec![TurnEvent::Paused]);
+        assert_eq!(ev, vec![TurnEvent::Lull, TurnEvent::Paused]);
         let id = t.pause_id();
         match t.on_prediction(id, true) {
             Some(TurnEvent::EndOfTurn {
@@ -374,6 +399,49 @@ mod tests {
         feed(&mut t, 0.9, 20);
         feed(&mut t, 0.0, w as usize + 2);
         assert_eq!(t.on_transcript(true), None);
+    }
+
+    #[test]
+    fn a_lull_comes_before_the_pause_and_speech_after_it_resumes() {
+        // (lull_ms, windows of silence, then speech?, events expected)
+        use TurnEvent::*;
+        let cases: [(u32, usize, bool, &[TurnEvent]); 6] = [
+            (64, 1, false, &[]),
+            (64, 2, false, &[Lull]),
+            (64, 4, false, &[Lull, Paused]),
+            (64, 2, true, &[Lull, Resumed]),
+            (0, 4, true, &[Paused, Resumed]),
+            // Not under the pause: no lull of its own.
+            (128, 4, false, &[Paused]),
+        ];
+        for (lull_ms, quiet, speak, want) in cases {
+            let mut t = TurnTaking::new(TurnConfig { lull_ms, ..cfg() });
+            feed(&mut t, 0.9, 20);
+            let mut got = feed(&mut t, 0.0, quiet);
+            if speak {
+                got.extend(feed(&mut t, 0.9, 1));
+            }
+            assert_eq!(
+                got, want,
+                "lull_ms {lull_ms}, {quiet} quiet, speech after: {speak}"
+            );
+        }
+        // A finished transcript of the lull counts once the silence is long enough.
+        let mut t = TurnTaking::new(cfg());
+        feed(&mut t, 0.9, 20);
+        feed(&mut t, 0.0, 2);
+        assert_eq!(t.on_transcript(true), None);
+        let ev = feed(&mut t, 0.0, windows(cfg().transcript_pause_ms) as usize);
+        assert!(
+            ev.iter().any(|e| matches!(
+                e,
+                EndOfTurn {
+                    reason: EndReason::Transcript,
+                    ..
+                }
+            )),
+            "{ev:?}"
+        );
     }
 
     #[test]

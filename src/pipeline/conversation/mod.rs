@@ -26,6 +26,7 @@
 //! - prompts: a [`PromptQueue`] spoken at [`prompts::moment`], requeued when
 //!   cut off before any of it was heard.
 
+mod early;
 mod io;
 mod reply;
 mod stop;
@@ -87,6 +88,9 @@ struct Speculative {
     job: u64,
     result: Option<Result<Heard, Failure>>,
     reply: Option<SpecReply>,
+    /// Started at a lull while a transcript of the turn so far still ran:
+    /// it waits for that job to stop, and Smart Turn need not wait for it.
+    queued: bool,
 }
 
 /// An LLM generation on a speculative transcript: its tokens are held back
@@ -117,6 +121,10 @@ pub struct Conversation {
     /// The pause whose Smart Turn answer is awaited; its speculative
     /// transcript starts on a "not yet".
     predicting: Option<u64>,
+    /// The pause whose Smart Turn question waits for the transcript the
+    /// lull before it started (see `turn::Conversation::on_lull`). Smart
+    /// Turn then hears all the silence so far, as it would asked later.
+    predict_later: Option<u64>,
     reply: Option<Reply>,
     playing: Option<Playing>,
     playout: Playout,
@@ -158,6 +166,7 @@ impl Conversation {
             so_far: None,
             so_far_upto: 0,
             predicting: None,
+            predict_later: None,
             reply: None,
             playing: None,
             playout: Playout {

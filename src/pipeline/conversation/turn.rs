@@ -1,14 +1,12 @@
-//! Turns: VAD windows into [`TurnTaking`], the speculative transcript (and
-//! the reply started on it) at the first pause, the end of turn, and
-//! transcripts coming back.
+//! Turns: VAD windows into [`TurnTaking`], its events (the work they start
+//! before the end of turn is in `early.rs`), Smart Turn's answers, the end
+//! of turn, a turn that goes on after an early end, and transcripts coming
+//! back.
 
 use super::reply::{Cause, ReplyKind, Stage};
-use super::{
-    Action, Conversation, Count, EndedEarly, Failure, Heard, PREROLL_MS, SpecReply, Speculative,
-};
+use super::{Action, Conversation, Count, EndedEarly, Failure, Heard, PREROLL_MS, Speculative};
 use crate::PIPELINE_RATE;
 use crate::events::{Event, State};
-use crate::pipeline::llm::{ChatMessage, Role};
 use crate::pipeline::turn_taking::{EndReason, TurnEvent};
 
 impl Conversation {
@@ -25,65 +23,6 @@ impl Conversation {
             self.on_turn_event(ev);
         }
         self.transcribe_so_far();
-    }
-
-    /// While the user speaks, transcribe the turn so far each time
-    /// `turn.prefill_every_ms` more of it came, so its words can be
-    /// prefilled into the LLM before the turn ends. One job at a time, and
-    /// only while the engines hold no other session's work and this one's
-    /// LLM is free: it spends idle cores, never a busy machine's.
-    fn transcribe_so_far(&mut self) {
-        let every = self.cfg.turn.prefill_every_ms as usize * PIPELINE_RATE as usize / 1000;
-        let idle = !self.others_waiting
-            && self.so_far.is_none()
-            && self.spec.is_none()
-            && self.predicting.is_none()
-            && self.reply.is_none()
-            && !self.held;
-        if every == 0
-            || !idle
-            || !self.turns.speaking()
-            || self.utterance.len() < self.so_far_upto + every
-        {
-            return;
-        }
-        self.so_far_upto = self.utterance.len();
-        let job = self.next_id();
-        self.so_far = Some(job);
-        self.out.push(Action::StartAsr {
-            job,
-            audio: self.utterance.clone(),
-        });
-    }
-
-    /// Nobody waits for the transcript of the turn so far any more.
-    fn drop_so_far(&mut self) {
-        if let Some(job) = self.so_far.take() {
-            self.out.push(Action::CancelAsr { job });
-        }
-    }
-
-    /// The turn so far was transcribed while the user spoke: let the LLM
-    /// prefill its words, but for the last one, which the audio may have
-    /// cut (and which a later word may change: "capital" in "capital of").
-    fn on_heard_so_far(&mut self, result: Result<Heard, Failure>) {
-        let Ok(heard) = result else {
-            return;
-        };
-        if !self.turns.in_turn() || self.reply.is_some() {
-            return;
-        }
-        let text = heard.text.trim();
-        let Some(cut) = text.rfind(char::is_whitespace) else {
-            return;
-        };
-        let so_far = text[..cut].trim_end();
-        if !so_far.is_empty() {
-            self.out.push(Action::WarmLlm {
-                messages: self.history.clone(),
-                so_far: so_far.to_string(),
-            });
-        }
     }
 
     pub(super) fn on_turn_event(&mut self, ev: TurnEvent) {
@@ -107,21 +46,22 @@ impl Conversation {
                 }
                 self.hold(false);
             }
+            TurnEvent::Lull => self.on_lull(),
             TurnEvent::Paused if self.held => self.resume_after_burst(),
             TurnEvent::Paused => {
                 // The cores go to Smart Turn and the turn's transcript now.
                 self.drop_so_far();
-                self.drop_speculation();
+                if self.spec.is_some() {
+                    // The lull's transcript: only silence came after it.
+                    self.after_lull();
+                    return;
+                }
                 if self.cfg.turn.smart_turn {
                     // Smart Turn first, the transcript after it: on two
                     // cores the two at once slow each other down, and the
                     // prediction, which is short, decides whether the turn
                     // ends now.
-                    self.predicting = Some(self.turns.pause_id());
-                    self.out.push(Action::PredictTurn {
-                        pause: self.turns.pause_id(),
-                        audio: self.utterance.clone(),
-                    });
+                    self.predict(self.turns.pause_id());
                 } else {
                     self.start_speculation();
                 }
@@ -203,28 +143,6 @@ impl Conversation {
         self.continued_turn = Some(e.turn);
     }
 
-    pub(super) fn drop_speculation(&mut self) {
-        let Some(s) = self.spec.take() else {
-            return;
-        };
-        if s.result.is_none() {
-            self.out.push(Action::CancelAsr { job: s.job });
-        }
-        if let Some(sr) = s.reply
-            && !sr.done
-        {
-            self.out.push(Action::CancelLlm { reply: sr.id });
-        }
-    }
-
-    /// The speculative reply `id`, if it is the one running.
-    pub(super) fn spec_reply(&mut self, id: u64) -> Option<&mut SpecReply> {
-        self.spec
-            .as_mut()
-            .and_then(|s| s.reply.as_mut())
-            .filter(|sr| sr.id == id)
-    }
-
     pub(super) fn cancel_prediction(&mut self) {
         if self.predicting.take().is_some() {
             self.out.push(Action::CancelTurnPrediction);
@@ -240,26 +158,14 @@ impl Conversation {
         if let Some(ev) = self.turns.on_prediction(pause, complete) {
             // The turn ends; its whole audio is decoded now.
             self.on_turn_event(ev);
+        } else if self.spec.is_some() {
+            // The lull's transcript, in or on its way: answer on it.
+            self.start_spec_reply();
         } else {
             // Not over yet, or not sure: decode the turn so far, so the
             // transcript is ready if the silence goes on.
             self.start_speculation();
         }
-    }
-
-    /// Decode the turn so far, so the transcript is ready when it ends.
-    fn start_speculation(&mut self) {
-        self.drop_speculation();
-        let job = self.next_id();
-        self.spec = Some(Speculative {
-            job,
-            result: None,
-            reply: None,
-        });
-        self.out.push(Action::StartAsr {
-            job,
-            audio: self.utterance.clone(),
-        });
     }
 
     pub(super) fn end_turn(&mut self, silence_ms: u32, reason: EndReason) {
@@ -274,6 +180,7 @@ impl Conversation {
         self.out.push(Action::Count(Count::Utterance));
         self.emit(Event::state(State::Thinking));
         self.cancel_prediction();
+        self.predict_later = None;
         // Its words would only delay the whole turn's transcript.
         self.drop_so_far();
         if self.reply.is_some() || self.playing.is_some() {
@@ -358,33 +265,15 @@ impl Conversation {
         if let Some(s) = self.spec.as_mut()
             && s.job == job
         {
-            let heard = result.as_ref().ok().map(|h| h.text.trim().to_string());
-            let finished = heard.as_deref().is_some_and(crate::text::reads_finished);
+            let finished = result
+                .as_ref()
+                .is_ok_and(|h| crate::text::reads_finished(h.text.trim()));
             s.result = Some(result);
-            if let Some(user) = heard.filter(|t| !t.is_empty())
-                && self.cfg.speculative_reply
-                && self.reply.is_none()
-                && self.turns.in_turn()
-            {
-                // Start answering while Smart Turn and the silence decide.
-                let id = self.next_id();
-                let mut messages = self.history.clone();
-                messages.push(ChatMessage::new(Role::User, user));
-                self.out.push(Action::StartLlm {
-                    reply: id,
-                    messages,
-                });
-                if let Some(s) = self.spec.as_mut() {
-                    s.reply = Some(SpecReply {
-                        id,
-                        started: self.now,
-                        first_token: None,
-                        tokens: Vec::new(),
-                        done: false,
-                        grounding: None,
-                    });
-                }
+            if let Some(pause) = self.predict_later.take() {
+                // The pause came while it was decoded: Smart Turn's turn now.
+                self.predict(pause);
             }
+            self.start_spec_reply();
             // A transcript that reads as a whole sentence ends the turn on
             // a shorter silence than one Smart Turn alone left open.
             if let Some(ev) = self.turns.on_transcript(finished) {

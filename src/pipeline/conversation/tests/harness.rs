@@ -15,8 +15,10 @@ pub(super) fn settings() -> Settings {
     Settings {
         // The transcripts taken while the user speaks have cases of their
         // own (`turns::the_question_so_far_is_prefilled_while_the_user_speaks`).
+        // So do the transcripts started at a lull (`turns::lull_cases`).
         turn: TurnConfig {
             prefill_every_ms: 0,
+            lull_ms: 0,
             ..TurnConfig::default()
         },
         system_prompt: "Be brief.".into(),

@@ -308,3 +308,109 @@ fn the_question_so_far_is_prefilled_while_the_user_speaks() {
     cfg.turn.prefill_every_ms = 0;
     Harness::with(cfg).run("off", &[Speak(80), Never("off", is_start_asr)]);
 }
+
+/// With `turn.lull_ms`, the turn so far is transcribed at the lull before
+/// the first pause; Smart Turn is asked once that transcript is in, and a
+/// turn it ends is answered on it without a second decode. Speech after
+/// the lull drops it; a busy machine leaves it to the pause.
+#[test]
+fn the_turn_is_transcribed_at_the_lull_before_the_pause() {
+    let mut cfg = settings();
+    cfg.turn.lull_ms = 64;
+    let cases: Vec<(&str, Vec<Step>)> = vec![
+        (
+            "transcript in before the pause",
+            vec![
+                Speak(20),
+                Quiet(1),
+                Never("no transcript after one quiet window", is_start_asr),
+                Quiet(1),
+                Expect("transcribed at the lull", is_start_asr),
+                Asr("What is the capital of France?"),
+                Never("no reply before the pause", is_start_llm),
+                Quiet(2),
+                Expect("Smart Turn asked at the pause", is_predict),
+                Never("no second decode", is_start_asr),
+                Predict(true),
+                Expect("end of turn", is_thinking),
+                Expect("answered on the lull's transcript", is_start_llm),
+                Never("no second decode", is_start_asr),
+            ],
+        ),
+        (
+            "the pause comes first: Smart Turn waits for the transcript",
+            vec![
+                Speak(20),
+                Quiet(2),
+                Expect("transcribed at the lull", is_start_asr),
+                Quiet(5),
+                Never("Smart Turn waits for the transcript", is_predict),
+                Asr("Tell me a joke."),
+                Expect("Smart Turn asked now", is_predict),
+                Never("no reply while Smart Turn decides", is_start_llm),
+                Predict(false),
+                Expect("the speculative reply on it", is_start_llm),
+                Never("no second decode", is_start_asr),
+                Quiet(30),
+                Expect("end of turn on silence", is_thinking),
+                Never("no second decode", is_start_asr),
+                Never("no second LLM", is_start_llm),
+            ],
+        ),
+        (
+            "speech after the lull drops its transcript",
+            vec![
+                Speak(20),
+                Quiet(2),
+                Expect("transcribed at the lull", is_start_asr),
+                Speak(1),
+                Expect("dropped", is_cancel_asr),
+                Quiet(7),
+                Expect("transcribed at the next lull", is_start_asr),
+                Never("Smart Turn waits for it", is_predict),
+                AsrFails(Failure::Failed("whisper".into())),
+                Expect("Smart Turn asked anyway", is_predict),
+                Predict(true),
+                Expect("the whole turn decoded", is_start_asr),
+                Asr("Tell me a joke about cats."),
+                Expect("LLM on the whole turn", is_start_llm),
+            ],
+        ),
+        (
+            "busy machine: at the pause, after Smart Turn, as without a lull",
+            vec![
+                Others(true),
+                Speak(20),
+                Quiet(7),
+                Never("nothing at the lull", is_start_asr),
+                Expect("Smart Turn asked", is_predict),
+                Predict(false),
+                Expect("transcribed", is_start_asr),
+            ],
+        ),
+    ];
+    for (name, script) in cases {
+        Harness::with(cfg.clone()).run(name, &script);
+    }
+    cfg.turn.prefill_every_ms = 1000;
+    Harness::with(cfg).run(
+        "behind a transcript of the turn so far",
+        &[
+            Speak(40),
+            Expect("the turn so far transcribed", is_start_asr),
+            Quiet(2),
+            Expect("that job dropped at the lull", is_cancel_asr),
+            Expect("the lull's own", is_start_asr),
+            Quiet(2),
+            Expect(
+                "Smart Turn asked at once, beside the dropped job",
+                is_predict,
+            ),
+            Predict(true),
+            Expect("end of turn", is_thinking),
+            Never("no second decode", is_start_asr),
+            Asr("What is the capital of France?"),
+            Expect("answered on the lull's transcript", is_start_llm),
+        ],
+    );
+}
