@@ -100,15 +100,13 @@ impl Conversation {
             self.start_spec_reply();
             return;
         }
-        let pause = self.turns.pause_id();
-        if self
-            .spec
-            .as_ref()
-            .is_some_and(|s| s.result.is_some() || s.queued)
-        {
-            self.predict(pause);
+        let Some(s) = self.spec.as_mut() else {
+            return;
+        };
+        if s.result.is_some() || s.queued {
+            self.predict(self.turns.pause_id());
         } else {
-            self.predict_later = Some(pause);
+            s.smart_turn_waits = true;
         }
     }
 
@@ -121,8 +119,6 @@ impl Conversation {
     }
 
     pub(super) fn drop_speculation(&mut self) {
-        // A question for Smart Turn waiting on the transcript goes with it.
-        self.predict_later = None;
         let Some(s) = self.spec.take() else {
             return;
         };
@@ -148,25 +144,28 @@ impl Conversation {
     /// decides, once it is in and Smart Turn has said "not yet" (or is not
     /// used); before that, the LLM would share the cores with Smart Turn.
     pub(super) fn start_spec_reply(&mut self) {
-        let asking = self.predicting.is_some() || self.predict_later.is_some();
-        let asked = self.turns.paused() && !asking;
+        let asked = self.turns.paused() && self.predicting.is_none();
         if !self.cfg.speculative_reply || self.reply.is_some() || !asked {
             return;
         }
-        let Some(s) = self.spec.as_mut().filter(|s| s.reply.is_none()) else {
-            return;
+        let user = match &self.spec {
+            Some(Speculative {
+                result: Some(Ok(heard)),
+                reply: None,
+                smart_turn_waits: false,
+                ..
+            }) => heard.text.trim().to_string(),
+            _ => return,
         };
-        let Some(Ok(heard)) = &s.result else {
-            return;
-        };
-        let user = heard.text.trim();
         if user.is_empty() {
             return;
         }
         let mut messages = self.history.clone();
-        messages.push(ChatMessage::new(Role::User, user.to_string()));
-        let id = self.next_id;
-        self.next_id += 1;
+        messages.push(ChatMessage::new(Role::User, user));
+        let id = self.next_id();
+        let Some(s) = self.spec.as_mut() else {
+            return;
+        };
         s.reply = Some(SpecReply {
             id,
             started: self.now,
@@ -190,6 +189,7 @@ impl Conversation {
             result: None,
             reply: None,
             queued: false,
+            smart_turn_waits: false,
         });
         self.out.push(Action::StartAsr {
             job,

@@ -91,6 +91,10 @@ struct Speculative {
     /// Started at a lull while a transcript of the turn so far still ran:
     /// it waits for that job to stop, and Smart Turn need not wait for it.
     queued: bool,
+    /// The pause came while it was decoded, and Smart Turn is asked about
+    /// that pause once it is in (see `early::Conversation::after_lull`).
+    /// Smart Turn then hears all the silence so far, as it would asked later.
+    smart_turn_waits: bool,
 }
 
 /// An LLM generation on a speculative transcript: its tokens are held back
@@ -121,10 +125,6 @@ pub struct Conversation {
     /// The pause whose Smart Turn answer is awaited; its speculative
     /// transcript starts on a "not yet".
     predicting: Option<u64>,
-    /// The pause whose Smart Turn question waits for the transcript the
-    /// lull before it started (see `turn::Conversation::on_lull`). Smart
-    /// Turn then hears all the silence so far, as it would asked later.
-    predict_later: Option<u64>,
     reply: Option<Reply>,
     playing: Option<Playing>,
     playout: Playout,
@@ -166,7 +166,6 @@ impl Conversation {
             so_far: None,
             so_far_upto: 0,
             predicting: None,
-            predict_later: None,
             reply: None,
             playing: None,
             playout: Playout {

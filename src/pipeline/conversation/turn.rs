@@ -180,7 +180,6 @@ impl Conversation {
         self.out.push(Action::Count(Count::Utterance));
         self.emit(Event::state(State::Thinking));
         self.cancel_prediction();
-        self.predict_later = None;
         // Its words would only delay the whole turn's transcript.
         self.drop_so_far();
         if self.reply.is_some() || self.playing.is_some() {
@@ -269,9 +268,9 @@ impl Conversation {
                 .as_ref()
                 .is_ok_and(|h| crate::text::reads_finished(h.text.trim()));
             s.result = Some(result);
-            if let Some(pause) = self.predict_later.take() {
+            if std::mem::take(&mut s.smart_turn_waits) {
                 // The pause came while it was decoded: Smart Turn's turn now.
-                self.predict(pause);
+                self.predict(self.turns.pause_id());
             }
             self.start_spec_reply();
             // A transcript that reads as a whole sentence ends the turn on
